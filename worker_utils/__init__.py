@@ -1,0 +1,41 @@
+"""Per-worker resources for pytest-xdist.
+
+The helpers below are pure: they need no running pytest and can be called at
+import time, for example from a settings module. The fixtures live in
+:mod:`worker_utils.plugin`, which pytest loads through its entry point.
+"""
+
+from __future__ import annotations
+
+from worker_utils._worker import (
+    WorkerContractError,
+    get_testrun_uid,
+    get_worker_count,
+    get_worker_id,
+    get_worker_num,
+    is_xdist_worker,
+)
+from worker_utils.coordination import RunOnceError, run_once
+from worker_utils.paths import run_tmp_path, worker_tmp_path
+from worker_utils.ports import PortLease, PortsExhaustedError, get_worker_port_offset, lease_port
+from worker_utils.postgres import get_worker_postgres_schema
+from worker_utils.redis import get_worker_redis_db
+
+__all__ = [
+    "PortLease",
+    "PortsExhaustedError",
+    "RunOnceError",
+    "WorkerContractError",
+    "get_testrun_uid",
+    "get_worker_count",
+    "get_worker_id",
+    "get_worker_num",
+    "get_worker_port_offset",
+    "get_worker_postgres_schema",
+    "get_worker_redis_db",
+    "is_xdist_worker",
+    "lease_port",
+    "run_once",
+    "run_tmp_path",
+    "worker_tmp_path",
+]

@@ -1,0 +1,326 @@
+"""The pytest plugin: options, fixtures and hooks over the worker_utils modules.
+
+Registered through the ``pytest11`` entry point. It holds no logic of its own
+beyond wiring: the run's lifecycle (id, directory, liveness lock, teardowns) is
+started here in the process that owns the run and shared with xdist workers
+through ``workerinput``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from worker_utils import _worker, coordination, paths, ports
+from worker_utils._report import WorkerReport
+
+T = TypeVar("T")
+
+_RUN_DIR_INPUT = "worker_utils_run_dir"
+_REPORT_OUTPUT = "worker_utils_report"
+_PORT_RANGE_VAR = "WORKER_UTILS_PORT_RANGE"
+
+
+class _Run:
+    """What this process knows about the run it belongs to."""
+
+    def __init__(self, uid: str, directory: Path, lock: coordination.RunLock | None) -> None:
+        self.uid = uid
+        self.directory = directory
+        self.lock = lock  # held only by the process that owns the run
+        self.saved_env: dict[str, str | None] = {}
+        self.report = WorkerReport(_worker.get_worker_id())
+        self.worker_reports: dict[str, dict[str, Any]] = {}
+        self.port_range: range | None = None
+
+
+_run_key = pytest.StashKey[_Run]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("worker_utils", "worker_utils: per-worker resources")
+    group.addoption(
+        "--worker-utils-port-range",
+        dest="worker_utils_port_range",
+        default=None,
+        metavar="LOW-HIGH",
+        help="Lease worker_port ports only from this range (default: portpicker's choice)",
+    )
+    parser.addini(
+        "worker_utils_port_range",
+        "Lease worker_port ports only from this range, such as 20000-20999",
+        default="",
+    )
+
+
+def _set_env(run: _Run, name: str, value: str | None) -> None:
+    run.saved_env.setdefault(name, os.environ.get(name))
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
+def _check_contract() -> None:
+    __tracebackhide__ = True
+    try:
+        _worker.get_worker_id()
+        _worker.get_worker_count()
+        _worker.get_testrun_uid()
+    except _worker.WorkerContractError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def _port_range(config: pytest.Config) -> range | None:
+    __tracebackhide__ = True
+    for setting, text in (
+        ("--worker-utils-port-range", config.getoption("worker_utils_port_range")),
+        (_PORT_RANGE_VAR, os.environ.get(_PORT_RANGE_VAR)),
+        ("worker_utils_port_range", config.getini("worker_utils_port_range")),
+    ):
+        if text:
+            try:
+                return ports.parse_port_range(text, setting=setting)
+            except ValueError as exc:
+                raise pytest.UsageError(str(exc)) from None
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    _check_contract()
+    workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        uid = workerinput["testrunuid"]
+        run = _Run(uid, Path(workerinput[_RUN_DIR_INPUT]), lock=None)
+    else:
+        uid = getattr(config.option, "testrunuid", None) or uuid.uuid4().hex
+        if config.pluginmanager.hasplugin("xdist"):
+            config.option.testrunuid = uid  # xdist hands this id to the workers
+        try:
+            _worker.get_testrun_uid({_worker.RUN_VAR: uid})
+        except _worker.WorkerContractError as exc:
+            raise pytest.UsageError(f"--testrunuid: {exc}") from None
+        coordination.reap_dead_runs()
+        lock = coordination.RunLock(uid)
+        run = _Run(uid, lock.acquire(), lock)
+        # Variables inherited from an outer pytest (this run started inside a
+        # worker of another) would make the helpers report that outer worker.
+        for name in (_worker.WORKER_VAR, _worker.COUNT_VAR, _worker.XDIST_RUN_VAR):
+            _set_env(run, name, None)
+    _set_env(run, _worker.RUN_VAR, uid)
+    _set_env(run, coordination.RUN_DIR_VAR, str(run.directory))
+    run.report = WorkerReport(_worker.get_worker_id())
+    run.port_range = _port_range(config)
+    config.stash[_run_key] = run
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistHooks(run), "worker_utils.xdist")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    run = config.stash.get(_run_key, None)
+    if run is None:
+        return
+    if run.lock is not None:
+        for failure in coordination.run_teardowns(run.directory):
+            sys.stderr.write(f"worker_utils: {failure}\n")
+        run.lock.release()
+    for name, value in run.saved_env.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    del config.stash[_run_key]
+
+
+class _XdistHooks:
+    """Hooks that exist only when pytest-xdist is installed and active."""
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput[_RUN_DIR_INPUT] = str(self.run.directory)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        output = getattr(node, "workeroutput", None) or {}
+        report = output.get(_REPORT_OUTPUT)
+        if report is not None:
+            self.run.worker_reports[report["worker"]] = report
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    run = session.config.stash.get(_run_key, None)
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if run is not None and workeroutput is not None:
+        workeroutput[_REPORT_OUTPUT] = run.report.as_dict()
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    run = config.stash.get(_run_key, None)
+    if run is None:
+        return
+    reports = run.worker_reports or {run.report.worker: run.report.as_dict()}
+    for line in WorkerReport.summary_lines(reports, verbose=config.get_verbosity() > 0):
+        terminalreporter.write_line(line)
+
+
+def _run(request: pytest.FixtureRequest) -> _Run:
+    return request.config.stash[_run_key]
+
+
+@pytest.fixture(scope="session")
+def worker_tmp_path(request: pytest.FixtureRequest) -> Path:
+    """A directory private to this worker in this run, removed when the run ends.
+
+    A worker that replaces a crashed one gets a new directory.
+    """
+    path = paths.worker_tmp_path()
+    _run(request).report.note("tmp", str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def run_tmp_path() -> Path:
+    """A directory shared by every worker of this run, and only this run.
+
+    Removed when the run ends; two concurrent runs never share it.
+    """
+    return paths.run_tmp_path()
+
+
+class SocketPathFactory:
+    """Hands out Unix socket paths that fit ``bind(AF_UNIX)``, however deep the temp dir."""
+
+    def __init__(self, preferred: Path) -> None:
+        self._preferred = preferred
+        self._short: Path | None = None
+        self._given: set[str] = set()
+
+    def __call__(self, name: str = "socket") -> Path:
+        """Return a new socket path ending in ``name`` (made unique if asked twice)."""
+        unique, n = name, 1
+        while unique in self._given:
+            n += 1
+            unique = f"{name}{n}"
+        self._given.add(unique)
+        directory = paths.short_socket_dir(self._preferred, len(os.fsencode(unique)))
+        if directory is None:
+            if self._short is None:
+                self._short = paths.make_short_dir()
+            directory = self._short
+        return directory / unique
+
+    def cleanup(self) -> None:
+        """Remove the short directory, if one was needed."""
+        if self._short is not None:
+            shutil.rmtree(self._short, ignore_errors=True)
+
+
+@pytest.fixture
+def worker_socket_path(worker_tmp_path: Path) -> Iterator[SocketPathFactory]:
+    """A factory of Unix socket paths short enough for ``AF_UNIX`` (107 bytes on Linux).
+
+    ``worker_socket_path("db.sock")`` returns a path in this worker's directory
+    when it fits, else in a short private directory under ``/tmp`` that is
+    removed after the test.
+    """
+    factory = SocketPathFactory(worker_tmp_path)
+    yield factory
+    factory.cleanup()
+
+
+class PortFactory:
+    """Leases free TCP ports; each stays reserved until the factory is closed."""
+
+    def __init__(self, run: _Run) -> None:
+        self._run = run
+        self.leases: list[ports.PortLease] = []
+
+    def __call__(self) -> int:
+        """Return a free TCP port no other worker or concurrent run holds."""
+        __tracebackhide__ = True
+        try:
+            lease = ports.lease_port(port_range=self._run.port_range)
+        except ports.PortsExhaustedError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        self.leases.append(lease)
+        self._run.report.note("ports", lease.port)
+        return lease.port
+
+    def close(self) -> None:
+        """Release every port this factory leased."""
+        for lease in self.leases:
+            lease.release()
+        self.leases.clear()
+
+
+@pytest.fixture(scope="session")
+def worker_port_factory(request: pytest.FixtureRequest) -> Iterator[PortFactory]:
+    """Session-scoped ``worker_port``: ports stay leased until the worker's session ends.
+
+    Use it from session fixtures that start servers.
+    """
+    factory = PortFactory(_run(request))
+    yield factory
+    factory.close()
+
+
+@pytest.fixture
+def worker_port(request: pytest.FixtureRequest) -> Iterator[PortFactory]:
+    """A factory of free TCP ports: ``worker_port()`` returns a new port each call.
+
+    No other worker, and no concurrent pytest run on this host, receives a port
+    while this test holds it; the ports are released when the test ends, or
+    by the kernel if the worker dies.
+    """
+    factory = PortFactory(_run(request))
+    yield factory
+    factory.close()
+
+
+class RunOnce:
+    """Callable behind the ``run_once`` fixture."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+
+    def __call__(
+        self,
+        key: str,
+        compute: Callable[[], T],
+        *,
+        teardown: Callable[[Any], object] | None = None,
+        timeout: float = 600.0,
+    ) -> T:
+        """Compute ``compute()`` once per run and share it; see :func:`worker_utils.run_once`."""
+        __tracebackhide__ = True
+        try:
+            return coordination.run_once(
+                key, compute, teardown=teardown, run_dir=self._directory, timeout=timeout
+            )
+        except coordination.RunOnceError as exc:
+            pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def run_once(request: pytest.FixtureRequest) -> RunOnce:
+    """Run expensive setup once per run and share its JSON-serialisable result.
+
+    ``run_once("schema", build, teardown=drop)``: the first worker to arrive
+    calls ``build()`` under a file lock; every other worker of the run gets the
+    stored value. ``drop(value)`` runs once, after the last worker ends. Works the
+    same with ``-n 0``, ``-n 2`` and ``-p no:xdist``.
+    """
+    return RunOnce(_run(request).directory)
