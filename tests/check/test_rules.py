@@ -1,0 +1,204 @@
+"""Every rule against the corpus: the findings are exactly the lines marked ``# expect: CODE``."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from worker_utils.check import RULES, Finding, Settings, check_paths, check_source
+
+CORPUS = Path(__file__).parent / "corpus"
+_EXPECT = re.compile(r"# expect: (?P<codes>[A-Z0-9, ]+)$")
+
+
+def expected_in(path: Path) -> set[tuple[str, int]]:
+    expected = set()
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        match = _EXPECT.search(line)
+        if match:
+            expected |= {(code.strip(), number) for code in match["codes"].split(",")}
+    return expected
+
+
+def found_in(findings: list[Finding], path: Path) -> set[tuple[str, int]]:
+    return {(finding.code, finding.line) for finding in findings if finding.path == str(path)}
+
+
+@pytest.fixture(scope="module")
+def corpus_findings() -> list[Finding]:
+    return check_paths([CORPUS], Settings(root=CORPUS))
+
+
+CORPUS_FILES = sorted(path.relative_to(CORPUS).as_posix() for path in CORPUS.rglob("*.py"))
+
+
+@pytest.mark.parametrize("name", CORPUS_FILES)
+def test_it_reports_exactly_the_marked_lines(corpus_findings: list[Finding], name: str) -> None:
+    path = CORPUS / name
+    assert found_in(corpus_findings, path) == expected_in(path)
+
+
+def test_every_rule_is_proven_by_the_corpus() -> None:
+    marked = {code for name in CORPUS_FILES for code, _ in expected_in(CORPUS / name)}
+    assert marked == set(RULES) - {"WU000", "WU001"}
+
+
+def test_it_never_checks_files_that_are_not_tests(corpus_findings: list[Finding]) -> None:
+    assert not found_in(corpus_findings, CORPUS / "sub" / "helpers.py")
+
+
+def test_it_names_the_first_definition_of_a_duplicate_autouse_fixture(
+    corpus_findings: list[Finding],
+) -> None:
+    duplicates = [finding.format() for finding in corpus_findings if finding.code == "WU502"]
+    conftest = CORPUS / "conftest.py"
+    assert duplicates == [
+        f"{CORPUS}/sub/conftest.py:6:1: WU502 autouse fixture 'start_database' already defined "
+        f"at {conftest}:11 (keep one definition in the conftest.py shared by both)",
+        f"{CORPUS}/sub/conftest.py:11:1: WU502 autouse fixture 'reset_cache' already defined "
+        f"at {conftest}:6 (keep one definition in the conftest.py shared by both)",
+        f"{CORPUS}/test_autouse.py:23:1: WU502 autouse fixture 'reset_cache' already defined "
+        f"at {conftest}:6 (keep one definition in the conftest.py shared by both)",
+    ]
+
+
+def format_one(source: str, path: str = "test_x.py") -> list[str]:
+    return [finding.format() for finding in check_source(source, path)]
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        (
+            "import os\nos.environ['A'] = '1'\n",
+            "test_x.py:2:1: WU101 os.environ item set outside monkeypatch "
+            "(use monkeypatch.setenv())",
+        ),
+        (
+            "import os\ndel os.environ['A']\n",
+            "test_x.py:2:5: WU102 os.environ item deleted outside monkeypatch "
+            "(use monkeypatch.delenv())",
+        ),
+        (
+            "import os\nos.environ.update(A='1')\n",
+            "test_x.py:2:1: WU103 os.environ.update() changes the environment outside "
+            "monkeypatch (use monkeypatch.setenv() or monkeypatch.delenv())",
+        ),
+        (
+            "import os\nos.unsetenv('A')\n",
+            "test_x.py:2:1: WU104 os.unsetenv() changes the environment outside monkeypatch "
+            "(use monkeypatch.setenv() or monkeypatch.delenv())",
+        ),
+        (
+            "from unittest import mock\nmock.patch.dict('os.environ', A='1')\n",
+            "test_x.py:2:1: WU105 patch.dict() of os.environ instead of monkeypatch "
+            "(use monkeypatch.setenv() or monkeypatch.delenv())",
+        ),
+        (
+            "sock.bind(('127.0.0.1', 8080))\n",
+            "test_x.py:1:25: WU201 hard-coded port 8080 passed to bind() "
+            "(use the worker_port fixture or worker_utils.lease_port())",
+        ),
+        (
+            "URL = 'redis://127.0.0.1:6379/0'\n",
+            "test_x.py:1:7: WU202 hard-coded port 6379 in 'redis://127.0.0.1:6379' "
+            "(use the worker_port fixture or worker_utils.lease_port())",
+        ),
+        (
+            "import os\nname = os.getenv('PYTEST_XDIST_WORKER')\n",
+            "test_x.py:2:8: WU301 PYTEST_XDIST_WORKER read from the environment by hand "
+            "(use worker_utils.get_worker_id(), get_worker_num() or get_worker_count())",
+        ),
+        (
+            "n = worker_id.replace('gw', '')\n",
+            "test_x.py:1:5: WU302 worker id parsed by hand (use worker_utils.get_worker_num())",
+        ),
+        (
+            "port = worker_num * 100\n",
+            "test_x.py:1:8: WU303 resource number computed from the worker number "
+            "(use the worker_port fixture or worker_utils.lease_port())",
+        ),
+        (
+            "SOCKET = '/tmp/app.sock'\n",
+            "test_x.py:1:10: WU401 fixed temporary path '/tmp/app.sock' "
+            "(use tmp_path, worker_tmp_path or run_tmp_path)",
+        ),
+        (
+            "import pytest\n@pytest.fixture(autouse=True, scope='session')\ndef db(): pass\n",
+            "test_x.py:3:1: WU501 session-scoped autouse fixture 'db' in a test module "
+            "(move it to conftest.py or make it function-scoped)",
+        ),
+        (
+            "import pytest\n"
+            "@pytest.fixture(autouse=True)\ndef db(): pass\n"
+            "class TestA:\n    @pytest.fixture(autouse=True)\n    def db(self): pass\n",
+            "test_x.py:6:5: WU502 autouse fixture 'db' already defined at test_x.py:3 "
+            "(keep one definition in the conftest.py shared by both)",
+        ),
+    ],
+)
+def test_it_formats_each_rule_with_its_message_and_hint(source: str, expected: str) -> None:
+    assert format_one(source) == [expected]
+
+
+def test_it_allows_broad_autouse_fixtures_in_conftest() -> None:
+    source = "import pytest\n@pytest.fixture(autouse=True, scope='session')\ndef db(): pass\n"
+    assert format_one(source, "conftest.py") == []
+
+
+def test_it_reports_a_syntax_error_as_a_finding() -> None:
+    assert format_one("def broken(:\n    pass\n") == [
+        "test_x.py:1:12: WU000 syntax error: invalid syntax (the file was not checked)"
+    ]
+
+
+def test_it_reports_a_nul_byte_as_a_syntax_error() -> None:
+    [finding] = check_source(b"x = 1\0\n", "test_x.py")
+    assert (finding.code, finding.line, finding.col) == ("WU000", 1, 1)
+    assert finding.message.startswith("syntax error: source code")
+    assert finding.message.endswith("cannot contain null bytes")
+
+
+def test_it_reports_an_unreadable_file_and_checks_the_others(tmp_path: Path) -> None:
+    (tmp_path / "test_gone.py").symlink_to(tmp_path / "missing.py")
+    (tmp_path / "test_bad.py").write_text("P = '/tmp/x'\n")
+    findings = check_paths([tmp_path], Settings(root=tmp_path))
+    assert [(Path(finding.path).name, finding.code) for finding in findings] == [
+        ("test_bad.py", "WU401"),
+        ("test_gone.py", "WU001"),
+    ]
+    assert findings[1].message.startswith("cannot read the file: [Errno 2] No such file")
+
+
+def test_it_ignores_noqa_for_other_codes_and_honours_listed_ones() -> None:
+    source = (
+        "import os\n"
+        "os.environ['A'] = '1'  # noqa: WU102, WU101\n"
+        "os.putenv('A', 'b')  # noqa: WU101\n"
+    )
+    assert [finding.code for finding in check_source(source, "test_x.py")] == ["WU104"]
+
+
+@pytest.mark.parametrize(
+    ("select", "ignore", "codes"),
+    [
+        (("WU",), (), ["WU101", "WU201", "WU401"]),
+        (("WU1", "WU4"), (), ["WU101", "WU401"]),
+        (("WU",), ("WU2",), ["WU101", "WU401"]),
+        (("WU201",), ("WU2",), ["WU201"]),
+        (("WU",), ("WU",), []),
+    ],
+)
+def test_it_selects_by_the_most_specific_prefix(
+    select: tuple[str, ...], ignore: tuple[str, ...], codes: list[str]
+) -> None:
+    source = "import os\nos.environ['A'] = '1'\nbind(8080)\nP = '/tmp/x'\n"
+    settings = Settings(select=select, ignore=ignore)
+    assert [finding.code for finding in check_source(source, "test_x.py", settings)] == codes
+
+
+def test_it_always_reports_syntax_errors_whatever_the_selection() -> None:
+    settings = Settings(select=("WU1",), ignore=("WU0",))
+    assert [finding.code for finding in check_source("(", "test_x.py", settings)] == ["WU000"]

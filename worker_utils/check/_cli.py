@@ -1,0 +1,86 @@
+"""``worker-utils check``: the checker's command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``check`` subcommand."""
+    parser = subparsers.add_parser(
+        "check",
+        help="Find test code that breaks under pytest -n auto",
+        description=(
+            "Find test code that breaks under pytest -n auto: environment writes outside "
+            "monkeypatch, hard-coded ports, worker arithmetic, fixed temporary paths and "
+            "misplaced autouse fixtures. Exit status: 0 clean, 1 findings, 2 usage or "
+            "syntax errors."
+        ),
+    )
+    parser.add_argument(
+        "paths", nargs="*", metavar="PATH", help="Files or directories to check (default: .)"
+    )
+    parser.add_argument(
+        "--select", metavar="CODES", help="Comma-separated rule codes or prefixes to report"
+    )
+    parser.add_argument(
+        "--ignore", metavar="CODES", help="Comma-separated rule codes or prefixes not to report"
+    )
+    config = parser.add_mutually_exclusive_group()
+    config.add_argument(
+        "--config", metavar="PYPROJECT", type=Path, help="Read [tool.worker_utils] from this file"
+    )
+    config.add_argument("--isolated", action="store_true", help="Ignore every pyproject.toml")
+    parser.add_argument(
+        "--statistics", action="store_true", help="Print the number of findings per rule"
+    )
+    parser.add_argument("--list-rules", action="store_true", help="Print every rule and exit")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check the paths in ``args``, print the findings and return the exit status."""
+    # Imported here so that `worker-utils --help` and other commands stay fast.
+    from worker_utils.check import RULES, CheckError, check_paths
+    from worker_utils.check._config import (
+        find_pyproject,
+        load_settings,
+        validate_codes,
+        with_options,
+    )
+
+    if args.list_rules:
+        for found in sorted(RULES.values(), key=lambda found: found.code):
+            print(f"{found.code} {found.message} ({found.hint})")
+        return 0
+    try:
+        pyproject = None if args.isolated else args.config or find_pyproject(Path.cwd())
+        if args.config and not args.config.is_file():
+            raise CheckError(f"--config: {args.config} is not a file; give a pyproject.toml")
+        select = None if args.select is None else validate_codes("--select", _split(args.select))
+        ignore = validate_codes("--ignore", _split(args.ignore or ""))
+        settings = with_options(load_settings(pyproject), select, ignore)
+        findings = check_paths(args.paths or ["."], settings)
+    except CheckError as error:
+        print(f"worker-utils check: error: {error}", file=sys.stderr)
+        return 2
+    for finding in findings:
+        print(finding.format())
+    if args.statistics:
+        counts = Counter(finding.code for finding in findings)
+        for code, count in sorted(counts.items()):
+            print(f"{count:5d}  {code}  {RULES[code].message}")
+    if findings:
+        print(f"Found {len(findings)} problem{'s' if len(findings) != 1 else ''}.")
+    if any(finding.code in ("WU000", "WU001") for finding in findings):
+        return 2
+    return 1 if findings else 0
+
+
+def _split(codes: str) -> list[str]:
+    return codes.split(",")

@@ -1,0 +1,67 @@
+"""Rules WU5xx: autouse fixtures that set up shared state in the wrong place.
+
+A broad-scoped autouse fixture in a test module runs once per worker that
+happens to collect the module, and the same autouse name defined in several
+places silently overrides (or doubles) setup depending on the directory.
+"""
+
+from __future__ import annotations
+
+import ast
+
+from worker_utils.check._base import Context, rule
+
+__all__ = ["RULES", "check"]
+
+IN_TEST_MODULE = rule(
+    "WU501",
+    "{scope}-scoped autouse fixture {name!r} in a test module",
+    "move it to conftest.py or make it function-scoped",
+)
+DUPLICATE = rule(
+    "WU502",
+    "autouse fixture {name!r} already defined at {first}",
+    "keep one definition in the conftest.py shared by both",
+)
+RULES = (IN_TEST_MODULE, DUPLICATE)
+
+_FIXTURE_DECORATORS = frozenset({"pytest.fixture", "pytest_asyncio.fixture"})
+_BROAD_SCOPES = frozenset({"module", "package", "session"})
+
+
+def check(ctx: Context) -> None:
+    """Report broad autouse fixtures outside conftest.py and collect every autouse definition.
+
+    Duplicates span files, so :func:`worker_utils.check.check_paths` reports them
+    from ``ctx.autouse``.
+    """
+    if "autouse" not in ctx.source:
+        return
+    for node in ctx.nodes:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            for decorator in node.decorator_list:
+                options = _autouse_options(ctx, decorator)
+                if options is None:
+                    continue
+                name = options.get("name", node.name)
+                ctx.autouse.append((name, node.lineno, node.col_offset + 1))
+                scope = options.get("scope", "function")
+                if scope in _BROAD_SCOPES and not ctx.is_conftest:
+                    ctx.report(IN_TEST_MODULE, node, scope=scope, name=name)
+
+
+def _autouse_options(ctx: Context, decorator: ast.expr) -> dict[str, str] | None:
+    """The string options of an ``autouse=True`` fixture decorator, or None for anything else."""
+    if not isinstance(decorator, ast.Call):
+        return None
+    if ctx.qualname(decorator.func) not in _FIXTURE_DECORATORS:
+        return None
+    options: dict[str, str] = {}
+    autouse = False
+    for keyword in decorator.keywords:
+        value = keyword.value
+        if keyword.arg == "autouse":
+            autouse = isinstance(value, ast.Constant) and value.value is True
+        elif keyword.arg and isinstance(value, ast.Constant) and isinstance(value.value, str):
+            options[keyword.arg] = value.value
+    return options if autouse else None

@@ -1,0 +1,69 @@
+"""Rules WU1xx: environment writes outside ``monkeypatch``.
+
+A test that changes ``os.environ`` by hand leaks the change into every later
+test on the same worker, so the suite passes or fails with the order xdist
+happens to pick.
+"""
+
+from __future__ import annotations
+
+import ast
+
+from worker_utils.check._base import Context, rule
+
+__all__ = ["RULES", "check"]
+
+_HINT = "use monkeypatch.setenv() or monkeypatch.delenv()"
+ITEM_SET = rule("WU101", "os.environ item set outside monkeypatch", "use monkeypatch.setenv()")
+ITEM_DELETED = rule(
+    "WU102", "os.environ item deleted outside monkeypatch", "use monkeypatch.delenv()"
+)
+METHOD = rule("WU103", "os.environ.{method}() changes the environment outside monkeypatch", _HINT)
+PUTENV = rule("WU104", "{function}() changes the environment outside monkeypatch", _HINT)
+PATCH_DICT = rule("WU105", "patch.dict() of os.environ instead of monkeypatch", _HINT)
+RULES = (ITEM_SET, ITEM_DELETED, METHOD, PUTENV, PATCH_DICT)
+
+_METHODS = frozenset(
+    {"pop", "popitem", "update", "setdefault", "clear", "__setitem__", "__delitem__"}
+)
+_PUTENV = frozenset({"os.putenv", "os.unsetenv"})
+_PATCH_DICT = frozenset({"unittest.mock.patch.dict", "mock.patch.dict", "patch.dict"})
+
+
+def check(ctx: Context) -> None:
+    """Report environment writes that bypass ``monkeypatch``."""
+    source = ctx.source
+    if "environ" not in source and "putenv" not in source and "unsetenv" not in source:
+        return
+    for node in ctx.nodes:
+        if isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                if isinstance(target, ast.Subscript) and ctx.is_environ(target.value):
+                    ctx.report(ITEM_SET, target)
+        elif isinstance(node, ast.Delete):
+            for target in node.targets:
+                if isinstance(target, ast.Subscript) and ctx.is_environ(target.value):
+                    ctx.report(ITEM_DELETED, target)
+        elif isinstance(node, ast.Call):
+            _check_call(ctx, node)
+
+
+def _check_call(ctx: Context, node: ast.Call) -> None:
+    func = node.func
+    if isinstance(func, ast.Attribute) and func.attr in _METHODS and ctx.is_environ(func.value):
+        ctx.report(METHOD, node, method=func.attr)
+        return
+    name = ctx.qualname(func)
+    if name in _PUTENV:
+        ctx.report(PUTENV, node, function=name)
+    elif name in _PATCH_DICT:
+        target = node.args[0] if node.args else None
+        for keyword in node.keywords:
+            if keyword.arg == "in_dict":
+                target = keyword.value
+        if target is not None and (
+            ctx.is_environ(target)
+            or (isinstance(target, ast.Constant) and target.value == "os.environ")
+        ):
+            ctx.report(PATCH_DICT, node)
