@@ -102,8 +102,8 @@ def format_one(source: str, path: str = "test_x.py") -> list[str]:
             "(use the worker_port fixture or worker_utils.lease_port())",
         ),
         (
-            "URL = 'redis://127.0.0.1:6379/0'\n",
-            "test_x.py:1:7: WU202 hard-coded port 6379 in 'redis://127.0.0.1:6379' "
+            "URL = 'redis://127.0.0.1:6379/0'\n",  # noqa: WU202
+            "test_x.py:1:7: WU202 hard-coded port 6379 in 'redis://127.0.0.1:6379' "  # noqa: WU202
             "(use the worker_port fixture or worker_utils.lease_port())",
         ),
         (
@@ -121,8 +121,8 @@ def format_one(source: str, path: str = "test_x.py") -> list[str]:
             "(use the worker_port fixture or worker_utils.lease_port())",
         ),
         (
-            "SOCKET = '/tmp/app.sock'\n",
-            "test_x.py:1:10: WU401 fixed temporary path '/tmp/app.sock' "
+            "SOCKET = '/tmp/app.sock'\n",  # noqa: WU401
+            "test_x.py:1:10: WU401 fixed temporary path '/tmp/app.sock' "  # noqa: WU401
             "(use tmp_path, worker_tmp_path or run_tmp_path)",
         ),
         (
@@ -163,7 +163,7 @@ def test_it_reports_a_nul_byte_as_a_syntax_error() -> None:
 
 def test_it_reports_an_unreadable_file_and_checks_the_others(tmp_path: Path) -> None:
     (tmp_path / "test_gone.py").symlink_to(tmp_path / "missing.py")
-    (tmp_path / "test_bad.py").write_text("P = '/tmp/x'\n")
+    (tmp_path / "test_bad.py").write_text("P = '/tmp/x'\n")  # noqa: WU401
     findings = check_paths([tmp_path], Settings(root=tmp_path))
     assert [(Path(finding.path).name, finding.code) for finding in findings] == [
         ("test_bad.py", "WU401"),
@@ -194,7 +194,7 @@ def test_it_ignores_noqa_for_other_codes_and_honours_listed_ones() -> None:
 def test_it_selects_by_the_most_specific_prefix(
     select: tuple[str, ...], ignore: tuple[str, ...], codes: list[str]
 ) -> None:
-    source = "import os\nos.environ['A'] = '1'\nbind(8080)\nP = '/tmp/x'\n"
+    source = "import os\nos.environ['A'] = '1'\nbind(8080)\nP = '/tmp/x'\n"  # noqa: WU401
     settings = Settings(select=select, ignore=ignore)
     assert [finding.code for finding in check_source(source, "test_x.py", settings)] == codes
 

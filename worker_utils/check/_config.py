@@ -151,16 +151,21 @@ def iter_files(paths: Iterable[str | os.PathLike[str]], settings: Settings) -> I
     Raises:
         CheckError: A path does not exist.
     """
+    seen: set[str] = set()
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            if not settings.is_excluded(path):
-                yield from _walk(path, settings)
+            found: Iterable[Path] = () if settings.is_excluded(path) else _walk(path, settings)
         elif path.is_file():
-            if settings.is_test_file(path) and not settings.is_excluded(path):
-                yield path
+            found = [path] if settings.is_test_file(path) and not settings.is_excluded(path) else []
         else:
             raise CheckError(f"{path}: no such file or directory; check the path")
+        for file in found:
+            # A file named twice, or inside a directory also named, is checked once.
+            key = os.path.abspath(file)
+            if key not in seen:
+                seen.add(key)
+                yield file
 
 
 def _walk(top: Path, settings: Settings) -> Iterator[Path]:
