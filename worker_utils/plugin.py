@@ -58,6 +58,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "Lease worker_port ports only from this range, such as 20000-20999",
         default="",
     )
+    _add_redis_options(parser)
 
 
 def _set_env(run: _Run, name: str, value: str | None) -> None:
@@ -120,6 +121,7 @@ def pytest_configure(config: pytest.Config) -> None:
     run.report = WorkerReport(_worker.get_worker_id())
     run.port_range = _port_range(config)
     config.stash[_run_key] = run
+    _configure_redis(config)
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(run), "worker_utils.xdist")
 
@@ -324,3 +326,240 @@ def run_once(request: pytest.FixtureRequest) -> RunOnce:
     same with ``-n 0``, ``-n 2`` and ``-p no:xdist``.
     """
     return RunOnce(_run(request).directory)
+
+
+# --- Redis ---
+
+_REDIS_URL_VAR = "WORKER_UTILS_REDIS_URL"
+_REDIS_MODE_VAR = "WORKER_UTILS_REDIS_MODE"
+_REDIS_WAIT_VAR = "WORKER_UTILS_REDIS_WAIT"
+
+
+def _add_redis_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("worker_utils")
+    group.addoption(
+        "--worker-utils-redis-url",
+        dest="worker_utils_redis_url",
+        default=None,
+        metavar="URL",
+        help="Redis server to lease worker databases on (default: start a redis-server per run)",
+    )
+    group.addoption(
+        "--worker-utils-redis-mode",
+        dest="worker_utils_redis_mode",
+        default=None,
+        choices=("auto", "index", "prefix"),
+        help="How workers share Redis: auto (a database, else a key prefix), index, prefix",
+    )
+    parser.addini(
+        "worker_utils_redis_url",
+        "Redis server to lease worker databases on, such as redis://localhost:6379/0",
+        default="",
+    )
+    parser.addini(
+        "worker_utils_redis_mode",
+        "How workers share Redis: auto, index (fail when no database is free) or prefix",
+        default="",
+    )
+    parser.addini(
+        "worker_utils_redis_wait",
+        "Seconds a worker waits for a free Redis database before prefix mode (default 60)",
+        default="",
+    )
+
+
+class _RedisSettings:
+    """The Redis settings of this run, checked when pytest starts."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        __tracebackhide__ = True
+        from worker_utils import redis as wu_redis
+
+        self.url: wu_redis.RedisUrl | None = None
+        self.setting = "embedded redis-server"
+        for setting, text in (
+            ("--worker-utils-redis-url", config.getoption("worker_utils_redis_url")),
+            (_REDIS_URL_VAR, os.environ.get(_REDIS_URL_VAR)),
+            ("worker_utils_redis_url", config.getini("worker_utils_redis_url")),
+        ):
+            if text:
+                try:
+                    self.url = wu_redis.parse_redis_url(text, setting=setting)
+                except wu_redis.RedisUrlError as exc:
+                    raise pytest.UsageError(str(exc)) from None
+                self.setting = setting
+                break
+        self.mode: wu_redis.Mode = "auto"
+        for setting, text in (
+            ("--worker-utils-redis-mode", config.getoption("worker_utils_redis_mode")),
+            (_REDIS_MODE_VAR, os.environ.get(_REDIS_MODE_VAR)),
+            ("worker_utils_redis_mode", config.getini("worker_utils_redis_mode")),
+        ):
+            if text:
+                if text not in wu_redis.MODES:
+                    raise pytest.UsageError(
+                        f"{setting}: found {text!r}; expected auto, index or prefix"
+                    )
+                self.mode = text
+                break
+        self.wait = 60.0
+        for setting, text in (
+            (_REDIS_WAIT_VAR, os.environ.get(_REDIS_WAIT_VAR)),
+            ("worker_utils_redis_wait", config.getini("worker_utils_redis_wait")),
+        ):
+            if text:
+                try:
+                    self.wait = float(text)
+                    if not 0 <= self.wait < float("inf"):
+                        raise ValueError
+                except ValueError:
+                    raise pytest.UsageError(
+                        f"{setting}: found {text!r}; expected a number of seconds, such as 60"
+                    ) from None
+                break
+
+
+_redis_key = pytest.StashKey[_RedisSettings]()
+
+
+def _configure_redis(config: pytest.Config) -> None:
+    config.stash[_redis_key] = _RedisSettings(config)
+
+
+def _redis_notice(message: str) -> None:
+    # An xdist worker's stderr reaches the terminal; its captured stdout does not.
+    if sys.__stderr__ is not None:
+        sys.__stderr__.write(message + "\n")
+        sys.__stderr__.flush()
+
+
+@pytest.fixture(scope="session")
+def worker_redis_server_url(request: pytest.FixtureRequest) -> str:
+    """The Redis server the workers lease databases on: the fixture you want to override.
+
+    The configured URL (``--worker-utils-redis-url``, ``WORKER_UTILS_REDIS_URL``,
+    ini ``worker_utils_redis_url``), else a ``redis-server`` started once per run
+    and stopped when the run ends. Its database (0 by default) holds the leases
+    and is never leased.
+    """
+    __tracebackhide__ = True
+    settings = request.config.stash[_redis_key]
+    if settings.url is not None:
+        return settings.url.url
+    from worker_utils.servers import _process
+    from worker_utils.servers import redis as redis_server
+
+    try:
+        return redis_server.shared_url(_run(request).directory)
+    except (_process.ServerStartError, coordination.RunOnceError) as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def worker_redis_lease(
+    request: pytest.FixtureRequest, worker_redis_server_url: str
+) -> Iterator[Any]:
+    """This worker's Redis lease: a database index (or a key prefix) for the whole session.
+
+    A :class:`worker_utils.redis.RedisLease`; use its ``url`` in session fixtures
+    that configure an application. Released, and its data removed, at session
+    end. A setup error is reported once per worker as a one-line failure of
+    every test that needs Redis, without a traceback.
+    """
+    __tracebackhide__ = True
+    from worker_utils import redis as wu_redis
+
+    settings = request.config.stash[_redis_key]
+    url = settings.url
+    try:
+        if url is None or url.url != worker_redis_server_url:
+            url = wu_redis.parse_redis_url(worker_redis_server_url, setting=settings.setting)
+        lease = wu_redis.lease_redis(
+            url,
+            setting=settings.setting,
+            mode=settings.mode,
+            wait=settings.wait,
+            notify=_redis_notice,
+        )
+    except (wu_redis.RedisSetupError, wu_redis.RedisUrlError) as exc:
+        pytest.fail(str(exc), pytrace=False)
+    _run(request).report.note("redis", lease.describe())
+    yield lease
+    lease.release()
+
+
+@pytest.fixture
+def _worker_redis_clean(worker_redis_lease: Any) -> Iterator[Any]:
+    __tracebackhide__ = True
+    if worker_redis_lease.lost:
+        pytest.fail(
+            f"worker_redis: the lease on {worker_redis_lease.describe()} expired while this "
+            f"worker stalled; another worker may hold it now",
+            pytrace=False,
+        )
+    yield worker_redis_lease
+    worker_redis_lease.clean()
+
+
+@pytest.fixture
+def worker_redis_url(_worker_redis_clean: Any) -> str:
+    """A URL of this worker's Redis database, for application code that makes its own client.
+
+    The database is emptied after the test (in prefix mode: the keys under
+    ``worker_redis_prefix``). For session fixtures use ``worker_redis_lease.url``.
+    """
+    return str(_worker_redis_clean.url)
+
+
+@pytest.fixture
+def worker_redis_db(_worker_redis_clean: Any) -> int:
+    """The index of this worker's leased Redis database, emptied after the test.
+
+    No other worker, restarted worker or concurrent run holds it meanwhile. In
+    prefix mode it is the shared database the prefixed keys live in.
+    """
+    return int(_worker_redis_clean.db)
+
+
+@pytest.fixture
+def worker_redis_prefix(_worker_redis_clean: Any) -> str:
+    """A key and channel prefix private to this worker, such as ``wu:1a2b3c4d5e6f:gw0:``.
+
+    In prefix mode applications must put it in front of every key; in both
+    modes use it for pub/sub channel names, which Redis shares across databases.
+    """
+    return str(_worker_redis_clean.prefix)
+
+
+@pytest.fixture
+def worker_redis(_worker_redis_clean: Any) -> Any:
+    """A redis-py client on this worker's database, emptied after the test.
+
+    Never ``FLUSHALL``: cleanup is ``FLUSHDB`` on the leased index only, or in
+    prefix mode ``SCAN`` + ``UNLINK`` of this worker's prefix.
+    """
+    return _worker_redis_clean.client()
+
+
+@pytest.fixture
+def worker_redis_async(_worker_redis_clean: Any) -> Iterator[Any]:
+    """A ``redis.asyncio`` client on this worker's database, emptied after the test.
+
+    Await ``aclose()`` on it in the test, or let the fixture close it.
+    """
+    import redis.asyncio
+
+    client = redis.asyncio.Redis.from_url(_worker_redis_clean.url)
+    yield client
+    _close_async(client)
+
+
+def _close_async(client: Any) -> None:
+    import asyncio
+
+    pool = client.connection_pool
+    if not getattr(pool, "_in_use_connections", None) and not getattr(
+        pool, "_available_connections", None
+    ):
+        return
+    asyncio.run(pool.disconnect())

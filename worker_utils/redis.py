@@ -1,20 +1,585 @@
-"""Per-worker Redis databases."""
+"""Per-worker Redis databases: leased indexes, a key-prefix mode, and cleanup of our own keys only.
+
+A worker leases a database index on the server with ``SET NX PX`` on a lease
+key kept in the *bookkeeping database* (the one in the configured URL, 0 by
+default, which is never leased itself). A daemon thread refreshes the lease;
+when its owner dies the lease expires, or is taken over at once when the owner
+was a process on this host that no longer exists. An index is claimed only if
+it is empty, or if its keys were left by a worker_utils run that died (a
+``dirty`` marker says so): a shared server's other users keep their data.
+
+When no index frees within the wait, or the server is a cluster (no
+``SELECT``), the lease falls back to *prefix mode*: the worker owns every key
+that starts with :attr:`RedisLease.prefix` in the bookkeeping database, and
+cleanup removes those keys with ``SCAN`` + ``UNLINK``. Nothing here ever sends
+``FLUSHALL``; ``FLUSHDB`` goes only to an index whose lease this process holds.
+
+redis-py is imported inside the functions that need it, so that ``import
+worker_utils`` stays light.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import json
+import os
+import random
+import re
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from worker_utils._worker import get_worker_num
+from worker_utils._worker import get_testrun_uid, get_worker_id, get_worker_num
+from worker_utils.servers._process import pid_alive
 
-__all__ = ["get_worker_redis_db"]
+if TYPE_CHECKING:
+    import redis
+
+__all__ = [
+    "LEASE_KEY_PREFIX",
+    "RedisLease",
+    "RedisSetupError",
+    "RedisUrl",
+    "RedisUrlError",
+    "get_worker_redis_db",
+    "lease_redis",
+    "parse_redis_url",
+    "redis_url_with_db",
+]
+
+#: Every key the plugin keeps in the bookkeeping database starts with this.
+LEASE_KEY_PREFIX = "worker_utils:"
+_LEASE = LEASE_KEY_PREFIX + "lease:{}"
+_DIRTY = LEASE_KEY_PREFIX + "dirty:{}"
+
+Mode = Literal["auto", "index", "prefix"]
+MODES: tuple[Mode, ...] = ("auto", "index", "prefix")
+
+_URL_FORMS = (
+    "redis://[[user]:password@]host[:port][/db], rediss://... or unix:///path/to/socket[?db=N]"
+)
+_SCHEMES = ("redis", "rediss", "unix")
+_DIGITS = re.compile(r"[0-9]{1,9}")
+
+# Compare-and-act on a lease value: only the owner refreshes or deletes it.
+_REFRESH = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+    "return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
+)
+_RELEASE = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+)
+_TAKE_OVER = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+    "redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 end return 0"
+)
+
+
+class RedisUrlError(ValueError):
+    """A Redis URL that no client could use: wrong scheme, port or database."""
+
+
+class RedisSetupError(RuntimeError):
+    """The Redis server cannot give this worker a database or a prefix."""
 
 
 def get_worker_redis_db(env: Mapping[str, str] | None = None) -> int:
     """Return ``worker number + 1``: 1 on ``gw0`` and outside xdist, 2 on ``gw1``...
 
-    The classic deterministic index, leaving database 0 to the application. It
-    breaks when a restarted worker's number passes the server's database count
-    (16 by default) and when two runs share a server; the ``worker_redis_db``
-    fixture leases an index on the server instead.
+    The classic deterministic index, leaving database 0 to the application, for
+    settings computed at import time. It breaks when a restarted worker's number
+    passes the server's database count (16 by default) and when two runs share
+    a server. The ``worker_redis_db`` fixture leases an index on the server
+    instead; it tries this index first, so in a lone run without restarts the
+    two agree.
     """
     return get_worker_num(env) + 1
+
+
+@dataclass(frozen=True)
+class RedisUrl:
+    """A checked Redis URL and the database it names."""
+
+    url: str
+    db: int
+
+    @property
+    def masked(self) -> str:
+        """The URL with its password replaced by ``***``, for messages."""
+        return mask_password(self.url)
+
+
+def mask_password(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def parse_redis_url(url: str, *, setting: str = "worker_utils_redis_url") -> RedisUrl:
+    """Check a Redis URL the way redis-py will read it, without importing redis-py.
+
+    Args:
+        url: ``redis://``, ``rediss://`` or ``unix://`` URL.
+        setting: The option or variable the URL came from, named in errors.
+
+    Raises:
+        RedisUrlError: The URL has another scheme, no host or socket path, a
+            bad port or a database that is not a number.
+    """
+
+    def bad(reason: str) -> RedisUrlError:
+        return RedisUrlError(
+            f"{setting}: found {mask_password(url)!r} ({reason}); expected {_URL_FORMS}"
+        )
+
+    parts = urlsplit(url.strip())
+    if parts.scheme not in _SCHEMES:
+        raise bad(
+            f"scheme {parts.scheme!r} is not redis, rediss or unix" if parts.scheme else "no scheme"
+        )
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port only when asked
+    except ValueError:
+        raise bad("the port is not a number from 0 to 65535") from None
+    query = dict(parse_qsl(parts.query))
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise bad("no socket path")
+        db_text = query.get("db", "0")
+    else:
+        if not parts.hostname:
+            raise bad("no host")
+        path = parts.path.strip("/")
+        db_text = path or query.get("db", "0")
+    if not _DIGITS.fullmatch(db_text):
+        raise bad(f"database {db_text!r} is not a number")
+    return RedisUrl(url.strip(), int(db_text))
+
+
+def redis_url_with_db(url: str, db: int) -> str:
+    """Return ``url`` pointing at database ``db`` (the path for TCP, ``?db=`` for sockets)."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "db"]
+    if parts.scheme == "unix":
+        query.append(("db", str(db)))
+        return urlunsplit(parts._replace(query=urlencode(query)))
+    return urlunsplit(parts._replace(path=f"/{db}", query=urlencode(query)))
+
+
+def _import_redis() -> Any:
+    try:
+        import redis
+    except ImportError:
+        raise RedisSetupError(
+            "worker_redis: the redis package is not installed; "
+            "install it with: pip install 'pytest-worker-utils[redis]'"
+        ) from None
+    return redis
+
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+@dataclass
+class RedisLease:
+    """A Redis database (or key prefix) that belongs to this worker until :meth:`release`.
+
+    Attributes:
+        server_url: The server's URL, naming the bookkeeping database.
+        url: The URL application code should use: the server with :attr:`db`.
+        db: The leased index in index mode; the bookkeeping database in prefix mode.
+        prefix: Keys and channel names starting with it belong to this worker.
+            Pub/sub channels are server-wide in both modes, so name them with it.
+        mode: ``"index"`` (the whole database is ours) or ``"prefix"``.
+        database_count: The server's number of databases (1 on a cluster).
+        waited: Seconds spent waiting for a free index.
+        reclaimed: The index held keys of a dead worker_utils run, removed on claim.
+        cluster: The server runs in cluster mode.
+    """
+
+    server_url: str
+    url: str
+    db: int
+    prefix: str
+    mode: Literal["index", "prefix"]
+    database_count: int
+    waited: float = 0.0
+    reclaimed: bool = False
+    cluster: bool = False
+    _janitor: Any = field(default=None, repr=False)
+    _pool: Any = field(default=None, repr=False)
+    _refresher: _Refresher | None = field(default=None, repr=False)
+
+    @property
+    def lost(self) -> bool:
+        """Whether the lease expired under us (the process stalled longer than its TTL)."""
+        return self._refresher is not None and self._refresher.lost
+
+    def describe(self) -> str:
+        """One phrase for the run summary: ``db 3`` or ``prefix wu:...: in db 0``."""
+        if self.mode == "index":
+            return f"db {self.db}"
+        where = "cluster" if self.cluster else f"db {self.db}"
+        return f"prefix {self.prefix} in {where}"
+
+    def client(self, **kwargs: Any) -> redis.Redis:
+        """Return a new redis-py client on this worker's database.
+
+        Without arguments it shares one connection pool with every other call;
+        with arguments (``decode_responses=True``...) it gets a pool of its own,
+        which the caller closes.
+        """
+        redis_mod = _import_redis()
+        if self.cluster:
+            return redis_mod.cluster.RedisCluster.from_url(self.url, **kwargs)  # type: ignore[no-any-return]
+        if kwargs:
+            return redis_mod.Redis.from_url(self.url, **kwargs)  # type: ignore[no-any-return]
+        if self._pool is None:
+            self._pool = redis_mod.ConnectionPool.from_url(self.url)
+        return redis_mod.Redis(connection_pool=self._pool)  # type: ignore[no-any-return]
+
+    def clean(self) -> None:
+        """Remove every key this worker owns: ``FLUSHDB`` on the leased index, or its prefix."""
+        if self.mode == "index":
+            self._janitor.flushdb()
+        else:
+            delete_prefix(self._janitor, self.prefix)
+
+    def release(self) -> None:
+        """Empty the database or prefix, give the index back and close the connections."""
+        try:
+            if self._refresher is not None:
+                self._refresher.stop()
+            with contextlib.suppress(Exception):  # the server may be gone at run end
+                self.clean()
+                if self.mode == "index" and self._refresher is not None:
+                    self._refresher.release()
+        finally:
+            if self._refresher is not None:
+                self._refresher.close()
+            if self._janitor is not None:
+                self._janitor.close()
+            if self._pool is not None:
+                self._pool.disconnect()
+
+
+def delete_prefix(client: Any, prefix: str, *, batch: int = 1000) -> int:
+    """Remove every key starting with ``prefix`` by ``SCAN MATCH`` + ``UNLINK``; return the count.
+
+    The cost grows with the size of the whole database, not with the prefix:
+    ``SCAN`` walks every key to find ours.
+    """
+    pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"
+    removed = 0
+    keys: list[bytes] = []
+    for key in client.scan_iter(match=pattern, count=batch):
+        keys.append(key)
+        if len(keys) >= batch:
+            removed += client.unlink(*keys)
+            keys.clear()
+    if keys:
+        removed += client.unlink(*keys)
+    return removed
+
+
+class _Refresher:
+    """Keeps a lease alive from a daemon thread, every third of its TTL."""
+
+    def __init__(self, client: Any, key: str, value: str, ttl_ms: int) -> None:
+        self.client = client
+        self.key = key
+        self.value = value
+        self.ttl_ms = ttl_ms
+        self.lost = False
+        self._refresh = client.register_script(_REFRESH)
+        self._release = client.register_script(_RELEASE)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop, name=f"worker_utils redis lease {key}", daemon=True
+        )
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.ttl_ms / 3000):
+            try:
+                if not self._refresh(keys=[self.key], args=[self.value, self.ttl_ms]):
+                    self.lost = True
+                    return
+            except Exception:  # a blip of the server: try again next period
+                continue
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def release(self) -> None:
+        self.client.delete(_DIRTY.format(self.key.rpartition(":")[2]))
+        self._release(keys=[self.key], args=[self.value])
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _owner_is_dead(raw: bytes | None) -> bool:
+    """Return True if a lease value names a process on this host that no longer exists."""
+    if raw is None:
+        return False
+    try:
+        owner = json.loads(raw)
+        same_host = owner["host"] == socket.gethostname() and owner["pidns"] == _pid_namespace()
+        return bool(same_host) and owner["pid"] != os.getpid() and not pid_alive(int(owner["pid"]))
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
+def _database_count(redis_mod: Any, url: RedisUrl) -> tuple[int, bool]:
+    """Return the server's database count and whether it is a cluster."""
+    client = redis_mod.Redis.from_url(redis_url_with_db(url.url, 0), single_connection_client=True)
+    try:
+        with contextlib.suppress(redis_mod.ResponseError):
+            if client.info("cluster").get("cluster_enabled"):
+                return 1, True
+        try:
+            return int(client.config_get("databases")["databases"]), False
+        except (redis_mod.ResponseError, KeyError, ValueError):
+            pass
+        # CONFIG renamed away or denied (ACLs, managed services): count by SELECT.
+
+        def selectable(index: int) -> bool:
+            try:
+                client.execute_command("SELECT", index)
+            except redis_mod.ResponseError:
+                return False
+            return True
+
+        low, high = 0, 1  # low selectable; high is tried next
+        while high < 1 << 20 and selectable(high):
+            low, high = high, high * 2
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (middle, high) if selectable(middle) else (low, middle)
+        return low + 1, False
+    finally:
+        client.close()
+
+
+def _explain(exc: Exception, url: RedisUrl, setting: str) -> str:
+    text = str(exc).rstrip(".")
+    name = type(exc).__name__
+    if name == "AuthenticationError" or "WRONGPASS" in text or "invalid password" in text:
+        return (
+            f"worker_redis: {url.masked} refused the user name or password ({text}); "
+            f"fix them in {setting}"
+        )
+    if "NOAUTH" in text or "Authentication required" in text:
+        return (
+            f"worker_redis: {url.masked} requires a password ({text}); give it in {setting}, "
+            f"such as redis://:PASSWORD@host:6379/0"
+        )
+    if "out of range" in text:
+        return (
+            f"worker_redis: database {url.db} in {setting} ({url.masked}) is out of range "
+            f"({text}); name a database the server has, such as 0"
+        )
+    if name in ("ConnectionError", "TimeoutError"):
+        return (
+            f"worker_redis: cannot connect to {url.masked} ({text}); start Redis there, "
+            f"or set {setting} to a running server"
+        )
+    return f"worker_redis: {url.masked} answered with an error ({name}: {text}); check {setting}"
+
+
+def lease_redis(
+    url: RedisUrl,
+    *,
+    setting: str = "worker_utils_redis_url",
+    mode: Mode = "auto",
+    wait: float = 60.0,
+    ttl: float = 30.0,
+    notify: Callable[[str], object] = lambda message: print(message, file=sys.stderr),
+    env: Mapping[str, str] | None = None,
+) -> RedisLease:
+    """Lease a database index on the server, or fall back to a key prefix.
+
+    Args:
+        url: The server; its database is the bookkeeping database, never leased.
+        setting: Where the URL came from, named in errors.
+        mode: ``"auto"`` leases an index and falls back to a prefix; ``"index"``
+            fails instead of falling back; ``"prefix"`` never leases an index.
+        wait: Seconds to wait for an index to be released when all are taken.
+        ttl: Seconds a lease lives without refresh (a dead owner's lease expires then).
+        notify: Called with a message when the worker starts waiting.
+        env: Where to read the worker contract; ``os.environ`` by default.
+
+    Raises:
+        RedisSetupError: redis-py is missing, the server is unreachable or
+            refuses us, or ``mode="index"`` and no index was free in time.
+    """
+    redis_mod = _import_redis()
+    worker = get_worker_id(env)
+    run_uid = get_testrun_uid(env)
+    prefix = f"wu:{run_uid[:12]}:{worker}:"
+    try:
+        count, cluster = _database_count(redis_mod, url)
+        if not cluster and url.db >= count:
+            raise RedisSetupError(
+                f"worker_redis: database {url.db} in {setting} ({url.masked}) is out of range: "
+                f"the server has {count} (0-{count - 1}); name one of those, such as 0"
+            )
+        if cluster and url.db:
+            raise RedisSetupError(
+                f"worker_redis: {url.masked} is a cluster, which has only database 0; "
+                f"remove /{url.db} from {setting}"
+            )
+        keeper = redis_mod.Redis.from_url(url.url)
+        keeper.ping()
+    except redis_mod.RedisError as exc:
+        raise RedisSetupError(_explain(exc, url, setting)) from None
+    if cluster or mode == "prefix" or count < 2:
+        keeper.close()
+        return _prefix_lease(redis_mod, url, prefix, count, cluster)
+    value = json.dumps(
+        {
+            "run": run_uid,
+            "worker": worker,
+            "host": socket.gethostname(),
+            "pidns": _pid_namespace(),
+            "pid": os.getpid(),
+            "time": time.time(),
+            "token": uuid.uuid4().hex,
+        }
+    )
+    ttl_ms = max(1, int(ttl * 1000))
+    started = time.monotonic()
+    deadline = started + wait
+    candidates = [i for i in range(count) if i != url.db]
+    first = get_worker_redis_db(env)
+    if first in candidates:
+        at = candidates.index(first)
+        candidates = candidates[at:] + candidates[:at]
+    announced = False
+    try:
+        while True:
+            claimed = _claim(redis_mod, keeper, url, candidates, value, ttl_ms)
+            if claimed is not None:
+                index, reclaimed = claimed
+                break
+            if time.monotonic() >= deadline:
+                keeper.close()
+                if mode == "index":
+                    raise RedisSetupError(
+                        f"worker_redis: no free database on {url.masked} after waiting {wait:g}s: "
+                        f"all {len(candidates)} besides {url.db} are leased or hold other "
+                        f"users' keys; raise worker_utils_redis_wait, use fewer workers, start "
+                        f"the server with more --databases, or allow prefix mode"
+                    )
+                lease = _prefix_lease(redis_mod, url, prefix, count, cluster=False)
+                lease.waited = time.monotonic() - started
+                notify(
+                    f"worker_utils: {worker}: no free Redis database on {url.masked} after "
+                    f"{wait:g}s; using key prefix {prefix!r} in database {url.db}"
+                )
+                return lease
+            if not announced:
+                notify(
+                    f"worker_utils: {worker}: all {len(candidates)} Redis databases on "
+                    f"{url.masked} are leased or hold other users' keys; waiting up to "
+                    f"{wait:g}s for one to be released"
+                )
+                announced = True
+            time.sleep(random.uniform(0.1, 0.4))
+        leased_url = redis_url_with_db(url.url, index)
+        janitor = redis_mod.Redis.from_url(leased_url, single_connection_client=True)
+    except redis_mod.RedisError as exc:
+        keeper.close()
+        raise RedisSetupError(_explain(exc, url, setting)) from None
+    return RedisLease(
+        server_url=url.url,
+        url=leased_url,
+        db=index,
+        prefix=prefix,
+        mode="index",
+        database_count=count,
+        waited=time.monotonic() - started if announced else 0.0,
+        reclaimed=reclaimed,
+        _janitor=janitor,
+        _refresher=_Refresher(keeper, _LEASE.format(index), value, ttl_ms),
+    )
+
+
+def _claim(
+    redis_mod: Any,
+    keeper: Any,
+    url: RedisUrl,
+    candidates: list[int],
+    value: str,
+    ttl_ms: int,
+) -> tuple[int, bool] | None:
+    """Try each candidate once; return ``(index, reclaimed)`` for the first one taken."""
+    take_over = keeper.register_script(_TAKE_OVER)
+    release = keeper.register_script(_RELEASE)
+    probe = redis_mod.Redis.from_url(url.url, single_connection_client=True)
+    try:
+        for index in candidates:
+            key = _LEASE.format(index)
+            if not keeper.set(key, value, nx=True, px=ttl_ms):
+                owner = keeper.get(key)
+                if not _owner_is_dead(owner) or not take_over(
+                    keys=[key], args=[owner, value, ttl_ms]
+                ):
+                    continue
+            pipe = probe.pipeline(transaction=False)
+            pipe.execute_command("SELECT", index)
+            pipe.dbsize()
+            pipe.execute_command("SELECT", url.db)
+            size = pipe.execute()[1]
+            reclaimed = False
+            if size:
+                if not keeper.exists(_DIRTY.format(index)):
+                    release(keys=[key], args=[value])  # someone else's data: not ours to touch
+                    continue
+                # Left by a worker_utils run that died: ours to remove, and only this index.
+                pipe = probe.pipeline(transaction=False)
+                pipe.execute_command("SELECT", index)
+                pipe.flushdb()
+                pipe.execute_command("SELECT", url.db)
+                pipe.execute()
+                reclaimed = True
+            keeper.set(_DIRTY.format(index), value)
+            return index, reclaimed
+        return None
+    finally:
+        probe.close()
+
+
+def _prefix_lease(
+    redis_mod: Any, url: RedisUrl, prefix: str, count: int, cluster: bool
+) -> RedisLease:
+    if cluster:
+        janitor = redis_mod.cluster.RedisCluster.from_url(url.url)
+    else:
+        janitor = redis_mod.Redis.from_url(url.url, single_connection_client=True)
+    return RedisLease(
+        server_url=url.url,
+        url=url.url,
+        db=url.db,
+        prefix=prefix,
+        mode="prefix",
+        database_count=count,
+        cluster=cluster,
+        _janitor=janitor,
+    )
