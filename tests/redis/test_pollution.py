@@ -1,0 +1,104 @@
+"""The pollution suite under every worker count, in random order, alone and with company."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.redis.conftest import Example, Server
+
+Records = Callable[[], list[dict[str, Any]]]
+
+
+def assert_one_owner_per_database(records: list[dict[str, Any]]) -> None:
+    """No database was used by two workers whose sessions overlapped in time."""
+    spans: dict[tuple[int, str, str], list[float]] = {}
+    for r in records:
+        if r["mode"] != "index":
+            continue
+        span = spans.setdefault((r["db"], r["run"], r["worker"]), [r["time"], r["time"]])
+        span[0], span[1] = min(span[0], r["time"]), max(span[1], r["time"])
+    by_db: dict[int, list[list[float]]] = {}
+    for (db, _, _), span in spans.items():
+        by_db.setdefault(db, []).append(span)
+    for db, db_spans in by_db.items():
+        db_spans.sort()
+        for before, after in zip(db_spans, db_spans[1:]):
+            assert before[1] < after[0], f"db {db} used by two workers at once"
+
+
+@pytest.mark.parametrize("workers", ["0", "2", "4"])
+def test_the_pollution_suite_passes_in_random_order_with_any_worker_count(
+    example: Example, redis_server: Server, record_dir: Any, read_records: Records, workers: str
+) -> None:
+    example.copy("pollution")
+    result = example.pytester.runpytest_subprocess(
+        "-n", workers, "-p", "randomly", "-p", "no:cacheprovider",
+        f"--worker-utils-redis-url={redis_server.url}",
+    )  # fmt: skip
+    result.assert_outcomes(passed=15)
+    records = read_records()
+    assert len(records) == 15
+    workers_seen = {(r["worker"], r["db"]) for r in records}
+    dbs = [db for _, db in workers_seen]
+    assert len(dbs) == len(set(dbs)) == (1 if workers == "0" else int(workers))
+    assert {r["via"] for r in records} == {"fixture", "application", "pubsub"}
+    assert {r["mode"] for r in records} == {"index"}
+    assert redis_server.keys_by_db() == {}
+
+
+def test_two_concurrent_runs_share_no_database_and_leave_no_keys(
+    example: Example, redis_server: Server, tmp_path: Any, read_records: Records
+) -> None:
+    runs = []
+    for name in ("one", "two"):
+        directory = tmp_path / name
+        example.copy("pollution", directory)
+        runs.append(
+            example.popen(directory, "-n", "2", env={"WORKER_UTILS_REDIS_URL": redis_server.url})
+        )
+    outputs = [run.communicate(timeout=120)[0] for run in runs]
+    for run, output in zip(runs, outputs):
+        assert run.returncode == 0, output
+        assert "15 passed" in output
+    records = read_records()
+    assert len(records) == 30
+    owners = {(r["run"], r["worker"]): r["db"] for r in records}
+    assert len({run for run, _ in owners}) == 2
+    assert len(owners) == 4
+    assert len(set(owners.values())) == 4
+    assert_one_owner_per_database(records)
+    assert redis_server.keys_by_db() == {}
+
+
+def test_keys_someone_else_keeps_in_databases_1_to_5_survive_the_run(
+    example: Example, redis_server: Server, read_records: Records
+) -> None:
+    for db in range(1, 6):
+        with redis_server.client(db) as other:
+            other.set("counter", f"theirs {db}")
+            other.rpush("queue", "a", "b")
+    example.copy("pollution")
+    result = example.pytester.runpytest_subprocess(
+        "-n", "2", "-p", "no:cacheprovider", f"--worker-utils-redis-url={redis_server.url}"
+    )
+    result.assert_outcomes(passed=15)
+    assert {r["db"] for r in read_records()} == {6, 7}
+    assert redis_server.keys_by_db() == {db: [b"counter", b"queue"] for db in range(1, 6)}
+    for db in range(1, 6):
+        with redis_server.client(db) as other:
+            assert other.get("counter") == f"theirs {db}".encode()
+
+
+def test_the_pollution_suite_passes_on_the_machines_shared_server_without_touching_others(
+    example: Example, read_records: Records
+) -> None:
+    url = "redis://127.0.0.1:6379/0"
+    example.copy("pollution")
+    result = example.pytester.runpytest_subprocess(
+        "-n", "2", "-p", "no:cacheprovider", f"--worker-utils-redis-url={url}"
+    )
+    result.assert_outcomes(passed=15)
+    assert_one_owner_per_database(read_records())
