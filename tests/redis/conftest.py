@@ -87,7 +87,7 @@ def redis_server(redis_server_factory: ServerFactory) -> Server:
 
 
 @pytest.fixture
-def example(pytester: pytest.Pytester) -> "Example":
+def example(pytester: pytest.Pytester) -> Example:
     return Example(pytester)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +26,7 @@ def assert_one_owner_per_database(records: list[dict[str, Any]]) -> None:
         by_db.setdefault(db, []).append(span)
     for db, db_spans in by_db.items():
         db_spans.sort()
-        for before, after in zip(db_spans, db_spans[1:]):
+        for before, after in itertools.pairwise(db_spans):
             assert before[1] < after[0], f"db {db} used by two workers at once"
 
 
@@ -60,7 +61,7 @@ def test_two_concurrent_runs_share_no_database_and_leave_no_keys(
             example.popen(directory, "-n", "2", env={"WORKER_UTILS_REDIS_URL": redis_server.url})
         )
     outputs = [run.communicate(timeout=120)[0] for run in runs]
-    for run, output in zip(runs, outputs):
+    for run, output in zip(runs, outputs, strict=True):
         assert run.returncode == 0, output
         assert "15 passed" in output
     records = read_records()
