@@ -8,17 +8,19 @@ through ``workerinput``.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import shutil
 import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import pytest
 
-from worker_utils import _worker, coordination, paths, ports
+from worker_utils import _worker, coordination, paths, ports, postgres
 from worker_utils._report import WorkerReport
 
 T = TypeVar("T")
@@ -59,6 +61,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="",
     )
     _add_redis_options(parser)
+    _add_postgres_options(parser)
 
 
 def _set_env(run: _Run, name: str, value: str | None) -> None:
@@ -122,6 +125,7 @@ def pytest_configure(config: pytest.Config) -> None:
     run.port_range = _port_range(config)
     config.stash[_run_key] = run
     _configure_redis(config)
+    _configure_postgres(config)
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(run), "worker_utils.xdist")
 
@@ -563,3 +567,364 @@ def _close_async(client: Any) -> None:
     ):
         return
     asyncio.run(pool.disconnect())
+
+
+# --- PostgreSQL ---
+# Logic lives in worker_utils.postgres and worker_utils.servers.postgres; psycopg
+# is imported only when a PostgreSQL fixture is used.
+
+_PG_MARKER = "worker_postgres"
+_PG_RESET_CHOICES = ("auto", *postgres.RESET_MODES)
+
+
+class _PostgresSettings:
+    """The run's PostgreSQL settings, read once in every process."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        __tracebackhide__ = True
+        option = config.getoption("worker_utils_postgres_url")
+        env = os.environ.get(postgres.URL_VAR)
+        ini = config.getini("worker_utils_postgres_url")
+        self.url: str | None
+        self.url_setting, self.url = next(
+            (
+                (setting, value)
+                for setting, value in (
+                    ("--worker-utils-postgres-url", option),
+                    (postgres.URL_VAR, env),
+                    ("worker_utils_postgres_url", ini),
+                )
+                if value
+            ),
+            ("", None),
+        )
+        self.prefix: str = config.getini("worker_utils_postgres_prefix")
+        self.mode: str = config.getini("worker_utils_postgres_mode")
+        self.reset: str = config.getini("worker_utils_postgres_reset")
+        self.extensions: list[str] = config.getini("worker_utils_postgres_extensions")
+        self.extension_schema: str = config.getini("worker_utils_postgres_extension_schema")
+        try:
+            postgres.worker_postgres_name("0" * 10, "gw0", self.prefix)
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        for setting, value, choices in (
+            ("worker_utils_postgres_mode", self.mode, postgres.KINDS),
+            ("worker_utils_postgres_reset", self.reset, _PG_RESET_CHOICES),
+        ):
+            if value not in choices:
+                raise pytest.UsageError(
+                    f"{setting}: found {value!r}; use one of {', '.join(choices)}"
+                )
+        self.failure: str | None = None  # the first setup error, repeated without traceback
+
+
+_pg_key = pytest.StashKey[_PostgresSettings]()
+
+
+def _add_postgres_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("worker_utils")
+    group.addoption(
+        "--worker-utils-postgres-url",
+        dest="worker_utils_postgres_url",
+        default=None,
+        metavar="URL",
+        help="PostgreSQL server for worker_postgres fixtures (default: "
+        f"${postgres.URL_VAR}, then an embedded server started once per run)",
+    )
+    parser.addini(
+        "worker_utils_postgres_url",
+        "PostgreSQL server for worker_postgres fixtures, such as postgresql://user@host/db",
+        default="",
+    )
+    parser.addini(
+        "worker_utils_postgres_prefix",
+        "Prefix of per-worker schema and database names",
+        default=postgres.DEFAULT_PREFIX,
+    )
+    parser.addini(
+        "worker_utils_postgres_mode",
+        "What each worker gets: schema (the default) or database",
+        default="schema",
+    )
+    parser.addini(
+        "worker_utils_postgres_reset",
+        "How tests are undone: auto (the default: transaction with worker_postgres, "
+        "else delete), transaction, delete, truncate or none",
+        default="auto",
+    )
+    parser.addini(
+        "worker_utils_postgres_extensions",
+        "Extensions created once per run in worker_utils_postgres_extension_schema",
+        type="args",
+        default=[],
+    )
+    parser.addini(
+        "worker_utils_postgres_extension_schema",
+        "Schema kept on every worker's search path after its own, for extension types",
+        default="public",
+    )
+
+
+def _configure_postgres(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{_PG_MARKER}(reset): how worker_postgres fixtures undo this test's changes: "
+        "transaction, delete, truncate or none",
+    )
+    settings = _PostgresSettings(config)
+    config.stash[_pg_key] = settings
+    if getattr(config, "workerinput", None) is None and settings.url:
+        config.pluginmanager.register(_PostgresRunHooks(settings), "worker_utils.postgres")
+
+
+def _worker_count(config: pytest.Config) -> int:
+    if config.pluginmanager.hasplugin("xdist") and getattr(config.option, "dist", "no") != "no":
+        value = getattr(config.option, "numprocesses", None)
+        if isinstance(value, int) and value > 0:
+            return value
+        if value in ("auto", "logical"):
+            return os.cpu_count() or 1
+    return 1
+
+
+class _PostgresRunHooks:
+    """In the process that owns the run, with a configured server: check it, clean it."""
+
+    def __init__(self, settings: _PostgresSettings) -> None:
+        self.settings = settings
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        # Once, before any test: a bad server is one clear message, not one error per test.
+        __tracebackhide__ = True
+        url, setting = self.settings.url, self.settings.url_setting
+        assert url is not None
+        try:
+            postgres.preflight(
+                url, setting=setting, kind=self.settings.mode, workers=_worker_count(session.config)
+            )
+            postgres.reap(url)  # what crashed runs left behind
+        except postgres.PostgresError as exc:
+            error = str(exc)
+        else:
+            return
+        raise pytest.UsageError(error)
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        # Namespaces of this run's workers that crashed (kill -9) are dead now.
+        if self.settings.url:
+            with contextlib.suppress(Exception):
+                postgres.reap(self.settings.url)
+
+
+def _pg_fail(settings: _PostgresSettings, error: str) -> NoReturn:
+    __tracebackhide__ = True
+    settings.failure = settings.failure or error
+    pytest.fail(settings.failure, pytrace=False)
+
+
+def _pg_settings(request: pytest.FixtureRequest) -> _PostgresSettings:
+    __tracebackhide__ = True
+    settings = request.config.stash[_pg_key]
+    if settings.failure is not None:
+        pytest.fail(settings.failure, pytrace=False)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def worker_postgres_url(request: pytest.FixtureRequest) -> str:
+    """The PostgreSQL server of this run: the configured URL, else an embedded server.
+
+    Configured by ``--worker-utils-postgres-url``, ``$WORKER_UTILS_POSTGRES_URL``
+    or the ``worker_utils_postgres_url`` ini option, in that order. Without any,
+    one throwaway server is started for the whole run from the local PostgreSQL
+    binaries and stopped when the run ends.
+    """
+    __tracebackhide__ = True
+    settings = _pg_settings(request)
+    if settings.url:
+        return settings.url
+    from worker_utils.servers import postgres as server
+    from worker_utils.servers._process import ServerStartError
+
+    workers = _worker.get_worker_count()
+    try:
+        value = coordination.run_once(
+            server.RUN_ONCE_KEY,
+            functools.partial(
+                server.start_server,
+                max_connections=max(100, 20 + workers * postgres.CONNECTIONS_PER_WORKER),
+            ),
+            teardown=server.stop_server,
+            run_dir=_run(request).directory,
+        )
+    except (ServerStartError, coordination.RunOnceError) as exc:
+        error = str(exc)
+    else:
+        return str(value["url"])
+    _pg_fail(settings, error)
+
+
+@pytest.fixture(scope="session")
+def worker_postgres_setup() -> Callable[[Any], object] | None:
+    """The fixture you want to override: a function that builds the tables of a namespace.
+
+    Return a function taking a psycopg connection whose search path is the
+    worker's schema (or whose database is the worker's database); it runs once
+    per worker namespace, before its first test, and is committed. The default
+    builds nothing::
+
+        @pytest.fixture(scope="session")
+        def worker_postgres_setup():
+            def migrate(conn):
+                conn.execute("CREATE TABLE item (id serial PRIMARY KEY, name text)")
+            return migrate
+    """
+    return None
+
+
+def _create_extensions(url: str, names: list[str], schema: str) -> list[str]:
+    from worker_utils.postgres import create_extensions
+
+    return create_extensions(url, names, schema)
+
+
+@pytest.fixture(scope="session")
+def worker_postgres_namespace(
+    request: pytest.FixtureRequest,
+    worker_postgres_url: str,
+    worker_postgres_setup: Callable[[Any], object] | None,
+) -> Iterator[postgres.WorkerNamespace]:
+    """This worker's schema (or database), created for the session and dropped after it.
+
+    Its ``name`` is ``<prefix>_<run tag>_<worker id>``, such as
+    ``test_worker_3f2a9c01be_gw0``: ``get_worker_postgres_schema()`` plus a tag of
+    the run id, so concurrent runs sharing a server never collide. Its ``dsn``
+    lands new connections in it; nothing is reset between tests at this scope.
+    """
+    __tracebackhide__ = True
+    settings = _pg_settings(request)
+    run = _run(request)
+    namespace = postgres.WorkerNamespace(
+        worker_postgres_url,
+        postgres.worker_postgres_name(run.uid, prefix=settings.prefix),
+        run.uid,
+        kind=settings.mode,
+        extension_schema=settings.extension_schema,
+    )
+    try:
+        if settings.extensions:
+            coordination.run_once(
+                "worker-utils-postgres-extensions",
+                functools.partial(
+                    _create_extensions,
+                    worker_postgres_url,
+                    settings.extensions,
+                    settings.extension_schema,
+                ),
+                run_dir=run.directory,
+            )
+        namespace.create()
+        if worker_postgres_setup is not None:
+            with namespace.connect() as conn:
+                worker_postgres_setup(conn)
+    except (postgres.PostgresError, coordination.RunOnceError) as exc:
+        namespace.drop()
+        error = str(exc)
+    else:
+        run.report.note("postgres", namespace.name)
+        yield namespace
+        namespace.drop()
+        return
+    _pg_fail(settings, error)
+
+
+@pytest.fixture(scope="session")
+def worker_postgres_schema(worker_postgres_namespace: postgres.WorkerNamespace) -> str:
+    """The name of the schema this worker's tables live in, such as ``test_worker_3f2a9c01be_gw0``.
+
+    In database mode it is ``public`` of the worker's own database.
+    """
+    return worker_postgres_namespace.schema
+
+
+class _PostgresReset:
+    """How the current test's changes are undone; set from the marker, the ini option or auto."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.leaked = False  # a transaction-mode test committed: fall back to delete
+
+
+def _reset_mode(request: pytest.FixtureRequest, settings: _PostgresSettings) -> str:
+    __tracebackhide__ = True
+    marker = request.node.get_closest_marker(_PG_MARKER)
+    mode = settings.reset
+    if marker is not None:
+        mode = marker.kwargs.get("reset", marker.args[0] if marker.args else mode)
+        if mode not in postgres.RESET_MODES:
+            pytest.fail(
+                f"@pytest.mark.{_PG_MARKER}: reset={mode!r}; use one of "
+                f"{', '.join(postgres.RESET_MODES)}",
+                pytrace=False,
+            )
+    if mode == "auto":
+        return "transaction" if "worker_postgres" in request.fixturenames else "delete"
+    return mode
+
+
+@pytest.fixture
+def _worker_postgres_reset(
+    request: pytest.FixtureRequest, worker_postgres_namespace: postgres.WorkerNamespace
+) -> Iterator[_PostgresReset]:
+    namespace = worker_postgres_namespace
+    state = _PostgresReset(_reset_mode(request, request.config.stash[_pg_key]))
+    if state.mode in ("delete", "truncate") and namespace.sequences_advanced:
+        namespace.reset(state.mode)  # a rolled-back test moved sequences on
+    yield state
+    if state.mode in ("delete", "truncate"):
+        namespace.reset(state.mode)
+    elif state.leaked:
+        namespace.reset("delete")
+    elif state.mode == "transaction":
+        namespace.sequences_advanced = True
+
+
+@pytest.fixture
+def worker_postgres_dsn(
+    worker_postgres_namespace: postgres.WorkerNamespace, _worker_postgres_reset: _PostgresReset
+) -> str:
+    """A libpq connection string whose connections land in this worker's schema.
+
+    The search path travels in ``options=-csearch_path=<schema>,public``, so
+    application code that opens its own connections (an ORM engine, a pool) is
+    isolated too. The test's rows are deleted after it (reset ``delete``) unless
+    the ``worker_postgres`` marker or ``worker_utils_postgres_reset`` says otherwise.
+    """
+    return worker_postgres_namespace.dsn
+
+
+@pytest.fixture(scope="session")
+def _worker_postgres_connection(
+    worker_postgres_namespace: postgres.WorkerNamespace,
+) -> Iterator[postgres.SharedConnection]:
+    connection = postgres.SharedConnection(worker_postgres_namespace)
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def worker_postgres(
+    _worker_postgres_connection: postgres.SharedConnection, _worker_postgres_reset: _PostgresReset
+) -> Iterator[Any]:
+    """A psycopg connection in this worker's schema; by default the test runs in a transaction.
+
+    Everything the test does is rolled back after it (reset ``transaction``);
+    code under test that uses ``with conn.transaction():`` on this connection
+    gets a savepoint inside that transaction. With another reset mode
+    (``@pytest.mark.worker_postgres(reset="delete")``) the connection is a plain
+    one and the test may commit.
+    """
+    transaction = _worker_postgres_reset.mode == "transaction"
+    conn = _worker_postgres_connection.begin(transaction=transaction)
+    yield conn
+    _worker_postgres_reset.leaked = _worker_postgres_connection.end(transaction=transaction)

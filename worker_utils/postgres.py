@@ -1,36 +1,104 @@
-"""Per-worker PostgreSQL namespaces."""
+"""Per-worker PostgreSQL namespaces: names, ownership records, creation, reset, reaping, preflight.
+
+A worker gets a schema (or, in database mode, a database) named
+``<prefix>_<run tag>_<worker id>``: unique per worker and per run, so
+concurrent runs and CI shards can share one server. Every namespace made here
+carries an ownership record (a JSON comment on the schema or database) and its
+owner holds a session advisory lock for as long as it lives: a namespace whose
+record is ours and whose lock is free belongs to a dead worker and may be
+dropped. Nothing without such a record is ever dropped, truncated or emptied.
+
+psycopg is imported inside the functions that need it, so ``import
+worker_utils`` works without it.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import hashlib
+import json
+import os
 import re
-from collections.abc import Mapping
+import socket
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from worker_utils._worker import get_worker_id
 
-__all__ = ["get_worker_postgres_schema"]
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "RESET_MODES",
+    "URL_VAR",
+    "NamespaceNotOursError",
+    "PostgresError",
+    "ReapResult",
+    "WorkerNamespace",
+    "get_worker_postgres_schema",
+    "namespace_dsn",
+    "preflight",
+    "reap",
+    "worker_postgres_name",
+]
+
+#: The environment variable naming the server to use.
+URL_VAR = "WORKER_UTILS_POSTGRES_URL"
+DEFAULT_PREFIX = "test_worker"
+#: How a test's changes are undone: see :meth:`WorkerNamespace.reset`.
+RESET_MODES = ("transaction", "delete", "truncate", "none")
+KINDS = ("schema", "database")
+#: Connections one worker may open: its keeper, its test connection, and the
+#: application's own (a pool or two).
+CONNECTIONS_PER_WORKER = 4
 
 _PREFIX = re.compile(r"[a-z_][a-z0-9_]*")
 _NAME_MAX = 63
+_TAG_LEN = 10
+_WORKER_MAX = len("gw999999")
+_PREFIX_MAX = _NAME_MAX - 1 - _TAG_LEN - 1 - _WORKER_MAX
+_RECORD_KEY = "worker_utils"
+_RECORD_PATTERN = '{"worker_utils":%'
+_LOCK_TIMEOUT = "2s"
+_EXTRA = "pytest-worker-utils[postgres]"
+
+
+class PostgresError(RuntimeError):
+    """A PostgreSQL setting, server or namespace is not usable; the message says what to do."""
+
+
+class NamespaceNotOursError(PostgresError):
+    """A namespace with the name worker_utils needs exists and has no worker_utils record."""
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError:
+        raise PostgresError(
+            f"worker_postgres: psycopg is not installed; pip install '{_EXTRA}'"
+        ) from None
+    return psycopg
 
 
 def get_worker_postgres_schema(
-    prefix: str = "test_worker", env: Mapping[str, str] | None = None
+    prefix: str = DEFAULT_PREFIX, env: Mapping[str, str] | None = None
 ) -> str:
     """Return ``<prefix>_<worker id>``, e.g. ``"test_worker_gw0"`` or ``"test_worker_master"``.
 
     The classic deterministic name, the same in every run: two concurrent runs
     against one server get the same name. The ``worker_postgres_schema`` fixture
-    adds the run id to make names unique across runs.
+    inserts a tag of the run id (:func:`worker_postgres_name`) to make names
+    unique across runs.
 
     Raises:
         ValueError: ``prefix`` is not a lower-case identifier, starts with
             ``pg_``, or makes the name longer than 63 bytes.
     """
-    if not _PREFIX.fullmatch(prefix) or prefix.startswith("pg_"):
-        raise ValueError(
-            f"get_worker_postgres_schema: prefix {prefix!r} must be a lower-case identifier "
-            f"(letters, digits, '_') that does not start with 'pg_'"
-        )
+    _check_prefix(prefix, "get_worker_postgres_schema", _NAME_MAX - 1 - _WORKER_MAX)
     name = f"{prefix}_{get_worker_id(env)}"
     if len(name) > _NAME_MAX:
         raise ValueError(
@@ -38,3 +106,666 @@ def get_worker_postgres_schema(
             f"{_NAME_MAX}-byte limit; use a shorter prefix"
         )
     return name
+
+
+def _check_prefix(prefix: str, setting: str, longest: int) -> None:
+    if not _PREFIX.fullmatch(prefix) or prefix.startswith("pg_"):
+        raise ValueError(
+            f"{setting}: prefix {prefix!r} must be a lower-case identifier "
+            f"(letters, digits, '_') that does not start with 'pg_'"
+        )
+    if len(prefix) > longest:
+        raise ValueError(
+            f"{setting}: prefix {prefix!r} is {len(prefix)} bytes; use at most {longest} "
+            f"so that names fit PostgreSQL's {_NAME_MAX}-byte limit"
+        )
+
+
+def run_tag(run_uid: str) -> str:
+    """Return the 10 lower-case hex digits of ``run_uid`` used in namespace names.
+
+    xdist's run ids are hex already and keep their first digits, so a name can
+    be matched with its run directory; any other id is hashed.
+    """
+    lowered = run_uid.lower()
+    if re.fullmatch(r"[0-9a-f]{10,}", lowered):
+        return lowered[:_TAG_LEN]
+    return hashlib.sha256(run_uid.encode()).hexdigest()[:_TAG_LEN]
+
+
+def worker_postgres_name(
+    run_uid: str, worker_id: str | None = None, prefix: str = DEFAULT_PREFIX
+) -> str:
+    """Return ``<prefix>_<run tag>_<worker id>``, the schema or database of one worker in one run.
+
+    ``get_worker_postgres_schema(prefix)`` is the same name without the run tag.
+
+    Args:
+        run_uid: The run id (:func:`worker_utils.get_testrun_uid`).
+        worker_id: ``gw0``, ``gw1``, ... or ``master``; this process's by default.
+        prefix: A lower-case identifier of at most 43 bytes, not starting with ``pg_``.
+
+    Raises:
+        ValueError: A bad prefix.
+    """
+    _check_prefix(prefix, "worker_utils_postgres_prefix", _PREFIX_MAX)
+    return f"{prefix}_{run_tag(run_uid)}_{worker_id or get_worker_id()}"
+
+
+def _lock_key(kind: str, name: str) -> int:
+    digest = hashlib.sha256(f"worker_utils:{kind}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _record(kind: str, name: str, database: str, run_uid: str) -> dict[str, Any]:
+    return {
+        _RECORD_KEY: 1,
+        "kind": kind,
+        "name": name,
+        "database": database,
+        "run": run_uid,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "lock": _lock_key(kind, name),
+    }
+
+
+def _parse_record(text: str | None, kind: str, name: str) -> dict[str, Any] | None:
+    """Return the ownership record in a comment, or None if the comment is not ours."""
+    if not text or not text.startswith('{"worker_utils"'):
+        return None
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return None
+    if (
+        not isinstance(record, dict)
+        or record.get(_RECORD_KEY) != 1
+        or record.get("kind") != kind
+        or record.get("name") != name
+        or not isinstance(record.get("lock"), int)
+    ):
+        return None
+    return record
+
+
+def redact(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***``, for messages."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", re.sub(r"password=\S+", "password=***", url))
+
+
+def namespace_dsn(
+    url: str,
+    *,
+    dbname: str | None = None,
+    search_path: Sequence[str] = (),
+    application_name: str | None = None,
+) -> str:
+    """Return a libpq connection string for ``url`` that lands in a given database and schema.
+
+    The search path travels as ``options=-csearch_path=...``, so every client
+    that opens its own connection with this string (an ORM, a pool, a
+    subprocess) is isolated too; options already in ``url`` are kept.
+    """
+    conninfo = _psycopg().conninfo
+    params: dict[str, Any] = {}
+    if dbname is not None:
+        params["dbname"] = dbname
+    if application_name is not None:
+        params["application_name"] = application_name
+    if search_path:
+        existing = conninfo.conninfo_to_dict(url).get("options") or ""
+        # Names are validated identifiers: no spaces, commas or quotes to escape.
+        params["options"] = f"{existing} -csearch_path={','.join(search_path)}".strip()
+    return str(conninfo.make_conninfo(url, **params))
+
+
+def _connect(url: str, **kwargs: Any) -> psycopg.Connection[Any]:
+    conn: psycopg.Connection[Any] = _psycopg().Connection.connect(url, connect_timeout=10, **kwargs)
+    return conn
+
+
+def _terminate_lockers(conn: psycopg.Connection[Any], kind: str, name: str) -> None:
+    """End other backends that use the namespace, so that dropping it cannot wait forever."""
+    if kind == "database":
+        return  # DROP DATABASE ... WITH (FORCE) ends them itself
+    with contextlib.suppress(_psycopg().Error):
+        conn.execute(
+            """
+            SELECT pg_terminate_backend(pid) FROM (
+                SELECT a.pid FROM pg_stat_activity a
+                WHERE a.application_name = %(name)s AND a.pid <> pg_backend_pid()
+                UNION
+                SELECT l.pid FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+                WHERE c.relnamespace = to_regnamespace(%(name)s) AND l.pid <> pg_backend_pid()
+            ) AS lockers
+            """,
+            {"name": name},
+        )
+
+
+def _drop(conn: psycopg.Connection[Any], kind: str, name: str) -> None:
+    """Drop a namespace, ending whatever holds locks on it rather than waiting for it."""
+    psycopg = _psycopg()
+    sql = psycopg.sql
+    if kind == "database":
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        return
+    statement = sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name))
+    conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(_LOCK_TIMEOUT)))
+    for attempt in range(3):
+        try:
+            conn.execute(statement)
+            return
+        except psycopg.errors.LockNotAvailable:
+            if attempt == 2:
+                raise
+            # An idle-in-transaction connection the test leaked: end it, then retry.
+            _terminate_lockers(conn, kind, name)
+
+
+# The reset runs server-side in one round trip, in a function private to the
+# admin session (pg_temp) so that its plans are cached and no user schema sees it.
+# Tables are emptied children first (following foreign keys); a cycle of foreign
+# keys falls back to TRUNCATE. Sequences owned by the tables restart, so ids
+# begin at 1 in every test.
+_RESET_FUNCTION = """
+CREATE FUNCTION pg_temp.worker_utils_reset(mode text, schemas text[]) RETURNS void
+LANGUAGE plpgsql AS $reset$
+DECLARE
+    rels regclass[];
+    used regclass[] := '{}';
+    r regclass;
+    seq record;
+    found_rows boolean;
+    progress boolean;
+BEGIN
+    rels := ARRAY(
+        SELECT c.oid::regclass FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = ANY(schemas) AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+          AND NOT EXISTS (
+              SELECT FROM pg_depend d
+              WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e'
+          )
+    );
+    IF mode = 'truncate' THEN
+        IF cardinality(rels) > 0 THEN
+            EXECUTE 'TRUNCATE ' || array_to_string(rels, ', ') || ' RESTART IDENTITY CASCADE';
+        END IF;
+        RETURN;
+    END IF;
+    FOREACH r IN ARRAY rels LOOP
+        EXECUTE format('SELECT EXISTS (SELECT FROM %s)', r) INTO found_rows;
+        IF found_rows THEN
+            used := used || r;
+        END IF;
+    END LOOP;
+    WHILE cardinality(used) > 0 LOOP
+        progress := false;
+        FOREACH r IN ARRAY used LOOP
+            IF NOT EXISTS (
+                SELECT FROM pg_constraint f
+                WHERE f.contype = 'f' AND f.confrelid = r AND f.conrelid <> r
+                  AND f.conrelid = ANY(used)
+            ) THEN
+                EXECUTE format('DELETE FROM %s', r);
+                used := array_remove(used, r);
+                progress := true;
+            END IF;
+        END LOOP;
+        IF NOT progress THEN
+            EXECUTE 'TRUNCATE ' || array_to_string(used, ', ') || ' CASCADE';
+            used := '{}';
+        END IF;
+    END LOOP;
+    -- Sequences are not transactional: a rolled-back test advanced them too.
+    FOR seq IN
+        SELECT s.seqrelid::regclass AS rel, s.seqstart AS start
+        FROM pg_sequence s JOIN pg_depend d ON d.objid = s.seqrelid
+        WHERE d.classid = 'pg_class'::regclass AND d.refobjid = ANY(rels::oid[])
+          AND d.deptype IN ('a', 'i')
+    LOOP
+        IF pg_sequence_last_value(seq.rel) IS NOT NULL THEN
+            PERFORM setval(seq.rel, seq.start, false);
+        END IF;
+    END LOOP;
+END
+$reset$
+"""
+
+
+@dataclass
+class WorkerNamespace:
+    """One worker's schema or database for the life of the worker.
+
+    :meth:`create` makes it (with its ownership record) and takes its liveness
+    lock; :meth:`reset` undoes a test's changes; :meth:`drop` removes it.
+
+    Args:
+        url: The server, as a libpq URL or connection string; in schema mode the
+            schema is made in its database.
+        name: From :func:`worker_postgres_name`.
+        run_uid: The run id recorded as the owner.
+        kind: ``"schema"`` or ``"database"``.
+        extension_schema: Kept on the search path after the worker's schema, so
+            that extension types and functions (installed there, usually in
+            ``public``) stay reachable.
+    """
+
+    url: str
+    name: str
+    run_uid: str
+    kind: str = "schema"
+    extension_schema: str = "public"
+    _keeper: psycopg.Connection[Any] | None = field(default=None, repr=False)
+    _admin: psycopg.Connection[Any] | None = field(default=None, repr=False)
+    _schemas: list[str] | None = field(default=None, repr=False)
+    #: Set when a test may have moved sequences on without leaving rows (a
+    #: rolled-back transaction); the next ``delete`` test resets before it starts.
+    sequences_advanced: bool = field(default=False, repr=False)
+
+    @property
+    def search_path(self) -> tuple[str, ...]:
+        """The schemas a connection to this namespace looks in, first to last."""
+        if self.kind == "database":
+            return ()
+        if self.extension_schema and self.extension_schema != self.name:
+            return (self.name, self.extension_schema)
+        return (self.name,)
+
+    @property
+    def schema(self) -> str:
+        """The schema tables land in: the worker's own, or ``public`` of its own database."""
+        return self.name if self.kind == "schema" else "public"
+
+    @property
+    def dsn(self) -> str:
+        """A connection string whose connections land in this namespace."""
+        return namespace_dsn(
+            self.url,
+            dbname=self.name if self.kind == "database" else None,
+            search_path=self.search_path,
+            application_name=self.name,
+        )
+
+    @property
+    def database(self) -> str:
+        """The database the namespace's tables live in."""
+        if self.kind == "database":
+            return self.name
+        return str(_psycopg().conninfo.conninfo_to_dict(self.url).get("dbname") or "")
+
+    def create(self, template: str | None = None) -> None:
+        """Take the namespace's liveness lock, then create it with its ownership record.
+
+        A leftover of the same name and record (a previous run with the same run
+        id, now dead: its lock was free) is dropped first.
+
+        Args:
+            template: Database mode only: clone this database.
+
+        Raises:
+            NamespaceNotOursError: The name is taken by a schema or database that
+                worker_utils did not create.
+            PostgresError: A live process of another run holds the name.
+        """
+        sql = _psycopg().sql
+        keeper = self._keeper = _connect(self.url, autocommit=True)
+        key = _lock_key(self.kind, self.name)
+        if not keeper.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()[0]:  # type: ignore[index]
+            raise PostgresError(
+                f'worker_postgres: {self.kind} "{self.name}" is in use by a live run with the '
+                f"same run id; give each concurrent run its own --testrunuid"
+            )
+        current_db = keeper.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+        existing = self._comment(keeper)
+        if existing is not None:
+            if _parse_record(existing[0], self.kind, self.name) is None:
+                raise NamespaceNotOursError(
+                    f'worker_postgres: {self.kind} "{self.name}" exists and was not created by '
+                    f"worker_utils; drop it yourself or set worker_utils_postgres_prefix to "
+                    f"another prefix"
+                )
+            _drop(keeper, self.kind, self.name)
+        record = _record(self.kind, self.name, current_db, self.run_uid)
+        ident = sql.Identifier(self.name)
+        if self.kind == "schema":
+            with keeper.transaction():
+                keeper.execute(sql.SQL("CREATE SCHEMA {}").format(ident))
+                keeper.execute(
+                    sql.SQL("COMMENT ON SCHEMA {} IS {}").format(
+                        ident, sql.Literal(json.dumps(record))
+                    )
+                )
+            self._admin = keeper
+        else:
+            record["lockdb"] = current_db
+            create = sql.SQL("CREATE DATABASE {}").format(ident)
+            if template:
+                create += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+            keeper.execute(create)
+            keeper.execute(
+                sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                    ident, sql.Literal(json.dumps(record))
+                )
+            )
+            self._admin = _connect(
+                namespace_dsn(self.url, dbname=self.name, application_name=self.name),
+                autocommit=True,
+            )
+        self._admin.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(_LOCK_TIMEOUT)))
+
+    def _comment(self, conn: psycopg.Connection[Any]) -> tuple[str | None] | None:
+        if self.kind == "schema":
+            query = (
+                "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = %s"
+            )
+        else:
+            query = (
+                "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s"
+            )
+        row: tuple[str | None] | None = conn.execute(query, [self.name]).fetchone()
+        return row
+
+    def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
+        """Open a new psycopg connection that lands in this namespace."""
+        return _connect(self.dsn, **kwargs)
+
+    def reset(self, mode: str) -> None:
+        """Undo what tests stored in the namespace.
+
+        ``delete`` empties the tables that hold rows (children before parents)
+        and restarts their sequences; ``truncate`` truncates every table;
+        ``transaction`` and ``none`` do nothing here (the test connection's
+        rollback undoes a ``transaction`` test).
+        """
+        if mode not in ("delete", "truncate"):
+            return
+        psycopg = _psycopg()
+        admin = self._require_admin()
+        if self._schemas is None:
+            admin.execute(_RESET_FUNCTION)
+            self._schemas = [self.schema] if self.kind == "schema" else self._user_schemas(admin)
+        call = "SELECT pg_temp.worker_utils_reset(%s, %s)"
+        args = (mode, self._schemas)
+        try:
+            admin.execute(call, args, prepare=True)
+        except psycopg.errors.LockNotAvailable:
+            # A connection the test left idle in a transaction holds a lock.
+            _terminate_lockers(admin, self.kind, self.name)
+            admin.execute(call, args)
+        self.sequences_advanced = False
+
+    def _user_schemas(self, conn: psycopg.Connection[Any]) -> list[str]:
+        rows = conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname !~ '^pg_' "
+            "AND nspname <> 'information_schema'"
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def _require_admin(self) -> psycopg.Connection[Any]:
+        if self._admin is None:
+            raise PostgresError(f"worker_postgres: {self.kind} {self.name!r} was not created")
+        return self._admin
+
+    def drop(self) -> None:
+        """Drop the namespace and release its lock; never waits on a leaked connection."""
+        keeper = self._keeper
+        if keeper is None:
+            return
+        try:
+            if self._admin is not None and self._admin is not keeper:
+                self._admin.close()
+            if not keeper.closed:
+                _drop(keeper, self.kind, self.name)
+        finally:
+            self._admin = self._keeper = None
+            keeper.close()  # releases the advisory lock
+
+
+@dataclass
+class ReapResult:
+    """What :func:`reap` dropped (or would drop) and what it kept, with the reason."""
+
+    dropped: list[str] = field(default_factory=list)
+    kept: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _owner_alive(record: Mapping[str, Any]) -> bool:
+    from worker_utils.servers._process import pid_alive
+
+    pid = record.get("pid")
+    return (
+        record.get("host") == socket.gethostname()
+        and isinstance(pid, int)
+        and pid != os.getpid()
+        and pid_alive(pid)
+    )
+
+
+def _records(conn: psycopg.Connection[Any]) -> Iterator[tuple[str, str, str | None]]:
+    yield from conn.execute(
+        """
+        SELECT 'schema', n.nspname, d.description FROM pg_namespace n
+        JOIN pg_description d ON d.objoid = n.oid AND d.classoid = 'pg_namespace'::regclass
+        WHERE d.description LIKE %(pattern)s
+        UNION ALL
+        SELECT 'database', db.datname, shobj_description(db.oid, 'pg_database') FROM pg_database db
+        WHERE shobj_description(db.oid, 'pg_database') LIKE %(pattern)s
+        ORDER BY 2
+        """,
+        {"pattern": _RECORD_PATTERN},
+    )
+
+
+def reap(
+    url: str, *, dry_run: bool = False, log: Callable[[str], object] | None = None
+) -> ReapResult:
+    """Drop the namespaces worker_utils created on this server whose owners are dead.
+
+    A namespace is dropped only if its comment is a worker_utils ownership
+    record naming it, its owner's advisory lock is free (the owning connection
+    is gone) and, when the owner ran on this host, its process has exited.
+    Schemas are looked for in the database of ``url``; databases server-wide.
+
+    Args:
+        url: The server.
+        dry_run: Report what would be dropped; drop nothing.
+        log: Called with one line per namespace.
+    """
+    result = ReapResult()
+    connections: dict[str, psycopg.Connection[Any]] = {}
+    conn = connections[""] = _connect(url, autocommit=True)
+    try:
+        current_db = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+        for kind, name, comment in list(_records(conn)):
+            record = _parse_record(comment, kind, name)
+            if record is None:
+                continue
+            reason = _keep_reason(record, current_db)
+            lock_db = record.get("lockdb", current_db) if kind == "database" else current_db
+            if reason is None:
+                lock_conn = connections.get(lock_db)
+                if lock_conn is None:
+                    lock_conn = connections[lock_db] = _connect(
+                        namespace_dsn(url, dbname=lock_db), autocommit=True
+                    )
+                reason = _drop_if_unlocked(conn, lock_conn, record, dry_run)
+            if reason is None:
+                result.dropped.append(name)
+                if log:
+                    log(f"{'would drop' if dry_run else 'dropped'} {kind} {name}")
+            else:
+                result.kept.append((name, reason))
+                if log:
+                    log(f"kept {kind} {name}: {reason}")
+    finally:
+        for each in connections.values():
+            each.close()
+    return result
+
+
+def _keep_reason(record: Mapping[str, Any], current_db: str) -> str | None:
+    if record["kind"] == "schema" and record.get("database") != current_db:
+        return f"its record names database {record.get('database')!r}"
+    if _owner_alive(record):
+        return f"its owner, process {record['pid']} on this host, is alive"
+    return None
+
+
+def _drop_if_unlocked(
+    conn: psycopg.Connection[Any],
+    lock_conn: psycopg.Connection[Any],
+    record: Mapping[str, Any],
+    dry_run: bool,
+) -> str | None:
+    key = record["lock"]
+    if not lock_conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()[0]:  # type: ignore[index]
+        return "its owner holds its lock"
+    try:
+        if not dry_run:
+            _drop(conn, record["kind"], record["name"])
+    finally:
+        lock_conn.execute("SELECT pg_advisory_unlock(%s)", [key])
+    return None
+
+
+def preflight(url: str, *, setting: str, kind: str = "schema", workers: int = 1) -> None:
+    """Check once, before any test, that the server can give every worker its namespace.
+
+    Raises:
+        PostgresError: A bad URL, an unreachable server, a missing privilege or
+            too few free connections; the message names the setting to change.
+    """
+    psycopg = _psycopg()
+    try:
+        psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        raise PostgresError(
+            f"{setting}: {redact(url)!r} is not a PostgreSQL URL ({_first_line(exc)}); "
+            f"use postgresql://USER@HOST:PORT/DBNAME"
+        ) from None
+    try:
+        conn = _connect(url, autocommit=True)
+    except psycopg.OperationalError as exc:
+        raise PostgresError(
+            f"{setting}: cannot connect to {redact(url)} ({_first_line(exc)}); "
+            f"start the server or point {setting} at one that accepts connections"
+        ) from None
+    with conn:
+        row = conn.execute(
+            """
+            SELECT current_user, current_database(),
+                   has_database_privilege(current_database(), 'CREATE'),
+                   (SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user),
+                   current_setting('max_connections')::int
+                     - current_setting('superuser_reserved_connections')::int,
+                   (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')
+            """
+        ).fetchone()
+    assert row is not None
+    user, database, can_create_schema, can_create_db, allowed, used = row
+    if kind == "schema" and not can_create_schema:
+        raise PostgresError(
+            f'{setting}: role "{user}" may not create schemas in database "{database}"; '
+            f'GRANT CREATE ON DATABASE "{database}" TO "{user}", or point {setting} at a '
+            f"database where it may"
+        )
+    if kind == "database" and not can_create_db:
+        raise PostgresError(
+            f'{setting}: role "{user}" may not create databases; ALTER ROLE "{user}" CREATEDB, '
+            f"or set worker_utils_postgres_mode = schema"
+        )
+    needed = workers * CONNECTIONS_PER_WORKER
+    if allowed - used < needed:
+        raise PostgresError(
+            f"{setting}: the server accepts {allowed - used} more connections "
+            f"(max_connections minus reserved: {allowed}, in use: {used}) and {workers} "
+            f"worker(s) need about {needed}; raise max_connections in postgresql.conf "
+            f"or run fewer workers (-n)"
+        )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0].strip() if text else type(exc).__name__
+
+
+def create_extensions(url: str, names: Sequence[str], schema: str = "public") -> list[str]:
+    """Create ``names`` in ``schema`` unless they exist; return the names.
+
+    Extensions are per database, not per schema: they are made once, where every
+    worker's search path reaches them, and are left in place after the run.
+    """
+    psycopg = _psycopg()
+    sql = psycopg.sql
+    with _connect(url, autocommit=True) as conn:
+        for name in names:
+            with contextlib.suppress(
+                psycopg.errors.UniqueViolation, psycopg.errors.DuplicateObject
+            ):
+                # Another run may create it at the same moment: IF NOT EXISTS is not atomic.
+                conn.execute(
+                    sql.SQL("CREATE EXTENSION IF NOT EXISTS {} SCHEMA {}").format(
+                        sql.Identifier(name), sql.Identifier(schema)
+                    )
+                )
+    return list(names)
+
+
+class SharedConnection:
+    """The psycopg connection one worker's tests share, begun and ended around each test.
+
+    Reusing one connection saves a connect (several milliseconds) per test. In
+    a transaction-mode test it is inside ``BEGIN`` ... ``ROLLBACK`` sent straight
+    through libpq: ``Connection.rollback()`` would also empty psycopg's
+    prepared-statement cache, which costs about 0.4 ms in the next test.
+    """
+
+    def __init__(self, namespace: WorkerNamespace) -> None:
+        self.namespace = namespace
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def begin(self, *, transaction: bool) -> psycopg.Connection[Any]:
+        """Return the connection, inside a transaction if ``transaction``."""
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            conn = self._conn = self.namespace.connect()
+        if transaction and not self._raw(conn, b"BEGIN"):
+            conn.execute("BEGIN")
+        return conn
+
+    def end(self, *, transaction: bool) -> bool:
+        """Roll back what the test left open; return True if its writes may have been committed."""
+        psycopg = _psycopg()
+        status = psycopg.pq.TransactionStatus
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            self.close()
+            return transaction  # closed by the test: a commit cannot be ruled out
+        escaped = False
+        if conn.info.transaction_status == status.ACTIVE:
+            conn.cancel_safe()  # a query still running: stop it rather than wait
+        if conn.info.transaction_status in (status.INTRANS, status.INERROR):
+            if not (transaction and self._raw(conn, b"ROLLBACK")):
+                conn.rollback()
+        elif transaction:
+            escaped = True  # the test committed (or rolled back) the outer transaction
+        if conn.autocommit:
+            conn.autocommit = False
+            escaped = escaped or transaction
+        return escaped
+
+    @staticmethod
+    def _raw(conn: psycopg.Connection[Any], command: bytes) -> bool:
+        result = conn.pgconn.exec_(command)
+        return bool(result.status == _psycopg().pq.ExecStatus.COMMAND_OK)
+
+    def close(self) -> None:
+        """Close the connection, if open."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

@@ -1,0 +1,257 @@
+"""An embedded PostgreSQL cluster: one throwaway server per run, from the host's binaries.
+
+:func:`start_server` runs ``initdb`` into a fresh data directory (on ``/dev/shm``
+when it exists: initdb and start take about half the time there), then starts
+``postgres`` through ``pg_ctl`` on a leased port with its socket in a short
+directory. ``pg_ctl`` daemonizes the server in a session of its own, so it
+outlives the worker that started it and ignores the terminal's Ctrl-C; the run's
+controller stops it with :func:`stop_server`, and the next run's reaper does so
+if the run crashed.
+
+PostgreSQL refuses to run as root: as root the cluster is made and run as the
+``postgres`` system user when it exists, else as ``nobody``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from worker_utils import paths, ports
+from worker_utils.servers._process import ServerStartError, find_binary, pid_alive, stop_pid
+
+__all__ = ["find_postgres_bindir", "start_server", "stop_server"]
+
+#: The ``run_once`` key the server is shared under.
+RUN_ONCE_KEY = "worker-utils-postgres-server"
+BINDIR_VAR = "WORKER_UTILS_POSTGRES_BINDIR"
+_SUPERUSER = "postgres"
+_START_TIMEOUT = 60.0
+
+# Where distributions and package managers put server binaries that are not on PATH.
+_BINDIR_GLOBS = (
+    "/usr/lib/postgresql/*/bin",  # Debian, Ubuntu
+    "/usr/pgsql-*/bin",  # RHEL, Fedora (PGDG)
+    "/opt/homebrew/opt/postgresql*/bin",  # Homebrew on Apple silicon
+    "/usr/local/opt/postgresql*/bin",  # Homebrew on Intel
+    "/opt/homebrew/bin",
+    "/usr/local/pgsql/bin",  # built from source
+    "/Applications/Postgres.app/Contents/Versions/latest/bin",
+)
+
+_NOT_FOUND = (
+    "worker_postgres: no PostgreSQL server URL is configured and no PostgreSQL server "
+    "binaries (initdb, pg_ctl) were found on PATH, by pg_config --bindir or in {searched}; "
+    "set --worker-utils-postgres-url, the worker_utils_postgres_url ini option or "
+    "WORKER_UTILS_POSTGRES_URL to a server, or install the server (apt install "
+    "postgresql, brew install postgresql) or set WORKER_UTILS_POSTGRES_BINDIR to its bin directory"
+)
+
+
+def _version_key(path: str) -> tuple[int, ...]:
+    digits = "".join(ch if ch.isdigit() else " " for ch in path).split()
+    return tuple(int(d) for d in digits)
+
+
+def find_postgres_bindir(env: Mapping[str, str] | None = None) -> Path:
+    """Return the directory holding ``initdb`` and ``pg_ctl``.
+
+    Looks at ``WORKER_UTILS_POSTGRES_BINDIR``, then PATH, then ``pg_config
+    --bindir``, then the usual Debian, RHEL, Homebrew and source-build places
+    (the newest version first).
+
+    Raises:
+        ServerStartError: None was found; the message says what to set or install.
+    """
+    mapping = os.environ if env is None else env
+    candidates: list[Path] = []
+    if mapping.get(BINDIR_VAR):
+        candidates.append(Path(mapping[BINDIR_VAR]))
+    found = find_binary("initdb")
+    if found is not None:
+        candidates.append(found.resolve().parent)
+    pg_config = find_binary("pg_config")
+    if pg_config is not None:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run(
+                [str(pg_config), "--bindir"], capture_output=True, text=True, timeout=10
+            )
+            if out.returncode == 0 and out.stdout.strip():
+                candidates.append(Path(out.stdout.strip()))
+    for pattern in _BINDIR_GLOBS:
+        candidates.extend(Path(p) for p in sorted(glob.glob(pattern), key=_version_key)[::-1])
+    for directory in candidates:
+        if all((directory / name).is_file() for name in ("initdb", "pg_ctl", "postgres")):
+            return directory
+    raise ServerStartError(_NOT_FOUND.format(searched=", ".join(_BINDIR_GLOBS)))
+
+
+def _server_user() -> pwd.struct_passwd | None:
+    """Return the user to run the server as, or None to run it as ourselves."""
+    if os.geteuid() != 0:
+        return None
+    for name in (_SUPERUSER, "nobody"):
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(name)
+    raise ServerStartError(
+        "worker_postgres: PostgreSQL refuses to run as root and neither a 'postgres' nor a "
+        "'nobody' user exists; run pytest as another user or set worker_utils_postgres_url"
+    )
+
+
+def _data_root() -> str:
+    shm = "/dev/shm"
+    if os.path.isdir(shm) and os.access(shm, os.W_OK):
+        return shm
+    return tempfile.gettempdir()
+
+
+def start_server(max_connections: int = 100) -> dict[str, Any]:
+    """Create and start a throwaway cluster; return what :func:`stop_server` needs, as JSON data.
+
+    The value's ``url`` is a superuser URL over TCP on ``127.0.0.1``.
+
+    Raises:
+        ServerStartError: No binaries, or the server did not start; the message
+            includes the end of the server's log.
+    """
+    bindir = find_postgres_bindir()
+    user = _server_user()
+    # Outside the 0700 run directory: the server user must be able to reach it.
+    data_parent = Path(tempfile.mkdtemp(prefix="worker-utils-pg-", dir=_data_root()))
+    socket_dir = paths.make_short_dir(len(".s.PGSQL.65535.lock"))
+    data = data_parent / "data"
+    log = data_parent / "server.log"
+    value: dict[str, Any] = {
+        "data_parent": str(data_parent),
+        "socket_dir": str(socket_dir),
+        "pid": None,
+    }
+    as_user: dict[str, Any] = {}
+    if user is not None:
+        for path in (data_parent, socket_dir):
+            os.chown(path, user.pw_uid, user.pw_gid)
+        as_user = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+    env = {**os.environ, "LC_ALL": "C", "TZ": "UTC"}
+    if user is not None:
+        env["HOME"] = user.pw_dir
+    try:
+        _run(
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                _SUPERUSER,
+                "--auth=trust",
+                "--no-sync",
+                "--encoding=UTF8",
+                "--locale=C",
+            ],
+            as_user,
+            env,
+            "initdb",
+        )
+        lease = ports.lease_port()
+        try:
+            options = " ".join(
+                [
+                    f"-p {lease.port}",
+                    "-c listen_addresses=127.0.0.1",
+                    f"-c unix_socket_directories={socket_dir}",
+                    f"-c max_connections={max_connections}",
+                    "-c fsync=off",
+                    "-c synchronous_commit=off",
+                    "-c full_page_writes=off",
+                ]
+            )
+            lease.release()  # the server holds the port from here on
+            _run(
+                [
+                    str(bindir / "pg_ctl"),
+                    "-D",
+                    str(data),
+                    "-l",
+                    str(log),
+                    "-o",
+                    options,
+                    "-w",
+                    "-t",
+                    str(int(_START_TIMEOUT)),
+                    "start",
+                ],
+                as_user,
+                env,
+                "pg_ctl start",
+                log=log,
+            )
+        finally:
+            lease.release()
+        value["pid"] = _postmaster_pid(data)
+        value["url"] = f"postgresql://{_SUPERUSER}@127.0.0.1:{lease.port}/postgres"
+    except BaseException:
+        stop_server(value)
+        raise
+    return value
+
+
+def _run(
+    argv: list[str],
+    as_user: Mapping[str, Any],
+    env: Mapping[str, str],
+    what: str,
+    log: Path | None = None,
+) -> None:
+    try:
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            env=dict(env),
+            cwd="/",
+            timeout=_START_TIMEOUT + 10,
+            start_new_session=True,  # the server must not share the worker's fate or signals
+            **as_user,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ServerStartError(f"worker_postgres: {what} failed: {exc}") from None
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip()
+        if log is not None:
+            with contextlib.suppress(OSError):
+                tail = "\n".join(log.read_text().splitlines()[-10:]) or tail
+        raise ServerStartError(f"worker_postgres: {what} exited with {done.returncode}:\n{tail}")
+
+
+def _postmaster_pid(data: Path) -> int | None:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int((data / "postmaster.pid").read_text().splitlines()[0])
+    return None
+
+
+def stop_server(value: Mapping[str, Any]) -> None:
+    """Stop a cluster made by :func:`start_server` and remove its directories.
+
+    Safe to call twice and on a half-started cluster. Called by the run's
+    controller at the end of the run, or by the next run's reaper.
+    """
+    data_parent = Path(value["data_parent"])
+    pid = value.get("pid")
+    # Only signal the process if it is still this cluster's postmaster, not a reused pid.
+    if isinstance(pid, int) and _postmaster_pid(data_parent / "data") == pid and pid_alive(pid):
+        stop_pid(pid, timeout=10.0, sig=signal.SIGQUIT)  # immediate shutdown: nothing to keep
+        deadline = time.monotonic() + 5
+        while (data_parent / "data" / "postmaster.pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    shutil.rmtree(data_parent, ignore_errors=True)
+    shutil.rmtree(value["socket_dir"], ignore_errors=True)
