@@ -27,6 +27,8 @@ class WorkerReport:
     def summary_lines(reports: Mapping[str, Mapping[str, Any]], *, verbose: bool) -> Iterator[str]:
         """Yield one summary line, or with ``verbose`` one line per worker and resource."""
         workers = sorted(reports, key=lambda w: (len(w), w))
+        if not any(reports[w]["facts"] for w in workers):
+            return
         if not verbose:
             parts = [f"{w} ({_brief(reports[w]['facts'])})" for w in workers]
             yield f"worker_utils: {len(workers)} worker(s): " + "; ".join(parts)
@@ -47,6 +49,8 @@ def _brief(facts: Mapping[str, list[Any]]) -> str:
     for kind, values in facts.items():
         if kind == "ports":
             parts.append(f"{len(values)} port{'s' if len(values) != 1 else ''}")
+        elif kind == "tmp":
+            parts.append("tmp")
         else:
-            parts.append(f"{kind} {values[-1]}")
+            parts.append(f"{kind} {', '.join(str(v) for v in values)}")
     return ", ".join(parts)

@@ -61,6 +61,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="",
     )
     _add_redis_options(parser)
+    _add_guard_options(parser)
     _add_postgres_options(parser)
 
 
@@ -125,6 +126,7 @@ def pytest_configure(config: pytest.Config) -> None:
     run.port_range = _port_range(config)
     config.stash[_run_key] = run
     _configure_redis(config)
+    _configure_guard(config)
     _configure_postgres(config)
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(run), "worker_utils.xdist")
@@ -260,10 +262,12 @@ class PortFactory:
         try:
             lease = ports.lease_port(port_range=self._run.port_range)
         except ports.PortsExhaustedError as exc:
-            pytest.fail(str(exc), pytrace=False)
-        self.leases.append(lease)
-        self._run.report.note("ports", lease.port)
-        return lease.port
+            error = str(exc)
+        else:
+            self.leases.append(lease)
+            self._run.report.note("ports", lease.port)
+            return lease.port
+        pytest.fail(error, pytrace=False)
 
     def close(self) -> None:
         """Release every port this factory leased."""
@@ -317,7 +321,8 @@ class RunOnce:
                 key, compute, teardown=teardown, run_dir=self._directory, timeout=timeout
             )
         except coordination.RunOnceError as exc:
-            pytest.fail(str(exc), pytrace=False)
+            error = str(exc)
+        pytest.fail(error, pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -430,11 +435,16 @@ def _configure_redis(config: pytest.Config) -> None:
     config.stash[_redis_key] = _RedisSettings(config)
 
 
-def _redis_notice(message: str) -> None:
-    # An xdist worker's stderr reaches the terminal; its captured stdout does not.
-    if sys.__stderr__ is not None:
-        sys.__stderr__.write(message + "\n")
-        sys.__stderr__.flush()
+def _redis_notice(config: pytest.Config) -> Callable[[str], None]:
+    def notice(message: str) -> None:
+        # Shown while the worker waits, not after: past pytest's capture, to
+        # stderr, which an xdist worker shares with the controller's terminal.
+        capture = config.pluginmanager.getplugin("capturemanager")
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            sys.stderr.write(message + "\n")
+            sys.stderr.flush()
+
+    return notice
 
 
 @pytest.fixture(scope="session")
@@ -483,7 +493,7 @@ def worker_redis_lease(
             setting=settings.setting,
             mode=settings.mode,
             wait=settings.wait,
-            notify=_redis_notice,
+            notify=_redis_notice(request.config),
         )
     except (wu_redis.RedisSetupError, wu_redis.RedisUrlError) as exc:
         pytest.fail(str(exc), pytrace=False)
@@ -567,6 +577,62 @@ def _close_async(client: Any) -> None:
     ):
         return
     asyncio.run(pool.disconnect())
+
+
+# --- Runtime guard ---
+# Off by default: the guard's hooks exist only once _configure_guard registers them.
+
+_GUARD_PLUGIN = "worker_utils.guard"
+
+
+def _add_guard_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("worker_utils")
+    group.addoption(
+        "--worker-utils-guard",
+        dest="worker_utils_guard",
+        nargs="?",
+        const="warn",
+        default=None,
+        metavar="MODE",
+        help="Report tests that leak os.environ, cwd or sys.path, and misplaced autouse "
+        "fixtures: warn (the default when given) or strict",
+    )
+    parser.addini(
+        "worker_utils_guard",
+        "Runtime guard mode: off (the default), warn or strict",
+        default="off",
+    )
+    parser.addini(
+        "worker_utils_guard_ignore_env",
+        "Environment variables the guard never reports, as fnmatch patterns such as MYAPP_*",
+        type="args",
+        default=[],
+    )
+
+
+def _configure_guard(config: pytest.Config) -> None:
+    __tracebackhide__ = True
+    from worker_utils import guard
+
+    option = config.getoption("worker_utils_guard")
+    setting, text = (
+        ("--worker-utils-guard", option)
+        if option is not None
+        else ("worker_utils_guard", config.getini("worker_utils_guard"))
+    )
+    try:
+        mode = guard.parse_mode(text, setting=setting)
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if mode != "off":
+        workerinput = getattr(config, "workerinput", None)
+        first_worker = workerinput is None or workerinput.get("workerid") == "gw0"
+        config.pluginmanager.register(
+            guard.Guard(
+                mode, config.getini("worker_utils_guard_ignore_env"), first_worker=first_worker
+            ),
+            _GUARD_PLUGIN,
+        )
 
 
 # --- PostgreSQL ---

@@ -1,0 +1,175 @@
+"""Isolation claims proven by real runs: crashes, restarts and concurrent runs."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import RECORD_SNIPPET
+
+CRASH_SUITE = (
+    RECORD_SNIPPET
+    + """
+import os, time
+import pytest
+import worker_utils as wu
+
+# First in the file, so the crashed worker still had tests queued for its replacement.
+def test_crash():
+    time.sleep(0.2)
+    os._exit(1)
+
+@pytest.mark.parametrize("n", range(30))
+def test_work(n, worker_tmp_path, worker_port):
+    port = worker_port()
+    time.sleep(0.05)
+    record(id=wu.get_worker_id(), tmp=str(worker_tmp_path), port=port,
+           tmp_exists=worker_tmp_path.is_dir())
+"""
+)
+
+
+def test_a_replacement_worker_gets_its_own_directory_and_ports(
+    pytester: pytest.Pytester, read_records: Callable[[], list[dict[str, Any]]]
+) -> None:
+    pytester.makepyfile(test_crash=CRASH_SUITE)
+    result = pytester.runpytest_subprocess("-n", "2", "--max-worker-restart=1", "-p", "no:randomly")
+    result.assert_outcomes(passed=30, failed=1)
+    result.stdout.fnmatch_lines(["*worker 'gw*' crashed while running 'test_crash.py::test_crash'"])
+    records = read_records()
+    ids = {r["id"] for r in records}
+    assert "gw2" in ids, f"the replacement worker ran tests: {ids}"
+    tmp_by_worker = {r["id"]: r["tmp"] for r in records}
+    assert len(set(tmp_by_worker.values())) == len(tmp_by_worker)
+    assert Path(tmp_by_worker["gw2"]).name == "gw2"
+    assert all(r["tmp_exists"] for r in records)
+    assert all(1 <= r["port"] <= 65535 for r in records)
+
+
+# Each test holds five ports at once; a small range forces both runs to reuse
+# the same ports over and over, so a broken lease would show as an overlap.
+PORT_SUITE = (
+    RECORD_SNIPPET
+    + """
+import os, time
+import pytest
+import worker_utils as wu
+
+def build():
+    with open(os.environ["WU_TEST_ONCE_LOG"], "a") as log:
+        log.write("compute " + wu.get_testrun_uid() + "\\n")
+    return {"uid": wu.get_testrun_uid()}
+
+def drop(value):
+    with open(os.environ["WU_TEST_ONCE_LOG"], "a") as log:
+        log.write("teardown " + value["uid"] + "\\n")
+
+@pytest.mark.parametrize("n", range(10))
+def test_ports(n, worker_port, run_tmp_path, run_once):
+    shared = run_once("shared", build, teardown=drop)
+    assert shared == {"uid": wu.get_testrun_uid()}
+    start = time.monotonic()
+    ports = [worker_port() for _ in range(5)]
+    time.sleep(0.05)
+    record(uid=wu.get_testrun_uid(), id=wu.get_worker_id(), ports=ports,
+           start=start, end=time.monotonic(), run_tmp=str(run_tmp_path))
+"""
+)
+
+
+def test_two_concurrent_runs_never_hold_the_same_port_and_share_nothing(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    read_records: Callable[[], list[dict[str, Any]]],
+) -> None:
+    once_log = pytester.path / "once.log"
+    monkeypatch.setenv("WU_TEST_ONCE_LOG", str(once_log))
+    pytester.makepyfile(test_ports=PORT_SUITE)
+    pytester.makeini("[pytest]\nworker_utils_port_range = 47100-47129\n")
+    command = [sys.executable, "-m", "pytest", "-n", "2", "-p", "no:cacheprovider", "-q"]
+    runs = [
+        subprocess.Popen(command, cwd=pytester.path, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [run.communicate(timeout=240)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+
+    records = read_records()
+    assert len(records) == 20
+    uids = {r["uid"] for r in records}
+    assert len(uids) == 2
+    assert len({r["run_tmp"] for r in records}) == 2
+    assert sum(len(r["ports"]) for r in records) == 100
+    holds: dict[int, list[tuple[float, float]]] = defaultdict(list)
+    for r in records:
+        assert len(set(r["ports"])) == 5
+        for port in r["ports"]:
+            assert 47100 <= port <= 47129
+            holds[port].append((r["start"], r["end"]))
+    assert any(len(spans) > 1 for spans in holds.values()), "ports were reused across tests"
+    for port, spans in holds.items():
+        spans.sort()
+        for (_, end), (start, _) in itertools.pairwise(spans):
+            assert end <= start, f"port {port} was held twice at once"
+
+    log = once_log.read_text().splitlines()
+    assert sorted(log) == sorted([f"compute {u}" for u in uids] + [f"teardown {u}" for u in uids])
+    for record in records:
+        assert not Path(record["run_tmp"]).exists()
+
+
+def test_a_socket_path_fits_even_under_a_deep_temp_root(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deep = pytester.path / ("d" * 60) / ("e" * 60) / ("f" * 60) / ("g" * 30)
+    deep.mkdir(parents=True)
+    assert len(str(deep)) > 200
+    monkeypatch.setenv("TMPDIR", str(deep))
+    pytester.makepyfile(
+        f"""
+        import os, socket
+        from pathlib import Path
+
+        def test_bind(worker_socket_path, worker_tmp_path):
+            assert str(worker_tmp_path).startswith({str(deep)!r})
+            paths = [worker_socket_path("db.sock"), worker_socket_path("db.sock")]
+            assert paths[0] != paths[1]
+            for path in paths:
+                assert len(os.fsencode(path)) <= 107
+                with socket.socket(socket.AF_UNIX) as sock:
+                    sock.bind(str(path))
+                    sock.listen()
+            Path({str(pytester.path)!r}, "short_dir").write_text(str(paths[0].parent))
+
+        def test_shallow_root_keeps_sockets_in_the_worker_dir(worker_socket_path):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("-n", "2")
+    result.assert_outcomes(passed=2)
+    short_dir = Path((pytester.path / "short_dir").read_text())
+    assert not short_dir.exists(), "the short socket directory is removed after the test"
+
+
+def test_a_socket_path_stays_in_the_worker_directory_when_it_fits(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+        import socket
+
+        def test_bind(worker_socket_path, worker_tmp_path):
+            path = worker_socket_path("s")
+            assert path.parent == worker_tmp_path
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.bind(str(path))
+        """
+    )
+    pytester.runpytest_subprocess("-p", "no:xdist").assert_outcomes(passed=1)
