@@ -72,10 +72,12 @@ def parse_mode(text: str, *, setting: str) -> str:
     """
     mode = text.strip().lower()
     if mode not in MODES:
-        raise ValueError(
-            f"{setting}: found {text!r}, expected off, warn or strict; "
-            f"write --worker-utils-guard=MODE, or put the option after the test paths"
+        fix = (
+            "write --worker-utils-guard=MODE, or put the option after the test paths"
+            if setting.startswith("--")
+            else f"set {setting} to one of them"
         )
+        raise ValueError(f"{setting}: found {text!r}, expected off, warn or strict; {fix}")
     return mode
 
 

@@ -1,0 +1,16 @@
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def start_services():
+    pass
+
+
+@pytest.fixture(autouse=True)
+def reset_cache():
+    pass
+
+
+@pytest.fixture
+def settings():
+    return {}
