@@ -14,11 +14,15 @@ misplaced autouse fixtures. ``worker-utils check`` is its command line::
 from __future__ import annotations
 
 import ast
+import gc
 import os
+import re
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 from worker_utils.check import autouse, env, ports, tmp, worker
 from worker_utils.check._base import RULES, SYNTAX_ERROR, UNREADABLE, Context, Finding, Rule
@@ -27,13 +31,57 @@ from worker_utils.check._config import CheckError, Settings, iter_files
 
 __all__ = ["RULES", "CheckError", "Finding", "Rule", "Settings", "check_paths", "check_source"]
 
-_FAMILIES: tuple[tuple[tuple[Rule, ...], Callable[[Context], None]], ...] = (
-    (env.RULES, env.check),
-    (ports.RULES, ports.check),
-    (worker.RULES, worker.check),
-    (tmp.RULES, tmp.check),
-    (autouse.RULES, autouse.check),
-)
+_FAMILIES = (env, ports, worker, tmp, autouse)
+# Names bound by "import x as y" / "from x import y as z": aliases hide the markers.
+_ALIASES = re.compile(r"^[ \t]*(?:from[ \t]+\S+[ \t]+)?import[ \t].*?\bas[ \t]+(\w+)", re.M)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The families to run under some settings, and the markers that tell where to look."""
+
+    checks: tuple[Callable[[Context], None], ...]
+    line_markers: tuple[str, ...]
+    file_markers: tuple[str, ...]
+
+    @classmethod
+    def of(cls, settings: Settings) -> _Plan:
+        families: list[ModuleType] = [
+            family
+            for family in _FAMILIES
+            if any(settings.enabled(found.code) for found in family.RULES)
+        ]
+        return cls(
+            tuple(family.check for family in families),
+            tuple(
+                marker for family in families if not family.WHOLE_FILE for marker in family.MARKERS
+            ),
+            tuple(marker for family in families if family.WHOLE_FILE for marker in family.MARKERS),
+        )
+
+    def lines(self, text: str) -> list[int] | None:
+        """The lines worth walking, those holding a marker; None for every line.
+
+        Plain substring search: a regular expression over every line costs more
+        than the parse itself.
+        """
+        if any(marker in text for marker in self.file_markers):
+            return None
+        positions = []
+        for marker in (*self.line_markers, *_ALIASES.findall(text)):
+            position = text.find(marker)
+            while position != -1:
+                positions.append(position)
+                position = text.find(marker, position + 1)
+        positions.sort()
+        lines: list[int] = []
+        line, last = 1, 0
+        for position in positions:
+            line += text.count("\n", last, position)
+            last = position
+            if not lines or lines[-1] != line:
+                lines.append(line)
+        return lines
 
 
 @dataclass
@@ -53,7 +101,7 @@ def check_source(
         The findings, sorted by line and column, after selection and noqa comments.
     """
     settings = settings or Settings()
-    return _finish([_check_file(source, path, settings)], settings)
+    return _finish([_check_file(source, path, _Plan.of(settings))], settings)
 
 
 def check_paths(
@@ -67,21 +115,37 @@ def check_paths(
         CheckError: A path does not exist.
     """
     settings = settings or Settings()
+    plan = _Plan.of(settings)
     results = []
-    for path in iter_files(paths, settings):
-        try:
-            source = path.read_bytes()
-        except OSError as error:
-            results.append(_unreadable(str(path), error))
-            continue
-        results.append(_check_file(source, str(path), settings))
+    with _quiet_and_fast():
+        for path in iter_files(paths, settings):
+            try:
+                source = path.read_bytes()
+            except OSError as error:
+                results.append(_unreadable(str(path), error))
+                continue
+            results.append(_check_file(source, str(path), plan))
     return _finish(results, settings)
 
 
-def _check_file(source: str | bytes, path: str, settings: Settings) -> _FileResult:
-    with warnings.catch_warnings():
-        # Invalid escapes and the like warn at parse time; they are not our findings.
-        warnings.simplefilter("ignore")
+@contextmanager
+def _quiet_and_fast() -> Iterator[None]:
+    # Invalid escapes and the like warn at parse time; they are not our findings.
+    # Syntax trees hold no reference cycles, so the cyclic collector, which the
+    # many allocations of ast.parse keep waking, only costs time here.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _check_file(source: str | bytes, path: str, plan: _Plan) -> _FileResult:
+    with _quiet_and_fast():
         try:
             tree = ast.parse(source, filename=path)
         except (SyntaxError, ValueError) as error:
@@ -93,10 +157,10 @@ def _check_file(source: str | bytes, path: str, settings: Settings) -> _FileResu
                 path, [Finding(path, line, col, "WU000", message, SYNTAX_ERROR.hint)]
             )
     text = source if isinstance(source, str) else source.decode("utf-8", errors="replace")
-    ctx = Context(path, text, tree, is_conftest=Path(path).name == "conftest.py")
-    for rules, check in _FAMILIES:
-        if any(settings.enabled(found.code) for found in rules):
-            check(ctx)
+    is_conftest = Path(path).name == "conftest.py"
+    ctx = Context(path, text, tree, is_conftest, plan.lines(text))
+    for check in plan.checks:
+        check(ctx)
     return _FileResult(path, ctx.findings, ctx.autouse, _noqa_lines(text))
 
 
@@ -115,7 +179,7 @@ def _finish(results: list[_FileResult], settings: Settings) -> list[Finding]:
     """Add the cross-file duplicate autouse findings, then apply selection and noqa."""
     first_seen: dict[str, str] = {}
     for result in sorted(results, key=_definition_order):
-        for name, line, col in result.autouse:
+        for name, line, col in sorted(result.autouse, key=lambda found: found[1:]):
             if name in first_seen:
                 message = autouse.DUPLICATE.message.format(name=name, first=first_seen[name])
                 result.findings.append(

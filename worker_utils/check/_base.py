@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import ast
 import re
+from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 __all__ = ["RULES", "Context", "Finding", "Rule", "is_port", "noqa_lines", "rule"]
+
+_Node = TypeVar("_Node", bound=ast.AST)
 
 
 @dataclass(frozen=True, order=True)
@@ -48,7 +53,7 @@ def rule(code: str, message: str, hint: str) -> Rule:
 SYNTAX_ERROR = rule("WU000", "syntax error: {error}", "the file was not checked")
 UNREADABLE = rule("WU001", "cannot read the file: {error}", "the file was not checked")
 
-# flake8's form: "# noqa" silences every code on the line, "# noqa: A1, B2" only those.
+# The flake8 form: a bare noqa comment silences every code on the line, "noqa: A1, B2" only those.
 _NOQA = re.compile(r"#\s*noqa(?::\s*(?P<codes>[A-Z]+[0-9]+(?:[\s,]+[A-Z]+[0-9]+)*))?", re.I)
 _CODE = re.compile(r"[A-Z]+[0-9]+", re.I)
 
@@ -79,33 +84,38 @@ class Context:
     source: str
     tree: ast.Module
     is_conftest: bool
+    lines: Sequence[int] | None = None
     findings: list[Finding] = field(default_factory=list)
     autouse: list[tuple[str, int, int]] = field(default_factory=list)
-    _nodes: list[ast.AST] | None = None
+    _index: dict[type[ast.AST], list[ast.AST]] | None = None
     _aliases: dict[str, str] | None = None
     _docstrings: set[int] | None = None
 
-    @property
-    def nodes(self) -> list[ast.AST]:
-        """Every node of the tree, walked once and shared by all families."""
-        if self._nodes is None:
-            self._nodes = list(ast.walk(self.tree))
-        return self._nodes
+    def of(self, kind: type[_Node]) -> list[_Node]:
+        """The nodes of the given types, from one walk of the tree shared by all families.
+
+        Statements that span none of ``lines`` (the lines where some family's
+        markers occur) are not walked, imports excepted: on a typical test file
+        that skips most of the tree, and walking is what costs.
+        """
+        if self._index is None:
+            self._index = _index(self.tree, self.lines)
+        return self._index.get(kind, [])  # type: ignore[return-value]
 
     @property
     def aliases(self) -> dict[str, str]:
         """Local names bound by imports, mapped to the dotted names they stand for."""
         if self._aliases is None:
             self._aliases = {}
-            for node in self.nodes:
-                if isinstance(node, ast.Import):
-                    for alias in node.names:
-                        if alias.asname:
-                            self._aliases[alias.asname] = alias.name
-                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                    for alias in node.names:
+            for node in self.of(ast.Import):
+                for alias in node.names:
+                    if alias.asname:
+                        self._aliases[alias.asname] = alias.name
+            for imported in self.of(ast.ImportFrom):
+                if imported.module and not imported.level:
+                    for alias in imported.names:
                         local = alias.asname or alias.name
-                        self._aliases[local] = f"{node.module}.{alias.name}"
+                        self._aliases[local] = f"{imported.module}.{alias.name}"
         return self._aliases
 
     @property
@@ -113,13 +123,14 @@ class Context:
         """The ids of the string constants that are docstrings: prose, not code."""
         if self._docstrings is None:
             self._docstrings = set()
-            for node in self.nodes:
-                if isinstance(
-                    node, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
-                ):
-                    first = node.body[0] if node.body else None
-                    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
-                        self._docstrings.add(id(first.value))
+            bodies = [node.body for node in self.of(ast.Module)]
+            bodies += [node.body for node in self.of(ast.FunctionDef)]
+            bodies += [node.body for node in self.of(ast.AsyncFunctionDef)]
+            bodies += [node.body for node in self.of(ast.ClassDef)]
+            for body in bodies:
+                first = body[0] if body else None
+                if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                    self._docstrings.add(id(first.value))
         return self._docstrings
 
     def qualname(self, node: ast.AST) -> str | None:
@@ -149,3 +160,51 @@ class Context:
                 found.hint,
             )
         )
+
+
+def _index(tree: ast.AST, lines: Sequence[int] | None) -> dict[type[ast.AST], list[ast.AST]]:
+    """Group the nodes of ``tree`` by type, skipping statements that span none of ``lines``."""
+    index: dict[type[ast.AST], list[ast.AST]] = {}
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        kind = type(node)
+        bucket = index.get(kind)
+        if bucket is None:
+            index[kind] = [node]
+        else:
+            bucket.append(node)
+        for name in _fields(kind):
+            value = getattr(node, name, None)
+            if type(value) is list:
+                for item in value:
+                    if isinstance(item, ast.stmt):
+                        if lines is None or _spans(item, lines):
+                            stack.append(item)
+                    elif isinstance(item, ast.AST):
+                        stack.append(item)
+            elif isinstance(value, ast.AST):
+                stack.append(value)
+    return index
+
+
+_FIELDS: dict[type[ast.AST], tuple[str, ...]] = {}
+
+
+def _fields(kind: type[ast.AST]) -> tuple[str, ...]:
+    """The fields of a node type that may hold nodes (``ctx`` is always Load/Store/Del)."""
+    fields = _FIELDS.get(kind)
+    if fields is None:
+        fields = _FIELDS[kind] = tuple(name for name in kind._fields if name != "ctx")
+    return fields
+
+
+def _spans(statement: ast.stmt, lines: Sequence[int]) -> bool:
+    if isinstance(statement, ast.Import | ast.ImportFrom):
+        return True
+    start = statement.lineno
+    for decorator in getattr(statement, "decorator_list", ()):
+        start = min(start, decorator.lineno)
+    end = statement.end_lineno or start
+    position = bisect_left(lines, start)
+    return position < len(lines) and lines[position] <= end

@@ -11,7 +11,7 @@ import ast
 
 from worker_utils.check._base import Context, rule
 
-__all__ = ["RULES", "check"]
+__all__ = ["MARKERS", "RULES", "WHOLE_FILE", "check"]
 
 IN_TEST_MODULE = rule(
     "WU501",
@@ -24,6 +24,8 @@ DUPLICATE = rule(
     "keep one definition in the conftest.py shared by both",
 )
 RULES = (IN_TEST_MODULE, DUPLICATE)
+MARKERS = ("autouse",)
+WHOLE_FILE = False
 
 _FIXTURE_DECORATORS = frozenset({"pytest.fixture", "pytest_asyncio.fixture"})
 _BROAD_SCOPES = frozenset({"module", "package", "session"})
@@ -35,19 +37,20 @@ def check(ctx: Context) -> None:
     Duplicates span files, so :func:`worker_utils.check.check_paths` reports them
     from ``ctx.autouse``.
     """
-    if "autouse" not in ctx.source:
+    if MARKERS[0] not in ctx.source:
         return
-    for node in ctx.nodes:
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            for decorator in node.decorator_list:
-                options = _autouse_options(ctx, decorator)
-                if options is None:
-                    continue
-                name = options.get("name", node.name)
-                ctx.autouse.append((name, node.lineno, node.col_offset + 1))
-                scope = options.get("scope", "function")
-                if scope in _BROAD_SCOPES and not ctx.is_conftest:
-                    ctx.report(IN_TEST_MODULE, node, scope=scope, name=name)
+    functions: list[ast.FunctionDef | ast.AsyncFunctionDef] = [*ctx.of(ast.FunctionDef)]
+    functions += ctx.of(ast.AsyncFunctionDef)
+    for node in functions:
+        for decorator in node.decorator_list:
+            options = _autouse_options(ctx, decorator)
+            if options is None:
+                continue
+            name = options.get("name", node.name)
+            ctx.autouse.append((name, node.lineno, node.col_offset + 1))
+            scope = options.get("scope", "function")
+            if scope in _BROAD_SCOPES and not ctx.is_conftest:
+                ctx.report(IN_TEST_MODULE, node, scope=scope, name=name)
 
 
 def _autouse_options(ctx: Context, decorator: ast.expr) -> dict[str, str] | None:

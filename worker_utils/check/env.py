@@ -11,7 +11,7 @@ import ast
 
 from worker_utils.check._base import Context, rule
 
-__all__ = ["RULES", "check"]
+__all__ = ["MARKERS", "RULES", "WHOLE_FILE", "check"]
 
 _HINT = "use monkeypatch.setenv() or monkeypatch.delenv()"
 ITEM_SET = rule("WU101", "os.environ item set outside monkeypatch", "use monkeypatch.setenv()")
@@ -22,6 +22,8 @@ METHOD = rule("WU103", "os.environ.{method}() changes the environment outside mo
 PUTENV = rule("WU104", "{function}() changes the environment outside monkeypatch", _HINT)
 PATCH_DICT = rule("WU105", "patch.dict() of os.environ instead of monkeypatch", _HINT)
 RULES = (ITEM_SET, ITEM_DELETED, METHOD, PUTENV, PATCH_DICT)
+MARKERS = ("environ", "putenv", "unsetenv")
+WHOLE_FILE = False
 
 _METHODS = frozenset(
     {"pop", "popitem", "update", "setdefault", "clear", "__setitem__", "__delitem__"}
@@ -32,21 +34,20 @@ _PATCH_DICT = frozenset({"unittest.mock.patch.dict", "mock.patch.dict", "patch.d
 
 def check(ctx: Context) -> None:
     """Report environment writes that bypass ``monkeypatch``."""
-    source = ctx.source
-    if "environ" not in source and "putenv" not in source and "unsetenv" not in source:
+    if not any(marker in ctx.source for marker in MARKERS):
         return
-    for node in ctx.nodes:
-        if isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            for target in targets:
-                if isinstance(target, ast.Subscript) and ctx.is_environ(target.value):
-                    ctx.report(ITEM_SET, target)
-        elif isinstance(node, ast.Delete):
-            for target in node.targets:
-                if isinstance(target, ast.Subscript) and ctx.is_environ(target.value):
-                    ctx.report(ITEM_DELETED, target)
-        elif isinstance(node, ast.Call):
-            _check_call(ctx, node)
+    assigned = [target for node in ctx.of(ast.Assign) for target in node.targets]
+    assigned += [node.target for node in ctx.of(ast.AugAssign)]
+    assigned += [node.target for node in ctx.of(ast.AnnAssign)]
+    for target in assigned:
+        if isinstance(target, ast.Subscript) and ctx.is_environ(target.value):
+            ctx.report(ITEM_SET, target)
+    for node in ctx.of(ast.Delete):
+        for target in node.targets:
+            if isinstance(target, ast.Subscript) and ctx.is_environ(target.value):
+                ctx.report(ITEM_DELETED, target)
+    for call in ctx.of(ast.Call):
+        _check_call(ctx, call)
 
 
 def _check_call(ctx: Context, node: ast.Call) -> None:

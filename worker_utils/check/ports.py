@@ -11,7 +11,7 @@ import re
 
 from worker_utils.check._base import Context, is_port, rule
 
-__all__ = ["RULES", "check"]
+__all__ = ["MARKERS", "RULES", "WHOLE_FILE", "check"]
 
 _HINT = "use the worker_port fixture or worker_utils.lease_port()"
 PORT_ARGUMENT = rule("WU201", "hard-coded port {port} passed to {function}()", _HINT)
@@ -38,21 +38,21 @@ _ADDRESS = re.compile(
     re.I,
 )
 _TEXT_MARKERS = ("://", "localhost", "127.", "0.0.0.0", "[::")
+# Where a port may hide: socket calls, port= keywords, URLs, ("host", port) tuples.
+MARKERS = (*_FUNCTIONS, "port=", "port =", *_TEXT_MARKERS, '("", ', "('', ", '("::', "('::")
+WHOLE_FILE = False
 
 
 def check(ctx: Context) -> None:
     """Report port literals passed to socket calls, ``port=`` keywords and ports in URLs."""
     scan_text = any(marker in ctx.source for marker in _TEXT_MARKERS)
-    docstrings = ctx.docstrings if scan_text else set()
-    for node in ctx.nodes:
-        if isinstance(node, ast.Call):
-            _check_call(ctx, node)
-        elif (
-            scan_text
-            and isinstance(node, ast.Constant)
-            and isinstance(node.value, str)
-            and id(node) not in docstrings
-        ):
+    for call in ctx.of(ast.Call):
+        _check_call(ctx, call)
+    if not scan_text:
+        return
+    docstrings = ctx.docstrings
+    for node in ctx.of(ast.Constant):
+        if isinstance(node.value, str) and id(node) not in docstrings:
             for match in _ADDRESS.finditer(node.value):
                 if 1 <= int(match["port"]) <= 65535:
                     ctx.report(PORT_IN_URL, node, port=int(match["port"]), address=match[0])

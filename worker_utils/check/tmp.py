@@ -11,7 +11,7 @@ import re
 
 from worker_utils.check._base import Context, rule
 
-__all__ = ["RULES", "check"]
+__all__ = ["MARKERS", "RULES", "WHOLE_FILE", "check"]
 
 FIXED_PATH = rule(
     "WU401", "fixed temporary path {path!r}", "use tmp_path, worker_tmp_path or run_tmp_path"
@@ -22,20 +22,17 @@ RULES = (FIXED_PATH,)
 _TMP = re.compile(
     r"(?:^|(?<=[\s='\"(:,])|(?<=//))(?:/var/tmp|/tmp|/dev/shm)(?:/[^\s'\"]*)?(?=$|[\s'\",)])"
 )
-_MARKERS = ("/tmp", "/dev/shm")
+MARKERS = ("/tmp", "/dev/shm")
+WHOLE_FILE = False
 
 
 def check(ctx: Context) -> None:
     """Report string literals naming a fixed path under ``/tmp``, ``/var/tmp`` or ``/dev/shm``."""
-    if not any(marker in ctx.source for marker in _MARKERS):
+    if not any(marker in ctx.source for marker in MARKERS):
         return
     docstrings = ctx.docstrings
-    for node in ctx.nodes:
-        if (
-            isinstance(node, ast.Constant)
-            and isinstance(node.value, str)
-            and id(node) not in docstrings
-        ):
+    for node in ctx.of(ast.Constant):
+        if isinstance(node.value, str) and id(node) not in docstrings:
             match = _TMP.search(node.value)
             if match:
                 ctx.report(FIXED_PATH, node, path=match[0])

@@ -11,7 +11,7 @@ import ast
 
 from worker_utils.check._base import Context, rule
 
-__all__ = ["RULES", "check"]
+__all__ = ["MARKERS", "RULES", "WHOLE_FILE", "check"]
 
 ENV_READ = rule(
     "WU301",
@@ -25,6 +25,9 @@ NUMBER_ARITHMETIC = rule(
     "use the worker_port fixture or worker_utils.lease_port()",
 )
 RULES = (ENV_READ, ID_PARSED, NUMBER_ARITHMETIC)
+MARKERS = ("worker_id", "workerid", "XDIST", "worker_num", "worker_i", "worker_no")
+# A worker id flows through variables with any name: once one is in sight, walk it all.
+WHOLE_FILE = True
 
 _XDIST_VARS = frozenset(
     {"PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"}
@@ -43,18 +46,20 @@ _PORTISH = ("port", "base", "offset")
 
 def check(ctx: Context) -> None:
     """Report reads of the xdist variables, worker id parsing and worker-number arithmetic."""
-    if "worker" not in ctx.source and "XDIST" not in ctx.source:
+    if not any(marker in ctx.source for marker in MARKERS):
         return
-    for node in ctx.nodes:
+    candidates = [*ctx.of(ast.Subscript), *ctx.of(ast.Call), *ctx.of(ast.Compare)]
+    for node in candidates:
         name = _env_read(ctx, node)
         if name is not None:
             ctx.report(ENV_READ, node, name=name)
     ids, numbers = _tainted_names(ctx)
-    for node in ctx.nodes:
+    for node in candidates:
         if _is_parse(ctx, node, ids):
             ctx.report(ID_PARSED, node)
-        elif isinstance(node, ast.BinOp) and _is_arithmetic(ctx, node, ids, numbers):
-            ctx.report(NUMBER_ARITHMETIC, node)
+    for binary in ctx.of(ast.BinOp):
+        if _is_arithmetic(ctx, binary, ids, numbers):
+            ctx.report(NUMBER_ARITHMETIC, binary)
 
 
 def _env_read(ctx: Context, node: ast.AST) -> str | None:
@@ -139,10 +144,8 @@ def _tainted_names(ctx: Context) -> tuple[set[str], set[str]]:
     """Names assigned a worker id, and names assigned a worker number, anywhere in the file."""
     assignments = [
         (node.targets[0].id, node.value)
-        for node in ctx.nodes
-        if isinstance(node, ast.Assign)
-        and len(node.targets) == 1
-        and isinstance(node.targets[0], ast.Name)
+        for node in ctx.of(ast.Assign)
+        if len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
     ]
     ids: set[str] = set()
     numbers: set[str] = set()
