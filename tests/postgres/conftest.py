@@ -1,0 +1,97 @@
+"""The real PostgreSQL server for the PostgreSQL tests, and inner runs of the example suites."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from worker_utils import postgres
+
+EXAMPLES = Path(__file__).parent / "examples"
+#: The server the tests use; the machine's own by default.
+URL = os.environ.get("WU_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def schemas(prefix: str = "wu_t") -> list[str]:
+    """The schemas on the test server whose names start with ``prefix``."""
+    with psycopg.connect(URL) as conn:
+        rows = conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, %s) ORDER BY 1", [prefix]
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def execute(query: str, url: str = URL) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(query)  # type: ignore[call-overload]
+
+
+class Example:
+    """Copies example suites into a pytester directory and runs them."""
+
+    def __init__(self, pytester: pytest.Pytester, prefix: str) -> None:
+        self.pytester = pytester
+        self.prefix = prefix
+
+    def copy(self, name: str, directory: Path | None = None, ini: str = "") -> Path:
+        target = directory or self.pytester.path
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(EXAMPLES / f"{name}.py", target / f"test_{name}.py")
+        (target / "pytest.ini").write_text(
+            f"[pytest]\nworker_utils_postgres_prefix = {self.prefix}\n{ini}"
+        )
+        return target
+
+    def popen(self, directory: Path, *args: str, env: dict[str, str] | None = None) -> Any:
+        """Start an inner run in the background, in its own process group."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly", *args],
+            cwd=directory,
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+
+
+@pytest.fixture
+def prefix(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A schema prefix private to this test; its leftovers are reported and removed."""
+    name = f"wu_t{abs(hash(request.node.nodeid)) % 10**8}"
+    yield name
+    left = schemas(name)
+    for schema in left:
+        execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    assert left == [], f"schemas left behind: {left}"
+
+
+@pytest.fixture
+def example(pytester: pytest.Pytester, prefix: str, monkeypatch: pytest.MonkeyPatch) -> Example:
+    monkeypatch.setenv(postgres.URL_VAR, URL)
+    return Example(pytester, prefix)
+
+
+@pytest.fixture
+def record_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    directory = tmp_path / "records"
+    directory.mkdir()
+    monkeypatch.setenv("WU_TEST_RECORD_DIR", str(directory))
+    return directory
+
+
+@pytest.fixture
+def read_records(record_dir: Path) -> Callable[[], list[dict[str, Any]]]:
+    def read() -> list[dict[str, Any]]:
+        return [json.loads(path.read_text()) for path in sorted(record_dir.glob("*.json"))]
+
+    return read

@@ -1,0 +1,139 @@
+"""Crashes: a killed worker, a killed run, and the embedded server of a killed run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.postgres.conftest import URL, Example, execute, schemas
+from worker_utils import postgres
+from worker_utils.servers._process import pid_alive
+
+Records = Callable[[], list[dict[str, Any]]]
+
+
+def kill_run_when_ready(example: Example, record_dir: Path, *args: str) -> None:
+    """Start the crash suite hanging in two workers, then SIGKILL the whole run."""
+    directory = example.copy("crash", example.pytester.path / "killed")
+    run = example.popen(directory, "-n", "2", *args, env={"WU_TEST_HANG": "1"})
+    deadline = time.monotonic() + 60
+    while len(list(record_dir.glob("ready-*"))) < 2:
+        assert run.poll() is None, run.communicate()[0]
+        assert time.monotonic() < deadline, "the workers never became ready"
+        time.sleep(0.1)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.communicate()
+
+
+def wait_for_backends_to_exit(names: list[str]) -> None:
+    """The server notices a killed client's closed socket a moment later."""
+    deadline = time.monotonic() + 10
+    with psycopg.connect(URL, autocommit=True) as conn:
+        while conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = ANY(%s)", [names]
+        ).fetchone() != (0,):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+
+def reap_command(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "worker_utils", "reap", "--postgres-url", URL, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_worker_killed_mid_test_does_not_stop_the_run_and_its_schema_is_dropped(
+    example: Example, record_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WU_TEST_KILL", "1")
+    example.copy("crash")
+    result = example.pytester.runpytest_subprocess("-n", "2", "-p", "no:randomly")
+    result.assert_outcomes(passed=4, failed=1)
+    result.stdout.fnmatch_lines(["*worker 'gw*' crashed while running*"])
+    assert schemas(example.prefix) == []
+
+
+def test_reap_drops_what_a_killed_run_left_and_nothing_else(
+    example: Example, record_dir: Path, read_records: Records
+) -> None:
+    kill_run_when_ready(example, record_dir)
+    left = sorted({r["schema"] for r in read_records()})
+    assert len(left) == 2
+    assert schemas(example.prefix) == left
+    wait_for_backends_to_exit(left)
+    user_schema = f"{example.prefix}_gw0"
+    execute(f"CREATE SCHEMA {user_schema}")
+    try:
+        dry = reap_command("--dry-run")
+        assert dry.returncode == 0, dry.stderr
+        for name in left:
+            assert f"would drop schema {name}" in dry.stdout.splitlines()
+        assert schemas(example.prefix) == sorted([*left, user_schema])
+        done = reap_command()
+        assert done.returncode == 0, done.stderr
+        for name in left:
+            assert f"dropped schema {name}" in done.stdout.splitlines()
+        assert schemas(example.prefix) == [user_schema]
+    finally:
+        execute(f"DROP SCHEMA {user_schema}")
+
+
+def test_the_next_run_drops_what_a_killed_run_left(
+    example: Example, record_dir: Path, read_records: Records
+) -> None:
+    kill_run_when_ready(example, record_dir)
+    left = sorted({r["schema"] for r in read_records()})
+    assert schemas(example.prefix) == left
+    wait_for_backends_to_exit(left)
+    example.pytester.makepyfile(test_nothing="def test_nothing(): pass")
+    example.pytester.runpytest_subprocess("test_nothing.py").assert_outcomes(passed=1)
+    assert schemas(example.prefix) == []
+
+
+def server_is_gone(record: dict[str, Any]) -> bool:
+    listening = subprocess.run(["ss", "-Htln", f"sport = :{record['port']}"], capture_output=True)
+    processes = subprocess.run(["pgrep", "-f", record["data"]], capture_output=True)
+    return (
+        not Path(record["data"]).exists()
+        and not listening.stdout.strip()
+        and processes.returncode == 1
+    )
+
+
+def test_without_a_url_one_embedded_server_serves_the_run_and_nothing_remains(
+    example: Example, read_records: Records, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(postgres.URL_VAR)
+    example.copy("crash")
+    result = example.pytester.runpytest_subprocess("-n", "2", "-p", "no:randomly")
+    result.assert_outcomes(passed=5)
+    records = read_records()
+    assert len({(r["port"], r["started"], r["data"]) for r in records}) == 1
+    assert len({r["schema"] for r in records}) == 2
+    assert server_is_gone(records[0])
+
+
+def test_the_embedded_server_of_a_killed_run_is_stopped_by_the_next_run(
+    example: Example, record_dir: Path, read_records: Records, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(postgres.URL_VAR)
+    kill_run_when_ready(example, record_dir)
+    records = read_records()
+    assert not server_is_gone(records[0])
+    pid = int((Path(records[0]["data"]) / "postmaster.pid").read_text().split()[0])
+    example.pytester.makepyfile(test_nothing="def test_nothing(): pass")
+    example.pytester.runpytest_subprocess("test_nothing.py").assert_outcomes(passed=1)
+    assert not pid_alive(pid)
+    assert server_is_gone(records[0])
