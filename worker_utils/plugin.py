@@ -497,6 +497,14 @@ def worker_redis_lease(
         )
     except (wu_redis.RedisSetupError, wu_redis.RedisUrlError) as exc:
         pytest.fail(str(exc), pytrace=False)
+    if lease.mode == "index":
+        # If this worker dies, the controller empties and frees its database at run end.
+        coordination.run_once(
+            f"worker-utils-redis-lease-{_worker.get_worker_id()}",
+            lease.abandon_record,
+            teardown=wu_redis.release_abandoned,
+            run_dir=_run(request).directory,
+        )
     _run(request).report.note("redis", lease.describe())
     yield lease
     lease.release()

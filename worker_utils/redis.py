@@ -51,6 +51,7 @@ __all__ = [
     "lease_redis",
     "parse_redis_url",
     "redis_url_with_db",
+    "release_abandoned",
 ]
 
 #: Every key the plugin keeps in the bookkeeping database starts with this.
@@ -228,6 +229,11 @@ class RedisLease:
     def lost(self) -> bool:
         """Whether the lease expired under us (the process stalled longer than its TTL)."""
         return self._refresher is not None and self._refresher.lost
+
+    def abandon_record(self) -> dict[str, Any]:
+        """What :func:`release_abandoned` needs to free this lease if the worker dies."""
+        value = self._refresher.value if self._refresher is not None else ""
+        return {"url": self.server_url, "db": self.db, "lease": value}
 
     def describe(self) -> str:
         """One phrase for the run summary: ``db 3`` or ``prefix wu:...: in db 0``."""
@@ -472,6 +478,7 @@ def lease_redis(
         at = candidates.index(first)
         candidates = candidates[at:] + candidates[:at]
     announced = False
+    busy = f"({len(candidates)} leasable, all leased or holding other users' keys)"
     try:
         while True:
             claimed = _claim(redis_mod, keeper, url, candidates, value, ttl_ms)
@@ -482,10 +489,10 @@ def lease_redis(
                 keeper.close()
                 if mode == "index":
                     raise RedisSetupError(
-                        f"worker_redis: no free database on {url.masked} after waiting {wait:g}s: "
-                        f"all {len(candidates)} besides {url.db} are leased or hold other "
-                        f"users' keys; raise worker_utils_redis_wait, use fewer workers, start "
-                        f"the server with more --databases, or allow prefix mode"
+                        f"worker_redis: no free database on {url.masked} after {wait:g}s "
+                        f"{busy}; raise worker_utils_redis_wait, use fewer workers, start "
+                        f"the server with more --databases, or set worker_utils_redis_mode "
+                        f"to auto to fall back to a key prefix"
                     )
                 lease = _prefix_lease(redis_mod, url, prefix, count, cluster=False)
                 lease.waited = time.monotonic() - started
@@ -496,9 +503,8 @@ def lease_redis(
                 return lease
             if not announced:
                 notify(
-                    f"worker_utils: {worker}: all {len(candidates)} Redis databases on "
-                    f"{url.masked} are leased or hold other users' keys; waiting up to "
-                    f"{wait:g}s for one to be released"
+                    f"worker_utils: {worker}: no free Redis database on {url.masked} {busy}; "
+                    f"waiting up to {wait:g}s for one to be released"
                 )
                 announced = True
             time.sleep(random.uniform(0.1, 0.4))
@@ -519,6 +525,24 @@ def lease_redis(
         _janitor=janitor,
         _refresher=_Refresher(keeper, _LEASE.format(index), value, ttl_ms),
     )
+
+
+def release_abandoned(value: dict[str, Any]) -> None:
+    """Empty and release a lease whose worker died, if it still holds it.
+
+    Registered per worker as a run teardown: the controller calls it when the
+    run ends (every worker is gone by then) and a later run's reaper calls it
+    for a crashed run. A lease released cleanly no longer matches: no-op.
+    """
+    redis_mod = _import_redis()
+    url, index, lease = value["url"], int(value["db"]), value["lease"]
+    with redis_mod.Redis.from_url(url, socket_connect_timeout=5) as keeper:
+        if keeper.get(_LEASE.format(index)) != lease.encode():
+            return
+        with redis_mod.Redis.from_url(redis_url_with_db(url, index)) as janitor:
+            janitor.flushdb()
+        keeper.delete(_DIRTY.format(index))
+        keeper.register_script(_RELEASE)(keys=[_LEASE.format(index)], args=[lease])
 
 
 def _claim(

@@ -1,0 +1,108 @@
+"""Crashed workers and runs: their leases, leftovers and embedded servers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.redis.conftest import Example, Server
+from worker_utils.servers._process import pid_alive
+
+Records = Callable[[], list[dict[str, Any]]]
+
+
+def test_a_killed_workers_replacement_gets_a_valid_unshared_database(
+    example: Example, redis_server: Server, read_records: Records, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WU_TEST_CRASH", "gw1")
+    example.copy("crash")
+    result = example.pytester.runpytest_subprocess(
+        "-n", "2", "-p", "no:randomly", "-p", "no:cacheprovider",
+        f"--worker-utils-redis-url={redis_server.url}",
+    )  # fmt: skip
+    result.stdout.fnmatch_lines(["*replacing crashed worker gw1*"])
+    result.assert_outcomes(passed=15, failed=1)
+    dbs = {(r["worker"], r["db"]) for r in read_records()}
+    assert {worker for worker, _ in dbs} == {"gw0", "gw1", "gw2"}
+    assert len(dbs) == 3
+    assert all(1 <= db < 16 for _, db in dbs)
+    assert dict(dbs)["gw2"] != dict(dbs)["gw0"]
+    assert redis_server.keys_by_db() == {}
+
+
+def test_a_crashed_runs_leftovers_and_leases_are_removed_by_the_next_run(
+    example: Example, redis_server: Server, record_dir: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    example.copy("crash")
+    monkeypatch.setenv("WU_TEST_CRASH", "master")
+    crashed = example.pytester.runpytest_subprocess(
+        "-p", "no:randomly", "-p", "no:cacheprovider",
+        f"--worker-utils-redis-url={redis_server.url}",
+    )  # fmt: skip
+    assert crashed.ret == -9
+    assert redis_server.keys_by_db() == {
+        0: [b"worker_utils:dirty:1", b"worker_utils:lease:1"],
+        1: [b"left"],
+    }
+    example.pytester.makepyfile(test_crash="def test_nothing():\n    pass\n")
+    example.pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    assert redis_server.keys_by_db() == {}
+
+
+def test_a_lease_held_elsewhere_expires_and_the_worker_waits_for_it_visibly(
+    example: Example, redis_server: Server, read_records: Records
+) -> None:
+    with redis_server.client() as bookkeeping:
+        for db in range(1, 16):
+            owner = {"run": "x", "worker": "gw0", "host": "elsewhere", "pidns": "", "pid": 1}
+            bookkeeping.set(f"worker_utils:lease:{db}", json.dumps(owner), px=3000)
+        bookkeeping.set("worker_utils:dirty:1", "{}")
+    with redis_server.client(1) as leftover:
+        leftover.set("left", "behind")
+    example.copy("tiny")
+    result = example.pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", f"--worker-utils-redis-url={redis_server.url}"
+    )
+    result.assert_outcomes(passed=2)
+    result.stderr.fnmatch_lines(
+        [
+            f"worker_utils: master: no free Redis database on {redis_server.url} (15 leasable, "
+            f"all leased or holding other users' keys); waiting up to 60s for one to be released"
+        ]
+    )
+    records = read_records()
+    assert {(r["db"], r["reclaimed"], r["mode"]) for r in records} == {(1, True, "index")}
+    assert 0.5 < records[0]["waited"] < 5
+    assert redis_server.keys_by_db() == {}
+
+
+def test_without_a_url_one_redis_server_serves_the_run_and_stops_with_it(
+    example: Example, read_records: Records, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("WORKER_UTILS_REDIS_URL", raising=False)
+    example.copy("crash")
+    result = example.pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=16)
+    records = read_records()
+    servers = {r["server"] for r in records}
+    assert len(servers) == 1
+    assert {r["db"] for r in records} == {1, 2}
+    assert not pid_alive(servers.pop())
+
+
+def test_a_crashed_runs_redis_server_is_stopped_by_the_next_run(
+    example: Example, read_records: Records, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("WORKER_UTILS_REDIS_URL", raising=False)
+    monkeypatch.setenv("WU_TEST_CRASH", "master")
+    example.copy("crash")
+    crashed = example.pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider")
+    assert crashed.ret == -9
+    (server,) = {r["server"] for r in read_records()}
+    assert pid_alive(server)
+    example.pytester.makepyfile(test_crash="def test_nothing():\n    pass\n")
+    example.pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    assert not pid_alive(server)
