@@ -131,3 +131,18 @@ def test_the_guard_plugin_is_registered_only_when_enabled(pytester: pytest.Pytes
     pytester.makepyfile("def test_x(): pass")
     pytester.runpytest("-s").stdout.fnmatch_lines(["guard: NoneType"])
     pytester.runpytest("-s", "--worker-utils-guard").stdout.fnmatch_lines(["guard: Guard"])
+
+
+def test_when_pytest_hides_fixture_definitions_the_autouse_check_is_off_with_a_warning(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(guard, "_sites", lambda *args: None)
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest("--worker-utils-guard=strict")
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*WorkerUtilsGuardWarning: worker_utils guard: this pytest version does not "
+            "expose fixture definitions; the autouse check is off"
+        ]
+    )
