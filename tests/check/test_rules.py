@@ -202,3 +202,10 @@ def test_it_selects_by_the_most_specific_prefix(
 def test_it_always_reports_syntax_errors_whatever_the_selection() -> None:
     settings = Settings(select=("WU1",), ignore=("WU0",))
     assert [finding.code for finding in check_source("(", "test_x.py", settings)] == ["WU000"]
+
+
+def test_walking_only_marked_lines_finds_what_a_full_walk_finds(
+    corpus_findings: list[Finding], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("worker_utils.check._Plan.lines", lambda self, text: None)
+    assert check_paths([CORPUS], Settings(root=CORPUS)) == corpus_findings
