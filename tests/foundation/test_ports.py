@@ -15,6 +15,8 @@ from worker_utils import ports
 
 def test_a_leased_port_is_free_to_bind(tmp_path: Path) -> None:
     lease = wu.lease_port(lock_dir=tmp_path)
+    assert isinstance(lease, wu.PortLease)
+    assert lease.held
     try:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", lease.port))
