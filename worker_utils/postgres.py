@@ -366,6 +366,7 @@ class WorkerNamespace:
     #: Set when a test may have moved sequences on without leaving rows (a
     #: rolled-back transaction); the next ``delete`` test resets before it starts.
     sequences_advanced: bool = field(default=False, repr=False)
+    _created: bool = field(default=False, repr=False)
 
     @property
     def search_path(self) -> tuple[str, ...]:
@@ -435,6 +436,7 @@ class WorkerNamespace:
         if self.kind == "schema":
             with keeper.transaction():
                 keeper.execute(sql.SQL("CREATE SCHEMA {}").format(ident))
+                self._created = True
                 keeper.execute(
                     sql.SQL("COMMENT ON SCHEMA {} IS {}").format(
                         ident, sql.Literal(json.dumps(record))
@@ -447,6 +449,7 @@ class WorkerNamespace:
             if template:
                 create += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
             keeper.execute(create)
+            self._created = True
             keeper.execute(
                 sql.SQL("COMMENT ON DATABASE {} IS {}").format(
                     ident, sql.Literal(json.dumps(record))
@@ -519,10 +522,12 @@ class WorkerNamespace:
         try:
             if self._admin is not None and self._admin is not keeper:
                 self._admin.close()
-            if not keeper.closed:
+            # Only what this object created: never a name it found taken.
+            if self._created and not keeper.closed:
                 _drop(keeper, self.kind, self.name)
         finally:
             self._admin = self._keeper = None
+            self._created = False
             keeper.close()  # releases the advisory lock
 
 

@@ -1,0 +1,144 @@
+"""Every configuration and server error: one clear message naming what to change."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.postgres.conftest import Example, execute, schemas
+from worker_utils import postgres
+
+ONE_TEST = "def test_uses_postgres(worker_postgres):\n    pass\n"
+
+
+def run_one(example: Example, *args: str) -> pytest.RunResult:
+    example.pytester.makeini(f"[pytest]\nworker_utils_postgres_prefix = {example.prefix}\n")
+    example.pytester.makepyfile(test_one=ONE_TEST)
+    return example.pytester.runpytest_subprocess("-p", "no:randomly", *args)
+
+
+def test_an_unreachable_server_is_one_usage_error_naming_the_setting(
+    example: Example, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(postgres.URL_VAR, "postgresql://postgres@127.0.0.1:1/test")
+    result = run_one(example, "-n", "2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: WORKER_UTILS_POSTGRES_URL: cannot connect to "
+            "postgresql://postgres@127.0.0.1:1/test (*Connection refused*); start the server "
+            "or point WORKER_UTILS_POSTGRES_URL at one that accepts connections"
+        ]
+    )
+
+
+def test_a_malformed_url_names_the_option_and_hides_the_password(example: Example) -> None:
+    result = run_one(example, "--worker-utils-postgres-url=host=x password=secret port")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: --worker-utils-postgres-url: 'host=x password=*** port' is not a "
+            'PostgreSQL URL (missing "=" after "port" in connection info string); '
+            "use postgresql://USER@HOST:PORT/DBNAME"
+        ]
+    )
+    assert "secret" not in result.stderr.str()
+
+
+def test_a_role_without_create_on_the_database_is_told_what_to_grant(
+    example: Example, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    execute("DROP ROLE IF EXISTS wu_no_create; CREATE ROLE wu_no_create LOGIN")
+    try:
+        monkeypatch.setenv(postgres.URL_VAR, "postgresql://wu_no_create@127.0.0.1:5432/test")
+        result = run_one(example)
+    finally:
+        execute("DROP ROLE wu_no_create")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            'ERROR: WORKER_UTILS_POSTGRES_URL: role "wu_no_create" may not create schemas in '
+            'database "test"; GRANT CREATE ON DATABASE "test" TO "wu_no_create", or point '
+            "WORKER_UTILS_POSTGRES_URL at a database where it may"
+        ]
+    )
+
+
+def test_too_few_connections_for_the_workers_names_max_connections(example: Example) -> None:
+    result = run_one(example, "-n", "60")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: WORKER_UTILS_POSTGRES_URL: the server accepts * more connections "
+            "(max_connections minus reserved: 97, in use: *) and 60 worker(s) need about 240; "
+            "raise max_connections in postgresql.conf or run fewer workers (-n)"
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            "worker_utils_postgres_reset = rollback",
+            "worker_utils_postgres_reset: found 'rollback'; "
+            "use one of auto, transaction, delete, truncate, none",
+        ),
+        (
+            "worker_utils_postgres_mode = cluster",
+            "worker_utils_postgres_mode: found 'cluster'; use one of schema, database",
+        ),
+        (
+            "worker_utils_postgres_prefix = pg_mine",
+            "worker_utils_postgres_prefix: prefix 'pg_mine' must be a lower-case identifier "
+            "(letters, digits, '_') that does not start with 'pg_'",
+        ),
+        (
+            "worker_utils_postgres_prefix = " + "p" * 44,
+            "worker_utils_postgres_prefix: prefix '" + "p" * 44 + "' is 44 bytes; use at "
+            "most 43 so that names fit PostgreSQL's 63-byte limit",
+        ),
+    ],
+)
+def test_a_bad_ini_value_is_a_usage_error(example: Example, line: str, message: str) -> None:
+    example.pytester.makeini(f"[pytest]\n{line}\n")
+    example.pytester.makepyfile(test_one=ONE_TEST)
+    result = example.pytester.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {message}"])
+
+
+def test_a_bad_marker_value_fails_that_test_only(example: Example) -> None:
+    example.pytester.makeini(f"[pytest]\nworker_utils_postgres_prefix = {example.prefix}\n")
+    example.pytester.makepyfile(
+        test_one=ONE_TEST + "\nimport pytest\n\n@pytest.mark.worker_postgres(reset='rollback')\n"
+        "def test_marked(worker_postgres):\n    pass\n"
+    )
+    result = example.pytester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "@pytest.mark.worker_postgres: reset='rollback'; "
+            "use one of transaction, delete, truncate, none"
+        ]
+    )
+
+
+def test_a_schema_worker_utils_did_not_create_is_never_dropped_and_the_error_says_so(
+    example: Example,
+) -> None:
+    taken = postgres.worker_postgres_name("fixed-run", "master", example.prefix)
+    execute(f"CREATE SCHEMA {taken}; CREATE TABLE {taken}.keep (id int)")
+    try:
+        example.pytester.makepyfile(test_two=ONE_TEST + "\n\n" + ONE_TEST.replace("uses", "too"))
+        result = run_one(example, "-n", "0", "--testrunuid=fixed-run")
+        result.assert_outcomes(passed=0, errors=3)
+        result.stdout.fnmatch_lines(
+            [
+                f'worker_postgres: schema "{taken}" exists and was not created by '
+                "worker_utils; drop it yourself or set worker_utils_postgres_prefix to another "
+                "prefix"
+            ]
+        )
+        assert schemas(example.prefix) == [taken]
+    finally:
+        execute(f"DROP SCHEMA {taken} CASCADE")
