@@ -22,7 +22,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/worker-utils check tests conftest.py examples benchmarks
+	$(BIN)/worker-utils check .
 
 test: lint
 	$(BIN)/pytest -n 2
