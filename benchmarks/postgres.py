@@ -1,0 +1,197 @@
+"""Per-test cost of worker_utils' PostgreSQL isolation, side by side with its alternatives.
+
+Usage: ``python benchmarks/postgres.py [--url URL] [--rounds 3] [--tests 300]``
+
+Part 1 runs the same small test (insert a row, count the rows) under each
+variant, alternating variants round by round, and reports the median time per
+test (setup + call + teardown, from pytest's own reports) and its overhead over
+a baseline that shares one connection and isolates nothing:
+
+- ``baseline``: one session-scoped psycopg connection, no cleanup, the test's
+  work never committed (the floor for ``transaction``);
+- ``baseline+commit``: the same, each test committing (the floor for the modes
+  whose tests commit: a commit waits for the WAL flush);
+- ``transaction``, ``delete``, ``truncate``: the ``worker_postgres`` fixture
+  with each reset mode (the delete and truncate tests commit);
+- ``pytest-postgresql``: its ``postgresql`` fixture (a database per test, made
+  from a template) on the same server.
+
+It also reports the first test's setup in each variant: the per-worker session
+setup (schema, ownership record, connections) beyond the baseline's connect.
+
+Part 2 times a 2,000-test suite on ``worker_postgres`` at ``-n 0`` and ``-n 2``,
+alternating, and reports the medians and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CONFTEST = """
+import json, os
+import psycopg
+import pytest
+
+_OUT = os.environ["WU_BENCH_OUT"]
+
+
+def pytest_runtest_logreport(report):
+    with open(_OUT, "a") as out:
+        out.write(json.dumps([report.nodeid, report.when, report.duration]) + "\\n")
+
+
+@pytest.fixture(scope="session")
+def worker_postgres_setup():
+    def setup(conn):
+        conn.execute("CREATE TABLE item (id serial PRIMARY KEY, name text NOT NULL)")
+        conn.commit()
+    return setup
+
+
+@pytest.fixture(scope="session")
+def plain():
+    with psycopg.connect(os.environ["WU_BENCH_URL"], autocommit=True) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS wu_bench_baseline CASCADE")
+        conn.execute("CREATE SCHEMA wu_bench_baseline")
+        conn.execute("SET search_path = wu_bench_baseline")
+        conn.execute("CREATE TABLE item (id serial PRIMARY KEY, name text NOT NULL)")
+        conn.autocommit = False
+        yield conn
+        conn.rollback()
+        conn.autocommit = True
+        conn.execute("DROP SCHEMA wu_bench_baseline CASCADE")
+"""
+
+PPG_CONFTEST = """
+import json, os
+import pytest
+from pytest_postgresql import factories
+
+_OUT = os.environ["WU_BENCH_OUT"]
+
+
+def pytest_runtest_logreport(report):
+    with open(_OUT, "a") as out:
+        out.write(json.dumps([report.nodeid, report.when, report.duration]) + "\\n")
+
+
+def load(host, port, user, dbname, password, **_):
+    import psycopg
+    with psycopg.connect(host=host, port=port, user=user, dbname=dbname) as conn:
+        conn.execute("CREATE TABLE item (id serial PRIMARY KEY, name text NOT NULL)")
+
+postgresql_noproc = factories.postgresql_noproc(
+    host="127.0.0.1", port=5432, user="postgres", dbname="wu_bench_ppg", load=[load]
+)
+postgresql = factories.postgresql("postgresql_noproc")
+"""
+
+BODY = {
+    "baseline": ("plain", "", False),
+    "baseline+commit": ("plain", "", True),
+    "transaction": ("worker_postgres", "", False),
+    "delete": ("worker_postgres", "@pytest.mark.worker_postgres(reset='delete')\n", True),
+    "truncate": ("worker_postgres", "@pytest.mark.worker_postgres(reset='truncate')\n", True),
+    "pytest-postgresql": ("postgresql", "", True),
+}
+
+
+def test_file(variant: str, count: int) -> str:
+    fixture, marker, commit = BODY[variant]
+    lines = ["import pytest\n\n"]
+    lines.append(f"{marker}@pytest.mark.parametrize('n', range({count}))\n")
+    lines.append(f"def test_item({fixture}, n):\n")
+    lines.append(f"    {fixture}.execute(\"INSERT INTO item (name) VALUES ('x')\")\n")
+    lines.append(f'    {fixture}.execute("SELECT count(*) FROM item").fetchone()\n')
+    if commit:
+        lines.append(f"    {fixture}.commit()\n")
+    return "".join(lines)
+
+
+def run_variant(
+    root: Path, variant: str, count: int, url: str, *args: str
+) -> tuple[list[float], float, float]:
+    """Run one variant; return per-test times, the first test's setup and the wall time."""
+    directory = root / variant
+    directory.mkdir(exist_ok=True)
+    conftest = PPG_CONFTEST if variant == "pytest-postgresql" else CONFTEST
+    (directory / "conftest.py").write_text(conftest)
+    (directory / "test_bench.py").write_text(test_file(variant, count))
+    out = directory / "reports.jsonl"
+    out.unlink(missing_ok=True)
+    env = {**os.environ, "WU_BENCH_OUT": str(out), "WU_BENCH_URL": url}
+    env["WORKER_UTILS_POSTGRES_URL"] = url
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
+         "-W", "ignore", *args],
+        cwd=directory, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{variant} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    per_test: dict[str, float] = {}
+    first_setup = 0.0
+    for line in out.read_text().splitlines():
+        nodeid, when, duration = json.loads(line)
+        per_test[nodeid] = per_test.get(nodeid, 0.0) + duration
+        if when == "setup":
+            first_setup = max(first_setup, duration)
+    return list(per_test.values()), first_setup, wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tests", type=int, default=300)
+    parser.add_argument("--ppg-tests", type=int, default=20)
+    parser.add_argument("--suite", type=int, default=2000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="wu-bench-pg-") as tmp:
+        root = Path(tmp)
+        times: dict[str, list[float]] = {variant: [] for variant in BODY}
+        setups: dict[str, list[float]] = {variant: [] for variant in BODY}
+        for _ in range(args.rounds):
+            for variant in BODY:
+                count = args.ppg_tests if variant == "pytest-postgresql" else args.tests
+                per_test, first_setup, _ = run_variant(root, variant, count, args.url, "-n", "0")
+                times[variant].extend(per_test)
+                setups[variant].append(first_setup)
+        base_setup = statistics.median(setups["baseline"])
+        print(f"Per-test time, median over {args.rounds} alternating rounds (-n 0):")
+        print(f"{'variant':<20}{'per test':>12}{'overhead':>12}{'first setup':>14}")
+        for variant in BODY:
+            committing = BODY[variant][2]
+            base = statistics.median(times["baseline+commit" if committing else "baseline"])
+            median = statistics.median(times[variant])
+            setup = statistics.median(setups[variant]) - base_setup
+            print(
+                f"{variant:<20}{median * 1000:>10.3f}ms{(median - base) * 1000:>+10.3f}ms"
+                f"{setup * 1000:>+12.1f}ms"
+            )
+        base = statistics.median(times["baseline+commit"])
+        ours = statistics.median(times["delete"]) - base
+        theirs = statistics.median(times["pytest-postgresql"]) - base
+        print(f"pytest-postgresql overhead / delete-mode overhead: {theirs / max(ours, 1e-6):.0f}x")
+
+        walls: dict[str, list[float]] = {"0": [], "2": []}
+        for _ in range(2):
+            for workers in walls:
+                _, _, wall = run_variant(root, "transaction", args.suite, args.url, "-n", workers)
+                walls[workers].append(wall)
+        n0, n2 = statistics.median(walls["0"]), statistics.median(walls["2"])
+        print(f"\n{args.suite}-test suite on worker_postgres, wall time (median of 2):")
+        print(f"-n 0: {n0:.2f}s   -n 2: {n2:.2f}s   ratio: {n2 / n0:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
