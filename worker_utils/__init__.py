@@ -18,7 +18,7 @@ from worker_utils._worker import (
 from worker_utils.coordination import RunOnceError, run_once
 from worker_utils.paths import run_tmp_path, worker_tmp_path
 from worker_utils.ports import PortLease, PortsExhaustedError, get_worker_port_offset, lease_port
-from worker_utils.postgres import get_worker_postgres_schema
+from worker_utils.postgres import get_worker_postgres_schema, worker_postgres_name
 from worker_utils.redis import get_worker_redis_db
 
 __all__ = [
@@ -37,5 +37,6 @@ __all__ = [
     "lease_port",
     "run_once",
     "run_tmp_path",
+    "worker_postgres_name",
     "worker_tmp_path",
 ]
