@@ -466,7 +466,8 @@ def worker_redis_server_url(request: pytest.FixtureRequest) -> str:
     try:
         return redis_server.shared_url(_run(request).directory)
     except (_process.ServerStartError, coordination.RunOnceError) as exc:
-        pytest.fail(str(exc), pytrace=False)
+        error = str(exc)
+    pytest.fail(error, pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -485,6 +486,7 @@ def worker_redis_lease(
 
     settings = request.config.stash[_redis_key]
     url = settings.url
+    error: str | None
     try:
         if url is None or url.url != worker_redis_server_url:
             url = wu_redis.parse_redis_url(worker_redis_server_url, setting=settings.setting)
@@ -496,7 +498,11 @@ def worker_redis_lease(
             notify=_redis_notice(request.config),
         )
     except (wu_redis.RedisSetupError, wu_redis.RedisUrlError) as exc:
-        pytest.fail(str(exc), pytrace=False)
+        error = str(exc)  # failed outside the except block: no chained traceback
+    else:
+        error = None
+    if error is not None:
+        pytest.fail(error, pytrace=False)
     if lease.mode == "index":
         # If this worker dies, the controller empties and frees its database at run end.
         coordination.run_once(

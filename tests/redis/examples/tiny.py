@@ -17,7 +17,7 @@ def test_the_database_starts_empty(worker_redis, worker_redis_lease, n):
     else:
         assert list(worker_redis.scan_iter(match=worker_redis_lease.prefix + "*")) == []
         worker_redis.set(worker_redis_lease.prefix + "mine", n)
-    time.sleep(0.05)
+    time.sleep(float(os.environ.get("WU_TEST_SLEEP", "0.05")))
     data = dict(
         db=worker_redis_lease.db,
         mode=worker_redis_lease.mode,

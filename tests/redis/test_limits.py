@@ -1,0 +1,92 @@
+"""More workers than databases: waiting, prefix mode, and the strict failure."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.redis.conftest import Example, Server
+from tests.redis.test_pollution import assert_one_owner_per_database
+
+Records = Callable[[], list[dict[str, Any]]]
+
+
+def test_nine_concurrent_runs_of_two_workers_share_sixteen_databases_without_overlap(
+    example: Example, redis_server: Server, tmp_path: Path, read_records: Records
+) -> None:
+    runs = []
+    for n in range(9):
+        directory = tmp_path / f"run{n}"
+        example.copy("tiny", directory)
+        runs.append(
+            example.popen(directory, "-n", "2", env={"WORKER_UTILS_REDIS_URL": redis_server.url})
+        )
+    for run in runs:
+        output = run.communicate(timeout=150)[0]
+        assert run.returncode == 0, output
+        assert "2 passed" in output
+    records = read_records()
+    assert len({r["run"] for r in records}) == 9
+    assert all(1 <= r["db"] < 16 for r in records if r["mode"] == "index")
+    assert_one_owner_per_database(records)
+    assert redis_server.keys_by_db() == {}
+
+
+def test_a_run_with_more_workers_than_databases_falls_back_to_key_prefixes(
+    example: Example,
+    redis_server_factory: Callable[..., Server],
+    read_records: Records,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = redis_server_factory("--databases", "3")
+    monkeypatch.setenv("WORKER_UTILS_REDIS_WAIT", "1")
+    monkeypatch.setenv("WU_TEST_SLEEP", "1")  # the first two workers hold on past the wait
+    example.copy("pollution")
+    example.copy("tiny")
+    result = example.pytester.runpytest_subprocess(
+        "-n", "4", "--dist=each", "-p", "no:cacheprovider", f"--worker-utils-redis-url={server.url}"
+    )  # fmt: skip
+    result.assert_outcomes(passed=4 * 17)
+    modes = {(r["worker"], r["mode"], r["db"]) for r in read_records()}
+    assert {m[1:] for m in modes if m[1] == "index"} == {("index", 1), ("index", 2)}
+    prefixed = {m[0] for m in modes if m[1] == "prefix"}
+    assert len(prefixed) == 2
+    result.stderr.fnmatch_lines(
+        [
+            f"worker_utils: gw*: no free Redis database on {server.url} (2 leasable, all "
+            f"leased or holding other users' keys); waiting up to 1s for one to be released",
+            f"worker_utils: gw*: no free Redis database on {server.url} after 1s; "
+            f"using key prefix 'wu:*:gw*:' in database 0",
+        ]
+    )
+    result.stdout.fnmatch_lines(["worker_utils: 4 worker(s): *prefix wu:*:gw*: in db 0*"])
+    assert server.keys_by_db() == {}
+
+
+def test_strict_index_mode_fails_once_per_worker_with_a_clear_message(
+    example: Example,
+    redis_server_factory: Callable[..., Server],
+    record_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = redis_server_factory("--databases", "2")
+    monkeypatch.setenv("WORKER_UTILS_REDIS_WAIT", "0.5")
+    monkeypatch.setenv("WU_TEST_SLEEP", "1")
+    example.copy("tiny")
+    result = example.pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-n", "2", "-p", "no:randomly",
+        "--worker-utils-redis-mode=index", f"--worker-utils-redis-url={server.url}",
+        "--dist=each",
+    )  # fmt: skip
+    result.assert_outcomes(passed=2, errors=2)
+    message = (
+        f"worker_redis: no free database on {server.url} after 0.5s (1 leasable, all "
+        f"leased or holding other users' keys); raise worker_utils_redis_wait, use fewer "
+        f"workers, start the server with more --databases, or set worker_utils_redis_mode "
+        f"to auto to fall back to a key prefix"
+    )
+    assert result.stdout.lines.count(message) == 2
+    assert "During handling" not in result.stdout.str()
