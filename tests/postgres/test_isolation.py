@@ -1,0 +1,46 @@
+"""What a worker's schema can see, and teardown that never waits on a leaked connection."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.postgres.conftest import URL, Example, execute, schemas
+from worker_utils import postgres
+
+
+@pytest.fixture
+def scratch_database(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A database of its own, so that extensions created in it go with it."""
+    name = f"wu_test_{uuid.uuid4().hex[:8]}"
+    execute(f"CREATE DATABASE {name}")
+    url = postgres.namespace_dsn(URL, dbname=name)
+    monkeypatch.setenv(postgres.URL_VAR, url)
+    yield url
+    execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def test_teardown_ends_a_leaked_idle_transaction_instead_of_waiting_for_it(
+    example: Example, scratch_database: str
+) -> None:
+    example.copy("leaks", ini="worker_utils_postgres_extensions = citext\n")
+    started = time.monotonic()
+    result = example.pytester.runpytest_subprocess("-n", "2", "-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+    assert time.monotonic() - started < 30
+    assert schemas(example.prefix) == []
+
+
+def test_an_extension_in_public_is_reachable_and_public_tables_are_shadowed(
+    example: Example, scratch_database: str
+) -> None:
+    execute("CREATE EXTENSION citext; CREATE TABLE public.person (name text)", scratch_database)
+    execute("INSERT INTO public.person VALUES ('not yours')", scratch_database)
+    example.copy("leaks")
+    result = example.pytester.runpytest_subprocess(
+        "-n", "0", "-p", "no:randomly", "-k", "extension"
+    )
+    result.assert_outcomes(passed=1)
