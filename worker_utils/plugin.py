@@ -564,7 +564,9 @@ def worker_redis(_worker_redis_clean: Any) -> Any:
     """A redis-py client on this worker's database, emptied after the test.
 
     Never ``FLUSHALL``: cleanup is ``FLUSHDB`` on the leased index only, or in
-    prefix mode ``SCAN`` + ``UNLINK`` of this worker's prefix.
+    prefix mode ``SCAN`` + ``UNLINK`` of this worker's prefix. Every test of the
+    worker gets the same client object (making one costs more than the
+    cleanup); for other client options use ``worker_redis_url``.
     """
     return _worker_redis_clean.client()
 
@@ -848,10 +850,11 @@ def worker_postgres_url(request: pytest.FixtureRequest) -> str:
 def worker_postgres_setup() -> Callable[[Any], object] | None:
     """The fixture you want to override: a function that builds the tables of a namespace.
 
-    Return a function taking a psycopg connection whose search path is the
-    worker's schema (or whose database is the worker's database); it runs once
-    per worker namespace, before its first test, and is committed. The default
-    builds nothing::
+    Return a function taking a psycopg connection; it runs once per run, in a
+    template schema (or database) that every worker's namespace is copied from,
+    and is committed. Tables, sequences, indexes, constraints, rows and views are
+    copied; a template holding functions, types or triggers is not, and each
+    worker runs the function itself instead. The default builds nothing::
 
         @pytest.fixture(scope="session")
         def worker_postgres_setup():
@@ -860,12 +863,6 @@ def worker_postgres_setup() -> Callable[[Any], object] | None:
             return migrate
     """
     return None
-
-
-def _create_extensions(url: str, names: list[str], schema: str) -> list[str]:
-    from worker_utils.postgres import create_extensions
-
-    return create_extensions(url, names, schema)
 
 
 @pytest.fixture(scope="session")
@@ -896,17 +893,36 @@ def worker_postgres_namespace(
             coordination.run_once(
                 "worker-utils-postgres-extensions",
                 functools.partial(
-                    _create_extensions,
+                    postgres.create_extensions,
                     worker_postgres_url,
                     settings.extensions,
                     settings.extension_schema,
                 ),
                 run_dir=run.directory,
             )
-        namespace.create()
+        template = None
         if worker_postgres_setup is not None:
+            # Built once per run; each worker copies it (or, when it holds objects a
+            # schema copy cannot reproduce, runs the setup itself).
+            template = coordination.run_once(
+                "worker-utils-postgres-template",
+                functools.partial(
+                    postgres.build_template,
+                    worker_postgres_url,
+                    run.uid,
+                    settings.prefix,
+                    settings.mode,
+                    settings.extension_schema,
+                    worker_postgres_setup,
+                ),
+                teardown=postgres.drop_template,
+                run_dir=run.directory,
+            )
+        namespace.create(template=template)
+        if template is not None and not template["clonable"]:
+            run.report.note("postgres setup", f"per worker: {template['reason']}")
             with namespace.connect() as conn:
-                worker_postgres_setup(conn)
+                worker_postgres_setup(conn)  # type: ignore[misc]
     except (postgres.PostgresError, coordination.RunOnceError) as exc:
         namespace.drop()
         error = str(exc)

@@ -399,14 +399,16 @@ class WorkerNamespace:
             return self.name
         return str(_psycopg().conninfo.conninfo_to_dict(self.url).get("dbname") or "")
 
-    def create(self, template: str | None = None) -> None:
+    def create(self, template: Mapping[str, Any] | None = None) -> None:
         """Take the namespace's liveness lock, then create it with its ownership record.
 
         A leftover of the same name and record (a previous run with the same run
         id, now dead: its lock was free) is dropped first.
 
         Args:
-            template: Database mode only: clone this database.
+            template: What :func:`build_template` returned: the new namespace is a
+                copy of it (when it is ``clonable``), and holds a shared lock on
+                it so that no other run reaps it while this worker lives.
 
         Raises:
             NamespaceNotOursError: The name is taken by a schema or database that
@@ -421,6 +423,11 @@ class WorkerNamespace:
                 f'worker_postgres: {self.kind} "{self.name}" is in use by a live run with the '
                 f"same run id; give each concurrent run its own --testrunuid"
             )
+        if template is not None:
+            keeper.execute(
+                "SELECT pg_advisory_lock_shared(%s)", [_lock_key(self.kind, template["name"])]
+            )
+        clone = template is not None and template["clonable"]
         current_db = keeper.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
         existing = self._comment(keeper)
         if existing is not None:
@@ -442,12 +449,16 @@ class WorkerNamespace:
                         ident, sql.Literal(json.dumps(record))
                     )
                 )
+                if clone:
+                    assert template is not None
+                    _clone_schema(keeper, template["name"], self.name, self.extension_schema)
             self._admin = keeper
         else:
             record["lockdb"] = current_db
             create = sql.SQL("CREATE DATABASE {}").format(ident)
-            if template:
-                create += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+            if clone:
+                assert template is not None
+                create += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template["name"]))
             keeper.execute(create)
             self._created = True
             keeper.execute(
@@ -514,8 +525,13 @@ class WorkerNamespace:
             raise PostgresError(f"worker_postgres: {self.kind} {self.name!r} was not created")
         return self._admin
 
-    def drop(self) -> None:
-        """Drop the namespace and release its lock; never waits on a leaked connection."""
+    def drop(self, *, keep: bool = False) -> None:
+        """Drop the namespace and release its lock; never waits on a leaked connection.
+
+        Args:
+            keep: Release the lock and connections but leave the namespace (a
+                template, dropped at the end of the run).
+        """
         keeper = self._keeper
         if keeper is None:
             return
@@ -523,12 +539,223 @@ class WorkerNamespace:
             if self._admin is not None and self._admin is not keeper:
                 self._admin.close()
             # Only what this object created: never a name it found taken.
-            if self._created and not keeper.closed:
+            if self._created and not keep and not keeper.closed:
                 _drop(keeper, self.kind, self.name)
         finally:
             self._admin = self._keeper = None
             self._created = False
             keeper.close()  # releases the advisory lock
+
+
+# Objects a template schema may hold and still be copied by _clone_schema; the
+# query names the first few others (functions, types, triggers, ...).
+_UNCLONABLE = """
+SELECT kind || ' ' || name FROM (
+    SELECT 'relation' AS kind, c.relname::text AS name FROM pg_class c
+    WHERE c.relnamespace = %(s)s::regnamespace AND c.relkind NOT IN ('r', 'S', 'i', 'v')
+    UNION ALL
+    SELECT 'sequence', c.relname FROM pg_class c
+    WHERE c.relnamespace = %(s)s::regnamespace AND c.relkind = 'S' AND NOT EXISTS (
+        SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+        AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i'))
+    UNION ALL
+    SELECT 'function', p.proname FROM pg_proc p WHERE p.pronamespace = %(s)s::regnamespace
+    UNION ALL
+    SELECT 'type', t.typname FROM pg_type t
+    WHERE t.typnamespace = %(s)s::regnamespace AND t.typtype IN ('e', 'd', 'r', 'm')
+    UNION ALL
+    SELECT 'trigger', g.tgname FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid
+    WHERE c.relnamespace = %(s)s::regnamespace AND NOT g.tgisinternal
+    UNION ALL
+    SELECT 'policy', o.polname FROM pg_policy o JOIN pg_class c ON c.oid = o.polrelid
+    WHERE c.relnamespace = %(s)s::regnamespace
+    UNION ALL
+    SELECT 'inheritance', c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+    WHERE c.relnamespace = %(s)s::regnamespace
+    UNION ALL
+    SELECT 'extension', e.extname FROM pg_extension e
+    WHERE e.extnamespace = %(s)s::regnamespace
+) AS unsupported ORDER BY 1 LIMIT 3
+"""
+
+
+def _unclonable(conn: psycopg.Connection[Any], schema: str) -> str | None:
+    """Return why ``schema`` cannot be copied by :func:`_clone_schema`, or None if it can."""
+    rows = conn.execute(_UNCLONABLE, {"s": schema}).fetchall()
+    if not rows:
+        return None
+    return "it holds " + ", ".join(row[0] for row in rows)
+
+
+def _clone_schema(
+    conn: psycopg.Connection[Any], source: str, target: str, extension_schema: str
+) -> None:
+    """Copy the tables, sequences, indexes, constraints, rows and views of ``source``.
+
+    Runs inside the caller's transaction. Definitions are read with ``source``
+    first on the search path, so that they name its objects unqualified, and
+    replayed with ``target`` first, so that those names land in the copy.
+    """
+    sql = _psycopg().sql
+    dst = sql.Identifier(target)
+
+    def search_path(first: str) -> None:
+        conn.execute(
+            "SELECT set_config('search_path', %s, true)",
+            [",".join(f'"{name}"' for name in (first, extension_schema) if name)],
+        )
+
+    search_path(source)
+    tables = [
+        row[0]
+        for row in conn.execute(
+            "SELECT relname FROM pg_class WHERE relnamespace = %s::regnamespace "
+            "AND relkind = 'r' ORDER BY oid",
+            [source],
+        )
+    ]
+    sequences = conn.execute(
+        """
+        SELECT t.relname, a.attname, s.relname, d.deptype = 'i', q.seqtypid::regtype::text,
+               q.seqincrement, q.seqmin, q.seqmax, q.seqstart, q.seqcache, q.seqcycle,
+               pg_sequence_last_value(s.oid)
+        FROM pg_depend d
+        JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+        JOIN pg_sequence q ON q.seqrelid = s.oid
+        JOIN pg_class t ON t.oid = d.refobjid
+        JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid
+        WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+          AND t.relnamespace = %s::regnamespace AND d.deptype IN ('a', 'i')
+        """,
+        [source],
+    ).fetchall()
+    foreign_keys = conn.execute(
+        "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE connamespace = %s::regnamespace AND contype = 'f' ORDER BY oid",
+        [source],
+    ).fetchall()
+    views = conn.execute(
+        "SELECT relname, pg_get_viewdef(oid) FROM pg_class "
+        "WHERE relnamespace = %s::regnamespace AND relkind = 'v' ORDER BY oid",
+        [source],
+    ).fetchall()
+    columns = {
+        table: [
+            row[0]
+            for row in conn.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
+                "AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
+                [f'"{source}"."{table}"'],
+            )
+        ]
+        for table in tables
+    }
+    search_path(target)
+    for table in tables:
+        conn.execute(
+            sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
+                sql.Identifier(target, table), sql.Identifier(source, table)
+            )
+        )
+    for table, column, seq, identity, *params, last_value in sequences:
+        if identity:  # LIKE made a new identity sequence: only its position is copied
+            new_seq = conn.execute(
+                "SELECT pg_get_serial_sequence(%s, %s)", [f'"{target}"."{table}"', column]
+            ).fetchone()[0]  # type: ignore[index]
+        else:  # a serial: LIKE copied a default that still points at the source's sequence
+            type_, increment, minimum, maximum, start, cache, cycle = params
+            conn.execute(
+                sql.SQL(
+                    "CREATE SEQUENCE {} AS {} INCREMENT {} MINVALUE {} MAXVALUE {} START {} "
+                    "CACHE {} {} OWNED BY {}"
+                ).format(
+                    sql.Identifier(target, seq),
+                    sql.SQL(type_),  # a regtype's own text: a type name
+                    *(sql.Literal(v) for v in (increment, minimum, maximum, start, cache)),
+                    sql.SQL("CYCLE" if cycle else "NO CYCLE"),
+                    sql.Identifier(target, table, column),
+                )
+            )
+            new_seq = dst.as_string(conn) + "." + sql.Identifier(seq).as_string(conn)
+            conn.execute(
+                sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT nextval({}::regclass)").format(
+                    sql.Identifier(target, table), sql.Identifier(column), sql.Literal(new_seq)
+                )
+            )
+        if last_value is not None:
+            conn.execute("SELECT setval(%s::regclass, %s, true)", [new_seq, last_value])
+    for table in tables:
+        cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns[table])
+        conn.execute(
+            sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {}").format(
+                sql.Identifier(target, table), cols, cols, sql.Identifier(source, table)
+            )
+        )
+    for table, name, definition in foreign_keys:
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                sql.Identifier(target, table.rpartition(".")[2].strip('"')),
+                sql.Identifier(name),
+                sql.SQL(definition),  # the server's own rendering of the constraint
+            )
+        )
+    for name, definition in views:
+        conn.execute(
+            sql.SQL("CREATE VIEW {} AS {}").format(
+                sql.Identifier(target, name), sql.SQL(definition)
+            )
+        )
+
+
+def template_name(run_uid: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """Return the name of the run's template namespace, ``<prefix>_<run tag>_template``."""
+    return worker_postgres_name(run_uid, "template", prefix)
+
+
+def build_template(
+    url: str,
+    run_uid: str,
+    prefix: str,
+    kind: str,
+    extension_schema: str,
+    setup: Callable[[Any], object],
+) -> dict[str, Any]:
+    """Run ``setup`` once for the run, in a template namespace that workers copy.
+
+    Returns:
+        JSON data for :meth:`WorkerNamespace.create` and :func:`drop_template`:
+        ``clonable`` is False (with a ``reason``) when the template holds objects
+        a schema copy cannot reproduce; workers then run the setup themselves.
+    """
+    template = WorkerNamespace(url, template_name(run_uid, prefix), run_uid, kind, extension_schema)
+    template.create()
+    try:
+        with template.connect() as conn:  # committed on leaving the block
+            setup(conn)
+        reason = None
+        if kind == "schema":
+            reason = _unclonable(template._require_admin(), template.name)
+    except BaseException:
+        template.drop()
+        raise
+    template.drop(keep=True)
+    return {
+        "url": url,
+        "name": template.name,
+        "kind": kind,
+        "clonable": reason is None,
+        "reason": reason,
+    }
+
+
+def drop_template(value: Mapping[str, Any]) -> None:
+    """Drop a template made by :func:`build_template`; the run's controller calls it at the end."""
+    with _connect(value["url"], autocommit=True) as conn:
+        namespace = WorkerNamespace(value["url"], value["name"], "", value["kind"])
+        row = namespace._comment(conn)
+        record = _parse_record(row[0] if row else None, value["kind"], value["name"])
+        if record is not None:
+            _drop_if_unlocked(conn, conn, record, dry_run=False)
 
 
 @dataclass

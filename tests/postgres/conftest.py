@@ -30,6 +30,15 @@ def schemas(prefix: str = "wu_t") -> list[str]:
     return [row[0] for row in rows]
 
 
+def databases(prefix: str) -> list[str]:
+    """The databases on the test server whose names start with ``prefix``."""
+    with psycopg.connect(URL) as conn:
+        rows = conn.execute(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, %s) ORDER BY 1", [prefix]
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
 def execute(query: str, url: str = URL) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(query)  # type: ignore[call-overload]
@@ -72,7 +81,10 @@ def prefix(request: pytest.FixtureRequest) -> Iterator[str]:
     left = schemas(name)
     for schema in left:
         execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    assert left == [], f"schemas left behind: {left}"
+    left_databases = databases(name)
+    for database in left_databases:
+        execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    assert left == left_databases == [], f"left behind: {left + left_databases}"
 
 
 @pytest.fixture
