@@ -964,7 +964,9 @@ def _reset_mode(request: pytest.FixtureRequest, settings: _PostgresSettings) -> 
                 pytrace=False,
             )
     if mode == "auto":
-        return "transaction" if "worker_postgres" in request.fixturenames else "delete"
+        names = request.fixturenames
+        connected = "worker_postgres" in names or "worker_postgres_async" in names
+        return "transaction" if connected else "delete"
     return mode
 
 
@@ -1024,3 +1026,20 @@ def worker_postgres(
     conn = _worker_postgres_connection.begin(transaction=transaction)
     yield conn
     _worker_postgres_reset.leaked = _worker_postgres_connection.end(transaction=transaction)
+
+
+@pytest.fixture
+def worker_postgres_async(
+    worker_postgres_namespace: postgres.WorkerNamespace, _worker_postgres_reset: _PostgresReset
+) -> Iterator[postgres.AsyncConnector]:
+    """The async twin of ``worker_postgres``: ``async with worker_postgres_async() as conn:``.
+
+    Each block opens a psycopg ``AsyncConnection`` in this worker's schema, in
+    the running event loop (pytest-asyncio, anyio or ``asyncio.run``); by
+    default it runs inside a transaction that is rolled back when the block ends.
+    """
+    connector = postgres.AsyncConnector(
+        worker_postgres_namespace, transaction=_worker_postgres_reset.mode == "transaction"
+    )
+    yield connector
+    _worker_postgres_reset.leaked = _worker_postgres_reset.leaked or connector.leaked

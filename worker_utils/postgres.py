@@ -21,7 +21,7 @@ import json
 import os
 import re
 import socket
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -1001,3 +1001,34 @@ class SharedConnection:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+class AsyncConnector:
+    """Opens psycopg ``AsyncConnection``\\ s in a worker's namespace, inside the test's event loop.
+
+    ``async with connector() as conn:`` yields a connection; in a
+    transaction-mode test it is inside ``BEGIN`` and everything it did is rolled
+    back when the block ends.
+    """
+
+    def __init__(self, namespace: WorkerNamespace, *, transaction: bool) -> None:
+        self.namespace = namespace
+        self.transaction = transaction
+        #: True once a block may have committed (a transaction-mode test that committed).
+        self.leaked = False
+
+    @contextlib.asynccontextmanager
+    async def __call__(self, **kwargs: Any) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """Open a connection for the ``async with`` block; ``kwargs`` go to ``connect``."""
+        psycopg = _psycopg()
+        conn = await psycopg.AsyncConnection.connect(self.namespace.dsn, **kwargs)
+        try:
+            if self.transaction:
+                # Begun here, so that the code under test's transaction() is a savepoint.
+                await conn.execute("SELECT 'worker_utils: begin'")
+            yield conn
+        finally:
+            idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            if self.transaction and (idle or conn.autocommit):
+                self.leaked = True
+            await conn.close()  # the server rolls back what was not committed

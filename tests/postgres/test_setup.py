@@ -48,3 +48,12 @@ def test_database_mode_gives_each_worker_a_copy_of_the_template_database(
     assert len([r for r in records if "setup" in r]) == 1
     assert {r["schema"] for r in records if "schema" in r} == {"public"}
     assert databases(example.prefix) == []
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_the_async_twin_rolls_back_and_cleans_up_after_a_commit(
+    example: Example, workers: str
+) -> None:
+    example.copy("async_app")
+    result = example.pytester.runpytest_subprocess("-n", workers, "-p", "no:randomly")
+    result.assert_outcomes(passed=5)
