@@ -18,16 +18,26 @@ CRASH_SUITE = (
     RECORD_SNIPPET
     + """
 import os, time
+from pathlib import Path
 import pytest
 import worker_utils as wu
 
-# First in the file, so the crashed worker still had tests queued for its replacement.
+STARTED = Path(os.environ["WU_TEST_RECORD_DIR"]).parent
+
+def pytest_sessionstart(session):
+    (STARTED / f"started-{wu.get_worker_id()}").touch()
+
+# First in the file, so the crashing worker's queue still holds tests.
 def test_crash():
-    time.sleep(0.2)
     os._exit(1)
 
 @pytest.mark.parametrize("n", range(30))
 def test_work(n, worker_tmp_path, worker_port):
+    # Hold every worker until the replacement has started, so that the
+    # survivor cannot run the whole queue alone, however slow the host is.
+    deadline = time.monotonic() + 60
+    while not (STARTED / "started-gw2").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     port = worker_port()
     time.sleep(0.05)
     record(id=wu.get_worker_id(), tmp=str(worker_tmp_path), port=port,
@@ -40,6 +50,7 @@ def test_a_replacement_worker_gets_its_own_directory_and_ports(
     pytester: pytest.Pytester, read_records: Callable[[], list[dict[str, Any]]]
 ) -> None:
     pytester.makepyfile(test_crash=CRASH_SUITE)
+    pytester.makeconftest("from test_crash import pytest_sessionstart  # noqa: F401")
     result = pytester.runpytest_subprocess("-n", "2", "--max-worker-restart=1", "-p", "no:randomly")
     result.assert_outcomes(passed=30, failed=1)
     result.stdout.fnmatch_lines(["*worker 'gw*' crashed while running 'test_crash.py::test_crash'"])

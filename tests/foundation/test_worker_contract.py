@@ -102,8 +102,8 @@ def test_the_schema_helper_refuses_names_over_63_bytes() -> None:
     with pytest.raises(ValueError) as excinfo:
         wu.get_worker_postgres_schema("p" * 60, env=WORKER)
     assert str(excinfo.value) == (
-        f"get_worker_postgres_schema: '{'p' * 60}_gw3' is longer than PostgreSQL's "
-        f"63-byte limit; use a shorter prefix"
+        f"get_worker_postgres_schema: prefix '{'p' * 60}' is 60 bytes; use at most 54 "
+        f"so that names fit PostgreSQL's 63-byte limit"
     )
 
 
