@@ -222,7 +222,7 @@ class RedisLease:
     reclaimed: bool = False
     cluster: bool = False
     _janitor: Any = field(default=None, repr=False)
-    _pool: Any = field(default=None, repr=False)
+    _client: Any = field(default=None, repr=False)
     _refresher: _Refresher | None = field(default=None, repr=False)
 
     @property
@@ -243,20 +243,19 @@ class RedisLease:
         return f"prefix {self.prefix} in {where}"
 
     def client(self, **kwargs: Any) -> redis.Redis:
-        """Return a new redis-py client on this worker's database.
+        """Return a redis-py client on this worker's database.
 
-        Without arguments it shares one connection pool with every other call;
-        with arguments (``decode_responses=True``...) it gets a pool of its own,
-        which the caller closes.
+        Without arguments it returns the same client every time (making one
+        costs more than the cleanup after a test); with arguments
+        (``decode_responses=True``...) a new client that the caller closes.
         """
         redis_mod = _import_redis()
-        if self.cluster:
-            return redis_mod.cluster.RedisCluster.from_url(self.url, **kwargs)  # type: ignore[no-any-return]
+        factory = redis_mod.cluster.RedisCluster if self.cluster else redis_mod.Redis
         if kwargs:
-            return redis_mod.Redis.from_url(self.url, **kwargs)  # type: ignore[no-any-return]
-        if self._pool is None:
-            self._pool = redis_mod.ConnectionPool.from_url(self.url)
-        return redis_mod.Redis(connection_pool=self._pool)  # type: ignore[no-any-return]
+            return factory.from_url(self.url, **kwargs)  # type: ignore[no-any-return]
+        if self._client is None:
+            self._client = factory.from_url(self.url)
+        return self._client  # type: ignore[no-any-return]
 
     def clean(self) -> None:
         """Remove every key this worker owns: ``FLUSHDB`` on the leased index, or its prefix."""
@@ -279,8 +278,8 @@ class RedisLease:
                 self._refresher.close()
             if self._janitor is not None:
                 self._janitor.close()
-            if self._pool is not None:
-                self._pool.disconnect()
+            if self._client is not None:
+                self._client.close()
 
 
 def delete_prefix(client: Any, prefix: str, *, batch: int = 1000) -> int:
