@@ -575,24 +575,25 @@ def worker_redis(_worker_redis_clean: Any) -> Any:
 def worker_redis_async(_worker_redis_clean: Any) -> Iterator[Any]:
     """A ``redis.asyncio`` client on this worker's database, emptied after the test.
 
-    Await ``aclose()`` on it in the test, or let the fixture close it.
+    A new client per test, because asyncio connections belong to the event
+    loop that opened them. End the coroutine that uses it with ``await
+    worker_redis_async.aclose()`` (or ``async with worker_redis_async:``): the
+    test fails if it leaves connections open.
     """
+    __tracebackhide__ = True
     import redis.asyncio
 
     client = redis.asyncio.Redis.from_url(_worker_redis_clean.url)
     yield client
-    _close_async(client)
-
-
-def _close_async(client: Any) -> None:
-    import asyncio
-
     pool = client.connection_pool
-    if not getattr(pool, "_in_use_connections", None) and not getattr(
-        pool, "_available_connections", None
-    ):
-        return
-    asyncio.run(pool.disconnect())
+    connections = [*pool._available_connections, *pool._in_use_connections]
+    if any(getattr(connection, "is_connected", False) for connection in connections):
+        pytest.fail(
+            "worker_redis_async: the client still had open connections when the test ended; "
+            "end the coroutine that uses it with `await worker_redis_async.aclose()` "
+            "(or `async with worker_redis_async:`) while its event loop runs",
+            pytrace=False,
+        )
 
 
 # --- Runtime guard ---
