@@ -1,0 +1,95 @@
+"""What each fixture gives a test, in index and prefix mode, sync and async."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.redis.conftest import Server
+
+FIXTURES = """
+import asyncio
+import redis
+
+def test_the_url_names_the_leased_database(worker_redis_url, worker_redis_db, worker_redis_lease):
+    assert worker_redis_url == f"{worker_redis_lease.server_url[:-2]}/{worker_redis_db}"
+    with redis.Redis.from_url(worker_redis_url) as app:
+        app.set("from-app", 1)
+        assert app.connection_pool.connection_kwargs["db"] == worker_redis_db
+
+def test_the_async_client_uses_the_same_database(worker_redis_async, worker_redis, worker_redis_db):
+    async def main():
+        async with worker_redis_async:
+            assert await worker_redis_async.dbsize() == 0
+            await worker_redis_async.set("k", "v")
+            return worker_redis_async.connection_pool.connection_kwargs["db"]
+    assert asyncio.run(main()) == worker_redis_db
+    assert worker_redis.get("k") == b"v"
+
+def test_an_async_client_left_open_fails_the_test(worker_redis_async):
+    async def main():
+        await worker_redis_async.ping()
+    asyncio.run(main())
+
+def test_the_prefix_names_this_worker(worker_redis_prefix, worker_redis_lease):
+    assert worker_redis_prefix.startswith("wu:")
+    assert worker_redis_prefix.endswith(":master:")
+    assert worker_redis_lease.mode == "index"
+"""
+
+
+def test_the_fixtures_agree_on_one_database_and_the_summary_names_it(
+    pytester: pytest.Pytester, redis_server: Server
+) -> None:
+    pytester.makepyfile(FIXTURES)
+    result = pytester.runpytest_subprocess(
+        "-p", "no:randomly", "-p", "no:xdist",
+        "-W", "ignore::pytest.PytestUnraisableExceptionWarning",
+        f"--worker-utils-redis-url={redis_server.url}",
+    )  # fmt: skip
+    result.assert_outcomes(passed=4, errors=1)
+    assert (
+        result.stdout.lines.count(
+            "worker_redis_async: the client still had open connections when the test ended; end "
+            "the coroutine that uses it with `await worker_redis_async.aclose()` (or `async with "
+            "worker_redis_async:`) while its event loop runs"
+        )
+        == 1
+    )
+    result.stdout.fnmatch_lines(["worker_utils: 1 worker(s): master (redis db 1)"])
+    assert redis_server.keys_by_db() == {}
+
+
+PREFIX = """
+import redis
+
+def test_our_keys_go_and_others_stay(worker_redis, worker_redis_prefix, worker_redis_db):
+    assert worker_redis_db == 0
+    assert list(worker_redis.scan_iter(match=worker_redis_prefix + "*")) == []
+    worker_redis.set(worker_redis_prefix + "a", 1)
+    worker_redis.set(worker_redis_prefix + "b", 1)
+    assert worker_redis.get("theirs") == b"keep"
+
+def test_again(worker_redis, worker_redis_prefix):
+    assert list(worker_redis.scan_iter(match=worker_redis_prefix + "*")) == []
+    worker_redis.set(worker_redis_prefix + "a", 1)
+"""
+
+
+def test_prefix_mode_cleans_only_the_workers_prefix(
+    pytester: pytest.Pytester, redis_server: Server
+) -> None:
+    with redis_server.client() as other:
+        other.set("theirs", "keep")
+        other.set("wu:someone-elses-run:gw0:a", "keep")
+    pytester.makepyfile(PREFIX)
+    result = pytester.runpytest_subprocess(
+        "-n",
+        "2",
+        "--worker-utils-redis-mode=prefix",
+        f"--worker-utils-redis-url={redis_server.url}",
+    )
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        ["worker_utils: 2 worker(s): gw0 (redis prefix wu:*:gw0: in db 0)*"]
+    )
+    assert redis_server.keys_by_db() == {0: [b"theirs", b"wu:someone-elses-run:gw0:a"]}
