@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from tests.redis.conftest import Server
@@ -93,3 +97,37 @@ def test_prefix_mode_cleans_only_the_workers_prefix(
         ["worker_utils: 2 worker(s): gw0 (redis prefix wu:*:gw0: in db 0)*"]
     )
     assert redis_server.keys_by_db() == {0: [b"theirs", b"wu:someone-elses-run:gw0:a"]}
+
+
+CLUSTER = """
+def test_a(worker_redis, worker_redis_prefix, worker_redis_lease):
+    assert worker_redis_lease.cluster and worker_redis_lease.mode == "prefix"
+    for name in "abcdef":  # keys in many hash slots
+        worker_redis.set(worker_redis_prefix + name, 1)
+
+def test_b(worker_redis, worker_redis_prefix):
+    assert list(worker_redis.scan_iter(match=worker_redis_prefix + "*")) == []
+    worker_redis.set(worker_redis_prefix + "a", 1)
+"""
+
+
+def test_a_cluster_has_no_select_so_workers_get_prefixes(
+    pytester: pytest.Pytester, redis_server_factory: Any, tmp_path: Path
+) -> None:
+    server = redis_server_factory(
+        "--cluster-enabled", "yes", "--cluster-config-file", str(tmp_path / "nodes.conf")
+    )
+    with server.client() as admin:
+        admin.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+        deadline = time.monotonic() + 10
+        while b"cluster_state:ok" not in admin.execute_command("CLUSTER", "INFO"):
+            assert time.monotonic() < deadline, "the one-node cluster did not come up"
+            time.sleep(0.05)
+    pytester.makepyfile(CLUSTER)
+    result = pytester.runpytest_subprocess(
+        "-n", "2", "-p", "no:randomly", f"--worker-utils-redis-url={server.url}"
+    )
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["worker_utils: 2 worker(s): *(redis prefix wu:*: in cluster)*"])
+    with server.client() as admin:
+        assert admin.dbsize() == 0
