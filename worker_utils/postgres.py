@@ -277,56 +277,68 @@ CREATE FUNCTION pg_temp.worker_utils_reset(mode text, schemas text[]) RETURNS vo
 LANGUAGE plpgsql AS $reset$
 DECLARE
     rels regclass[];
-    used regclass[] := '{}';
+    used regclass[];
+    ordered text[] := '{}';
+    children regclass[];
+    parents regclass[];
     r regclass;
-    seq record;
-    found_rows boolean;
     progress boolean;
+    seq record;
 BEGIN
     rels := ARRAY(
         SELECT c.oid::regclass FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = ANY(schemas) AND c.relkind IN ('r', 'p') AND NOT c.relispartition
-          AND NOT EXISTS (
-              SELECT FROM pg_depend d
+          -- Not extension members; a subplan per table (an index probe), not a join
+          -- that reads all of pg_depend.
+          AND (
+              SELECT count(*) FROM pg_depend d
               WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e'
-          )
+          ) = 0
     );
-    IF mode = 'truncate' THEN
-        IF cardinality(rels) > 0 THEN
-            EXECUTE 'TRUNCATE ' || array_to_string(rels, ', ') || ' RESTART IDENTITY CASCADE';
-        END IF;
+    IF cardinality(rels) = 0 THEN
         RETURN;
     END IF;
-    FOREACH r IN ARRAY rels LOOP
-        EXECUTE format('SELECT EXISTS (SELECT FROM %s)', r) INTO found_rows;
-        IF found_rows THEN
-            used := used || r;
-        END IF;
-    END LOOP;
-    WHILE cardinality(used) > 0 LOOP
-        progress := false;
-        FOREACH r IN ARRAY used LOOP
-            IF NOT EXISTS (
-                SELECT FROM pg_constraint f
-                WHERE f.contype = 'f' AND f.confrelid = r AND f.conrelid <> r
-                  AND f.conrelid = ANY(used)
-            ) THEN
-                EXECUTE format('DELETE FROM %s', r);
-                used := array_remove(used, r);
-                progress := true;
+    IF mode = 'truncate' THEN
+        EXECUTE 'TRUNCATE ' || array_to_string(rels, ', ') || ' RESTART IDENTITY CASCADE';
+        RETURN;
+    END IF;
+    -- One dynamic query finds the tables that hold rows (static SQL keeps its plans;
+    -- each EXECUTE is planned again).
+    EXECUTE 'SELECT ARRAY(' || (
+        SELECT string_agg(format('SELECT %L::regclass WHERE EXISTS (SELECT FROM %s)', x, x),
+                          ' UNION ALL ')
+        FROM unnest(rels) AS x
+    ) || ')' INTO used;
+    IF cardinality(used) > 0 THEN
+        SELECT array_agg(f.conrelid::regclass), array_agg(f.confrelid::regclass)
+        INTO children, parents FROM pg_constraint f
+        WHERE f.contype = 'f' AND f.conrelid <> f.confrelid
+          AND f.conrelid = ANY(used::oid[]) AND f.confrelid = ANY(used::oid[]);
+        WHILE cardinality(used) > 0 LOOP
+            progress := false;
+            FOREACH r IN ARRAY used LOOP
+                IF children IS NULL OR NOT EXISTS (
+                    SELECT FROM unnest(children, parents) AS e(child, parent)
+                    WHERE e.parent = r AND e.child = ANY(used)
+                ) THEN
+                    ordered := ordered || format('DELETE FROM %s', r);
+                    used := array_remove(used, r);
+                    progress := true;
+                END IF;
+            END LOOP;
+            IF NOT progress THEN  -- a cycle of foreign keys
+                ordered := ordered || ('TRUNCATE ' || array_to_string(used, ', ') || ' CASCADE');
+                used := '{}';
             END IF;
         END LOOP;
-        IF NOT progress THEN
-            EXECUTE 'TRUNCATE ' || array_to_string(used, ', ') || ' CASCADE';
-            used := '{}';
-        END IF;
-    END LOOP;
+        EXECUTE array_to_string(ordered, '; ');
+    END IF;
     -- Sequences are not transactional: a rolled-back test advanced them too.
     FOR seq IN
         SELECT s.seqrelid::regclass AS rel, s.seqstart AS start
         FROM pg_sequence s JOIN pg_depend d ON d.objid = s.seqrelid
-        WHERE d.classid = 'pg_class'::regclass AND d.refobjid = ANY(rels::oid[])
-          AND d.deptype IN ('a', 'i')
+        WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = ANY(rels::oid[])
+          AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
     LOOP
         IF pg_sequence_last_value(seq.rel) IS NOT NULL THEN
             PERFORM setval(seq.rel, seq.start, false);
@@ -954,20 +966,42 @@ class SharedConnection:
     Reusing one connection saves a connect (several milliseconds) per test. In
     a transaction-mode test it is inside ``BEGIN`` ... ``ROLLBACK`` sent straight
     through libpq: ``Connection.rollback()`` would also empty psycopg's
-    prepared-statement cache, which costs about 0.4 ms in the next test.
+    prepared-statement cache, which costs about 0.4 ms in the next test. The
+    ``ROLLBACK`` of one test and the ``BEGIN`` of the next go in one round trip.
     """
 
     def __init__(self, namespace: WorkerNamespace) -> None:
         self.namespace = namespace
         self._conn: psycopg.Connection[Any] | None = None
+        self._begun = False  # a BEGIN sent ahead, with the previous test's ROLLBACK
+        self._committed = False
+
+    def _open(self) -> psycopg.Connection[Any]:
+        conn = self.namespace.connect()
+        commit = conn.commit
+
+        def tracked_commit() -> None:
+            self._committed = True
+            commit()
+
+        conn.commit = tracked_commit  # type: ignore[method-assign]
+        self._begun = False
+        return conn
 
     def begin(self, *, transaction: bool) -> psycopg.Connection[Any]:
         """Return the connection, inside a transaction if ``transaction``."""
+        psycopg = _psycopg()
         conn = self._conn
         if conn is None or conn.closed or conn.broken:
-            conn = self._conn = self.namespace.connect()
-        if transaction and not self._raw(conn, b"BEGIN"):
-            conn.execute("BEGIN")
+            conn = self._conn = self._open()
+        self._committed = False
+        in_transaction = conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        if transaction:
+            if not (self._begun and in_transaction) and not self._raw(conn, b"BEGIN"):
+                conn.execute("BEGIN")
+        elif self._begun and in_transaction:
+            self._raw(conn, b"ROLLBACK")
+        self._begun = False
         return conn
 
     def end(self, *, transaction: bool) -> bool:
@@ -978,11 +1012,13 @@ class SharedConnection:
         if conn is None or conn.closed or conn.broken:
             self.close()
             return transaction  # closed by the test: a commit cannot be ruled out
-        escaped = False
+        escaped = transaction and self._committed
         if conn.info.transaction_status == status.ACTIVE:
             conn.cancel_safe()  # a query still running: stop it rather than wait
         if conn.info.transaction_status in (status.INTRANS, status.INERROR):
-            if not (transaction and self._raw(conn, b"ROLLBACK")):
+            if transaction and not conn.autocommit:
+                self._begun = self._raw(conn, b"ROLLBACK; BEGIN")
+            if not self._begun:
                 conn.rollback()
         elif transaction:
             escaped = True  # the test committed (or rolled back) the outer transaction
