@@ -19,11 +19,13 @@ from worker_utils.coordination import RunOnceError, run_once
 from worker_utils.paths import run_tmp_path, worker_tmp_path
 from worker_utils.ports import PortLease, PortsExhaustedError, get_worker_port_offset, lease_port
 from worker_utils.postgres import get_worker_postgres_schema, worker_postgres_name
-from worker_utils.redis import get_worker_redis_db
+from worker_utils.redis import RedisLease, RedisSetupError, get_worker_redis_db, lease_redis
 
 __all__ = [
     "PortLease",
     "PortsExhaustedError",
+    "RedisLease",
+    "RedisSetupError",
     "RunOnceError",
     "WorkerContractError",
     "get_testrun_uid",
@@ -35,6 +37,7 @@ __all__ = [
     "get_worker_redis_db",
     "is_xdist_worker",
     "lease_port",
+    "lease_redis",
     "run_once",
     "run_tmp_path",
     "worker_postgres_name",

