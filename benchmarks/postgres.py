@@ -19,6 +19,11 @@ a baseline that shares one connection and isolates nothing:
 It also reports the first test's setup in each variant: the per-worker session
 setup (schema, ownership record, connections) beyond the baseline's connect.
 
+Part 0 times the isolation operations alone, without pytest: the
+transaction-mode BEGIN/ROLLBACK of the shared connection, and the delete and
+truncate resets of a schema with two tables linked by a foreign key, each
+after inserting a row into both (medians of 300).
+
 Part 2 times a 2,000-test suite on ``worker_postgres`` at ``-n 0`` and ``-n 2``,
 alternating, and reports the medians and their ratio.
 """
@@ -148,6 +153,44 @@ def run_variant(
     return list(per_test.values()), first_setup, wall
 
 
+def micro(url: str, repeat: int = 300) -> None:
+    """Part 0: the isolation operations alone, in this process."""
+    from worker_utils import postgres
+
+    namespace = postgres.WorkerNamespace(
+        url, postgres.worker_postgres_name("0bench0000", "gw0", "wu_bench"), "0bench0000"
+    )
+    namespace.create()
+    shared = postgres.SharedConnection(namespace)
+    conn = namespace.connect(autocommit=True)
+    try:
+        conn.execute("CREATE TABLE parent (id serial PRIMARY KEY, v text)")
+        conn.execute("CREATE TABLE child (id serial PRIMARY KEY, p int REFERENCES parent)")
+
+        def timed(action: str) -> float:
+            samples = []
+            for _ in range(repeat):
+                if action == "transaction":
+                    start = time.perf_counter()
+                    shared.begin(transaction=True)
+                    shared.end(transaction=True)
+                else:
+                    conn.execute("INSERT INTO parent (v) VALUES ('a')")
+                    conn.execute("INSERT INTO child (p) SELECT max(id) FROM parent")
+                    start = time.perf_counter()
+                    namespace.reset(action)
+                samples.append(time.perf_counter() - start)
+            return statistics.median(samples)
+
+        print(f"Isolation alone, median of {repeat}:")
+        for action in ("transaction", "delete", "truncate"):
+            print(f"  {action:<12}{timed(action) * 1000:>8.3f}ms")
+    finally:
+        conn.close()
+        shared.close()
+        namespace.drop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5432/test")
@@ -156,6 +199,7 @@ def main() -> None:
     parser.add_argument("--ppg-tests", type=int, default=20)
     parser.add_argument("--suite", type=int, default=2000)
     args = parser.parse_args()
+    micro(args.url)
     with tempfile.TemporaryDirectory(prefix="wu-bench-pg-") as tmp:
         root = Path(tmp)
         times: dict[str, list[float]] = {variant: [] for variant in BODY}

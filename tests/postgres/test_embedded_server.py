@@ -1,0 +1,54 @@
+"""Finding the server binaries for the embedded server, and the error when there are none."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from worker_utils.servers import postgres as server
+from worker_utils.servers._process import ServerStartError
+
+
+@pytest.fixture
+def no_binaries(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A host with no PostgreSQL binaries anywhere worker_utils looks."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv(server.BINDIR_VAR, raising=False)
+    monkeypatch.setattr(server, "_BINDIR_GLOBS", (str(tmp_path / "nowhere" / "*"),))
+    return tmp_path
+
+
+def test_no_binaries_and_no_url_says_what_to_set_or_install(no_binaries: Path) -> None:
+    with pytest.raises(ServerStartError) as raised:
+        server.find_postgres_bindir()
+    assert str(raised.value) == (
+        "worker_postgres: no PostgreSQL server URL is configured and no PostgreSQL server "
+        "binaries (initdb, pg_ctl) were found on PATH, by pg_config --bindir or in "
+        f"{no_binaries / 'nowhere' / '*'}; set --worker-utils-postgres-url, the "
+        "worker_utils_postgres_url ini option or WORKER_UTILS_POSTGRES_URL to a server, or "
+        "install the server (apt install postgresql, brew install postgresql) or set "
+        "WORKER_UTILS_POSTGRES_BINDIR to its bin directory"
+    )
+
+
+def test_the_bindir_variable_points_at_binaries_off_the_path(no_binaries: Path) -> None:
+    bindir = no_binaries / "pg" / "bin"
+    bindir.mkdir(parents=True)
+    for name in ("initdb", "pg_ctl", "postgres"):
+        (bindir / name).write_text("")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(server.BINDIR_VAR, str(bindir))
+        assert server.find_postgres_bindir() == bindir
+
+
+def test_the_newest_debian_version_is_preferred(
+    no_binaries: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for version in ("9.6", "15", "13"):
+        bindir = no_binaries / "lib" / version / "bin"
+        bindir.mkdir(parents=True)
+        for name in ("initdb", "pg_ctl", "postgres"):
+            (bindir / name).write_text("")
+    monkeypatch.setattr(server, "_BINDIR_GLOBS", (str(no_binaries / "lib" / "*" / "bin"),))
+    assert server.find_postgres_bindir() == no_binaries / "lib" / "15" / "bin"
