@@ -258,9 +258,13 @@ class RedisLease:
         return self._client  # type: ignore[no-any-return]
 
     def clean(self) -> None:
-        """Remove every key this worker owns: ``FLUSHDB`` on the leased index, or its prefix."""
+        """Remove every key this worker owns: ``FLUSHDB`` on the leased index, or its prefix.
+
+        A lost lease is not cleaned: the index may belong to another worker now.
+        """
         if self.mode == "index":
-            self._janitor.flushdb()
+            if not self.lost:
+                self._janitor.flushdb()
         else:
             delete_prefix(self._janitor, self.prefix)
 
