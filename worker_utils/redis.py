@@ -74,7 +74,8 @@ _REFRESH = (
     "return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
 )
 _RELEASE = (
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', unpack(KEYS)) end "
+    "return 0"
 )
 _TAKE_OVER = (
     "if redis.call('GET', KEYS[1]) == ARGV[1] then "
@@ -336,8 +337,9 @@ class _Refresher:
         self._thread.join(timeout=5)
 
     def release(self) -> None:
-        self.client.delete(_DIRTY.format(self.key.rpartition(":")[2]))
-        self._release(keys=[self.key], args=[self.value])
+        """Delete the lease and its dirty marker, if the lease is still ours."""
+        dirty = _DIRTY.format(self.key.rpartition(":")[2])
+        self._release(keys=[self.key, dirty], args=[self.value])
 
     def close(self) -> None:
         self.client.close()
@@ -544,8 +546,9 @@ def release_abandoned(value: dict[str, Any]) -> None:
             return
         with redis_mod.Redis.from_url(redis_url_with_db(url, index)) as janitor:
             janitor.flushdb()
-        keeper.delete(_DIRTY.format(index))
-        keeper.register_script(_RELEASE)(keys=[_LEASE.format(index)], args=[lease])
+        keeper.register_script(_RELEASE)(
+            keys=[_LEASE.format(index), _DIRTY.format(index)], args=[lease]
+        )
 
 
 def _claim(
