@@ -189,6 +189,10 @@ def _import_redis() -> Any:
     return redis
 
 
+def _print_to_stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
 def _pid_namespace() -> str:
     try:
         return os.readlink("/proc/self/ns/pid")
@@ -421,7 +425,7 @@ def lease_redis(
     mode: Mode = "auto",
     wait: float = 60.0,
     ttl: float = 30.0,
-    notify: Callable[[str], object] = lambda message: print(message, file=sys.stderr),
+    notify: Callable[[str], object] | None = None,
     env: Mapping[str, str] | None = None,
 ) -> RedisLease:
     """Lease a database index on the server, or fall back to a key prefix.
@@ -433,7 +437,8 @@ def lease_redis(
             fails instead of falling back; ``"prefix"`` never leases an index.
         wait: Seconds to wait for an index to be released when all are taken.
         ttl: Seconds a lease lives without refresh (a dead owner's lease expires then).
-        notify: Called with a message when the worker starts waiting.
+        notify: Called with a message when the worker starts waiting or falls
+            back to a prefix; by default the message goes to stderr.
         env: Where to read the worker contract; ``os.environ`` by default.
 
     Raises:
@@ -441,6 +446,8 @@ def lease_redis(
             refuses us, or ``mode="index"`` and no index was free in time.
     """
     redis_mod = _import_redis()
+    if notify is None:
+        notify = _print_to_stderr
     worker = get_worker_id(env)
     run_uid = get_testrun_uid(env)
     prefix = f"wu:{run_uid[:12]}:{worker}:"
