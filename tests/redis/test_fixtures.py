@@ -131,3 +131,27 @@ def test_a_cluster_has_no_select_so_workers_get_prefixes(
     result.stdout.fnmatch_lines(["worker_utils: 2 worker(s): *(redis prefix wu:*: in cluster)*"])
     with server.client() as admin:
         assert admin.dbsize() == 0
+
+
+def test_a_project_can_override_the_server_fixture_with_its_own(
+    pytester: pytest.Pytester, redis_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("WORKER_UTILS_REDIS_URL", raising=False)
+    pytester.makeconftest(
+        f"""
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def worker_redis_server_url():
+            return "redis://127.0.0.1:{redis_server.port}/0"
+        """
+    )
+    pytester.makepyfile(
+        """
+        def test_uses_it(worker_redis, worker_redis_lease):
+            assert worker_redis_lease.server_url.endswith(":{port}/0")
+            worker_redis.set("k", 1)
+        """.replace("{port}", str(redis_server.port))
+    )
+    pytester.runpytest_subprocess("-n", "2").assert_outcomes(passed=1)
+    assert redis_server.keys_by_db() == {}

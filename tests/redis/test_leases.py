@@ -5,8 +5,11 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from tests.redis.conftest import Server
-from worker_utils.redis import RedisLease, lease_redis, parse_redis_url
+from worker_utils import RedisLease, RedisSetupError, lease_redis
+from worker_utils.redis import parse_redis_url
 
 
 def env(worker: str) -> dict[str, str]:
@@ -75,3 +78,13 @@ def test_a_lease_lost_while_the_worker_stalled_is_reported_and_its_index_never_f
         lease.release()
     assert redis_server.keys_by_db() == {0: [b"worker_utils:dirty:1", b"worker_utils:lease:1"],
                                          1: [b"theirs"]}  # fmt: skip
+
+
+def test_the_api_raises_redis_setup_error_with_the_same_message(redis_server: Server) -> None:
+    url = parse_redis_url(f"redis://127.0.0.1:{redis_server.port}/16", setting="REDIS_URL")
+    with pytest.raises(RedisSetupError) as excinfo:
+        lease_redis(url, setting="REDIS_URL", env=env("gw0"))
+    assert str(excinfo.value) == (
+        f"worker_redis: database 16 in REDIS_URL (redis://127.0.0.1:{redis_server.port}/16) "
+        f"is out of range: the server has 16 (0-15); name one of those, such as 0"
+    )
