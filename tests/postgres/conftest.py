@@ -1,13 +1,15 @@
-"""The real PostgreSQL server for the PostgreSQL tests, and inner runs of the example suites."""
+"""The real PostgreSQL server for the PostgreSQL tests, and inner runs of the example suites.
+
+``record_dir`` and ``read_records`` come from ``tests/conftest.py``.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,19 +93,3 @@ def prefix(request: pytest.FixtureRequest) -> Iterator[str]:
 def example(pytester: pytest.Pytester, prefix: str, monkeypatch: pytest.MonkeyPatch) -> Example:
     monkeypatch.setenv(postgres.URL_VAR, URL)
     return Example(pytester, prefix)
-
-
-@pytest.fixture
-def record_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    directory = tmp_path / "records"
-    directory.mkdir()
-    monkeypatch.setenv("WU_TEST_RECORD_DIR", str(directory))
-    return directory
-
-
-@pytest.fixture
-def read_records(record_dir: Path) -> Callable[[], list[dict[str, Any]]]:
-    def read() -> list[dict[str, Any]]:
-        return [json.loads(path.read_text()) for path in sorted(record_dir.glob("*.json"))]
-
-    return read
