@@ -66,6 +66,9 @@ _URL_FORMS = (
     "redis://[[user]:password@]host[:port][/db], rediss://... or unix:///path/to/socket[?db=N]"
 )
 _SCHEMES = ("redis", "rediss", "unix")
+# The plugin's own connections never hang on a server that accepts and stays
+# silent; the clients handed to tests keep redis-py's defaults (blocking commands).
+_ADMIN_TIMEOUTS: dict[str, Any] = {"socket_connect_timeout": 10, "socket_timeout": 30}
 _DIGITS = re.compile(r"[0-9]{1,9}")
 
 # Compare-and-act on a lease value: only the owner refreshes or deletes it.
@@ -363,7 +366,9 @@ def _owner_is_dead(raw: bytes | None) -> bool:
 
 def _database_count(redis_mod: Any, url: RedisUrl) -> tuple[int, bool]:
     """Return the server's database count and whether it is a cluster."""
-    client = redis_mod.Redis.from_url(redis_url_with_db(url.url, 0), single_connection_client=True)
+    client = redis_mod.Redis.from_url(
+        redis_url_with_db(url.url, 0), single_connection_client=True, **_ADMIN_TIMEOUTS
+    )
     try:
         with contextlib.suppress(redis_mod.ResponseError):
             if client.info("cluster").get("cluster_enabled"):
@@ -415,6 +420,11 @@ def _explain(exc: Exception, url: RedisUrl, setting: str) -> str:
             f"worker_redis: cannot connect to {url.masked} ({text}); start Redis there, "
             f"or set {setting} to a running server"
         )
+    if name == "InvalidResponse":
+        return (
+            f"worker_redis: {url.masked} does not answer like a Redis server ({text}); "
+            f"check that {setting} names one"
+        )
     return f"worker_redis: {url.masked} answered with an error ({name}: {text}); check {setting}"
 
 
@@ -463,7 +473,7 @@ def lease_redis(
                 f"worker_redis: {url.masked} is a cluster, which has only database 0; "
                 f"remove /{url.db} from {setting}"
             )
-        keeper = redis_mod.Redis.from_url(url.url)
+        keeper = redis_mod.Redis.from_url(url.url, **_ADMIN_TIMEOUTS)
         keeper.ping()
     except redis_mod.RedisError as exc:
         raise RedisSetupError(_explain(exc, url, setting)) from None
@@ -521,7 +531,9 @@ def lease_redis(
                 announced = True
             time.sleep(random.uniform(0.1, 0.4))
         leased_url = redis_url_with_db(url.url, index)
-        janitor = redis_mod.Redis.from_url(leased_url, single_connection_client=True)
+        janitor = redis_mod.Redis.from_url(
+            leased_url, single_connection_client=True, **_ADMIN_TIMEOUTS
+        )
     except redis_mod.RedisError as exc:
         keeper.close()
         raise RedisSetupError(_explain(exc, url, setting)) from None
@@ -548,10 +560,10 @@ def release_abandoned(value: dict[str, Any]) -> None:
     """
     redis_mod = _import_redis()
     url, index, lease = value["url"], int(value["db"]), value["lease"]
-    with redis_mod.Redis.from_url(url, socket_connect_timeout=5) as keeper:
+    with redis_mod.Redis.from_url(url, **_ADMIN_TIMEOUTS) as keeper:
         if keeper.get(_LEASE.format(index)) != lease.encode():
             return
-        with redis_mod.Redis.from_url(redis_url_with_db(url, index)) as janitor:
+        with redis_mod.Redis.from_url(redis_url_with_db(url, index), **_ADMIN_TIMEOUTS) as janitor:
             janitor.flushdb()
         keeper.register_script(_RELEASE)(
             keys=[_LEASE.format(index), _DIRTY.format(index)], args=[lease]
@@ -569,7 +581,7 @@ def _claim(
     """Try each candidate once; return ``(index, reclaimed)`` for the first one taken."""
     take_over = keeper.register_script(_TAKE_OVER)
     release = keeper.register_script(_RELEASE)
-    probe = redis_mod.Redis.from_url(url.url, single_connection_client=True)
+    probe = redis_mod.Redis.from_url(url.url, single_connection_client=True, **_ADMIN_TIMEOUTS)
     try:
         for index in candidates:
             key = _LEASE.format(index)
@@ -607,9 +619,11 @@ def _prefix_lease(
     redis_mod: Any, url: RedisUrl, prefix: str, count: int, cluster: bool
 ) -> RedisLease:
     if cluster:
-        janitor = redis_mod.cluster.RedisCluster.from_url(url.url)
+        janitor = redis_mod.cluster.RedisCluster.from_url(url.url, **_ADMIN_TIMEOUTS)
     else:
-        janitor = redis_mod.Redis.from_url(url.url, single_connection_client=True)
+        janitor = redis_mod.Redis.from_url(
+            url.url, single_connection_client=True, **_ADMIN_TIMEOUTS
+        )
     return RedisLease(
         server_url=url.url,
         url=url.url,

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
+
 import pytest
 
 from tests.redis.conftest import Server
@@ -187,3 +191,28 @@ def test_urls_keep_their_form_when_given_a_database() -> None:
 def test_a_url_error_is_a_value_error() -> None:
     with pytest.raises(RedisUrlError, match=r"^X: found 'ftp://h' \(scheme 'ftp'"):
         parse_redis_url("ftp://h", setting="X")
+
+
+def test_a_server_that_is_not_redis_is_reported_as_such(pytester: pytest.Pytester) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def answer_like_http() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = listener.accept()
+                with connection:
+                    connection.recv(1024)
+                    connection.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+    threading.Thread(target=answer_like_http, daemon=True).start()
+    try:
+        run_failing(
+            pytester,
+            f"redis://127.0.0.1:{port}/0",
+            f"worker_redis: redis://127.0.0.1:{port}/0 does not answer like a Redis server "
+            f"(Protocol Error: b'HTTP/1.1 400 Bad Request'); check that "
+            f"--worker-utils-redis-url names one",
+        )
+    finally:
+        listener.close()
