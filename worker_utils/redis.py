@@ -474,7 +474,11 @@ def lease_redis(
                 f"remove /{url.db} from {setting}"
             )
         keeper = redis_mod.Redis.from_url(url.url, **_ADMIN_TIMEOUTS)
-        keeper.ping()
+        try:
+            keeper.ping()
+        except redis_mod.RedisError:
+            keeper.close()
+            raise
     except redis_mod.RedisError as exc:
         raise RedisSetupError(_explain(exc, url, setting)) from None
     if cluster or mode == "prefix" or count < 2:
