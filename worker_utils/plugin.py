@@ -731,8 +731,8 @@ def _add_postgres_options(parser: pytest.Parser) -> None:
     )
     parser.addini(
         "worker_utils_postgres_reset",
-        "How tests are undone: auto (the default: transaction with worker_postgres, "
-        "else delete), transaction, delete, truncate or none",
+        "How tests are undone: auto (the default: transaction with worker_postgres "
+        "alone, delete with worker_postgres_dsn), transaction, delete, truncate or none",
         default="auto",
     )
     parser.addini(
@@ -965,9 +965,11 @@ def _reset_mode(request: pytest.FixtureRequest, settings: _PostgresSettings) -> 
                 pytrace=False,
             )
     if mode == "auto":
+        # Connections the application opens from the DSN commit for real: only a
+        # test that keeps to the fixture's own connections can be rolled back.
         names = request.fixturenames
-        connected = "worker_postgres" in names or "worker_postgres_async" in names
-        return "transaction" if connected else "delete"
+        own = "worker_postgres" in names or "worker_postgres_async" in names
+        return "transaction" if own and "worker_postgres_dsn" not in names else "delete"
     return mode
 
 
@@ -975,11 +977,18 @@ def _reset_mode(request: pytest.FixtureRequest, settings: _PostgresSettings) -> 
 def _worker_postgres_reset(
     request: pytest.FixtureRequest, worker_postgres_namespace: postgres.WorkerNamespace
 ) -> Iterator[_PostgresReset]:
-    namespace = worker_postgres_namespace
     state = _PostgresReset(_reset_mode(request, request.config.stash[_pg_key]))
+    _before_test(worker_postgres_namespace, state)
+    yield state
+    _after_test(worker_postgres_namespace, state)
+
+
+def _before_test(namespace: postgres.WorkerNamespace, state: _PostgresReset) -> None:
     if state.mode in ("delete", "truncate") and namespace.sequences_advanced:
         namespace.reset(state.mode)  # a rolled-back test moved sequences on
-    yield state
+
+
+def _after_test(namespace: postgres.WorkerNamespace, state: _PostgresReset) -> None:
     if state.mode in ("delete", "truncate"):
         namespace.reset(state.mode)
     elif state.leaked:
@@ -1013,7 +1022,7 @@ def _worker_postgres_connection(
 
 @pytest.fixture
 def worker_postgres(
-    _worker_postgres_connection: postgres.SharedConnection, _worker_postgres_reset: _PostgresReset
+    request: pytest.FixtureRequest, _worker_postgres_connection: postgres.SharedConnection
 ) -> Iterator[Any]:
     """A psycopg connection in this worker's schema; by default the test runs in a transaction.
 
@@ -1023,10 +1032,21 @@ def worker_postgres(
     (``@pytest.mark.worker_postgres(reset="delete")``) the connection is a plain
     one and the test may commit.
     """
-    transaction = _worker_postgres_reset.mode == "transaction"
-    conn = _worker_postgres_connection.begin(transaction=transaction)
+    shared = _worker_postgres_connection
+    # Alone, this fixture does the reset itself: one fixture less per test. With
+    # worker_postgres_dsn or the async twin, the shared reset fixture does it.
+    alone = "_worker_postgres_reset" not in request.fixturenames
+    if alone:
+        state = _PostgresReset(_reset_mode(request, request.config.stash[_pg_key]))
+        _before_test(shared.namespace, state)
+    else:
+        state = request.getfixturevalue("_worker_postgres_reset")
+    transaction = state.mode == "transaction"
+    conn = shared.begin(transaction=transaction)
     yield conn
-    _worker_postgres_reset.leaked = _worker_postgres_connection.end(transaction=transaction)
+    state.leaked = shared.end(transaction=transaction) or state.leaked
+    if alone:
+        _after_test(shared.namespace, state)
 
 
 @pytest.fixture

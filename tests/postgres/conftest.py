@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,9 @@ EXAMPLES = Path(__file__).parent / "examples"
 URL = os.environ.get("WU_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-def schemas(prefix: str = "wu_t") -> list[str]:
-    """The schemas on the test server whose names start with ``prefix``."""
-    with psycopg.connect(URL) as conn:
+def schemas(prefix: str = "wu_t", url: str = URL) -> list[str]:
+    """The schemas in the database of ``url`` whose names start with ``prefix``."""
+    with psycopg.connect(url) as conn:
         rows = conn.execute(
             "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, %s) ORDER BY 1", [prefix]
         ).fetchall()
@@ -93,3 +94,18 @@ def prefix(request: pytest.FixtureRequest) -> Iterator[str]:
 def example(pytester: pytest.Pytester, prefix: str, monkeypatch: pytest.MonkeyPatch) -> Example:
     monkeypatch.setenv(postgres.URL_VAR, URL)
     return Example(pytester, prefix)
+
+
+@pytest.fixture
+def scratch_database(example: Example, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A database of this test's own, now the inner runs' server URL.
+
+    Schemas a killed run leaves there are out of sight of the start-of-run
+    reaping of other runs on the same server, and extensions go with it.
+    """
+    name = f"wu_test_{uuid.uuid4().hex[:8]}"
+    execute(f"CREATE DATABASE {name}")
+    url = postgres.namespace_dsn(URL, dbname=name)
+    monkeypatch.setenv(postgres.URL_VAR, url)
+    yield url
+    execute(f"DROP DATABASE {name} WITH (FORCE)")

@@ -3,24 +3,8 @@
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Iterator
 
-import pytest
-
-from tests.postgres.conftest import URL, Example, execute, schemas
-from worker_utils import postgres
-
-
-@pytest.fixture
-def scratch_database(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A database of its own, so that extensions created in it go with it."""
-    name = f"wu_test_{uuid.uuid4().hex[:8]}"
-    execute(f"CREATE DATABASE {name}")
-    url = postgres.namespace_dsn(URL, dbname=name)
-    monkeypatch.setenv(postgres.URL_VAR, url)
-    yield url
-    execute(f"DROP DATABASE {name} WITH (FORCE)")
+from tests.postgres.conftest import Example, execute, schemas
 
 
 def test_teardown_ends_a_leaked_idle_transaction_instead_of_waiting_for_it(

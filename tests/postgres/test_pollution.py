@@ -11,7 +11,7 @@ import pytest
 from tests.postgres.conftest import Example, execute, schemas
 
 Records = Callable[[], list[dict[str, Any]]]
-TESTS = 15
+TESTS = 18
 
 
 @pytest.mark.parametrize("workers", ["0", "2", "4"])
@@ -25,7 +25,7 @@ def test_the_pollution_suite_passes_in_random_order_with_any_worker_count(
     result.assert_outcomes(passed=TESTS)
     records = read_records()
     assert len(records) == TESTS
-    assert {r["via"] for r in records} == {"fixture", "application", "truncate"}
+    assert {r["via"] for r in records} == {"fixture", "application", "truncate", "both"}
     owners = {r["worker"]: r["schema"] for r in records}
     assert len({r["schema"] for r in records}) == len(owners)
     assert all(s.startswith(f"{example.prefix}_") for s in owners.values())

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.postgres.conftest import URL, Example, execute, schemas
+from tests.postgres.conftest import Example, execute, schemas
 from worker_utils import postgres
 from worker_utils.servers._process import pid_alive
 
@@ -34,10 +34,10 @@ def kill_run_when_ready(example: Example, record_dir: Path, *args: str) -> None:
     run.communicate()
 
 
-def wait_for_backends_to_exit(names: list[str]) -> None:
+def wait_for_backends_to_exit(names: list[str], url: str) -> None:
     """The server notices a killed client's closed socket a moment later."""
     deadline = time.monotonic() + 10
-    with psycopg.connect(URL, autocommit=True) as conn:
+    with psycopg.connect(url, autocommit=True) as conn:
         while conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = ANY(%s)", [names]
         ).fetchone() != (0,):
@@ -45,9 +45,9 @@ def wait_for_backends_to_exit(names: list[str]) -> None:
             time.sleep(0.05)
 
 
-def reap_command(*args: str) -> subprocess.CompletedProcess[str]:
+def reap_command(url: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "worker_utils", "reap", "--postgres-url", URL, *args],
+        [sys.executable, "-m", "worker_utils", "reap", "--postgres-url", url, *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -55,51 +55,50 @@ def reap_command(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_a_worker_killed_mid_test_does_not_stop_the_run_and_its_schema_is_dropped(
-    example: Example, record_dir: Path, monkeypatch: pytest.MonkeyPatch
+    example: Example, scratch_database: str, record_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("WU_TEST_KILL", "1")
     example.copy("crash")
     result = example.pytester.runpytest_subprocess("-n", "2", "-p", "no:randomly")
     result.assert_outcomes(passed=4, failed=1)
     result.stdout.fnmatch_lines(["*worker 'gw*' crashed while running*"])
-    assert schemas(example.prefix) == []
+    assert schemas(example.prefix, scratch_database) == []
 
 
 def test_reap_drops_what_a_killed_run_left_and_nothing_else(
-    example: Example, record_dir: Path, read_records: Records
+    example: Example, scratch_database: str, record_dir: Path, read_records: Records
 ) -> None:
+    url = scratch_database
     kill_run_when_ready(example, record_dir)
     left = sorted({r["schema"] for r in read_records()})
     assert len(left) == 2
-    assert schemas(example.prefix) == left
-    wait_for_backends_to_exit(left)
+    assert schemas(example.prefix, url) == left
+    wait_for_backends_to_exit(left, url)
     user_schema = f"{example.prefix}_gw0"
-    execute(f"CREATE SCHEMA {user_schema}")
-    try:
-        dry = reap_command("--dry-run")
-        assert dry.returncode == 0, dry.stderr
-        for name in left:
-            assert f"would drop schema {name}" in dry.stdout.splitlines()
-        assert schemas(example.prefix) == sorted([*left, user_schema])
-        done = reap_command()
-        assert done.returncode == 0, done.stderr
-        for name in left:
-            assert f"dropped schema {name}" in done.stdout.splitlines()
-        assert schemas(example.prefix) == [user_schema]
-    finally:
-        execute(f"DROP SCHEMA {user_schema}")
+    execute(f"CREATE SCHEMA {user_schema}", url)
+    dry = reap_command(url, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    for name in left:
+        assert f"would drop schema {name}" in dry.stdout.splitlines()
+    assert schemas(example.prefix, url) == sorted([*left, user_schema])
+    done = reap_command(url)
+    assert done.returncode == 0, done.stderr
+    for name in left:
+        assert f"dropped schema {name}" in done.stdout.splitlines()
+    assert schemas(example.prefix, url) == [user_schema]
 
 
 def test_the_next_run_drops_what_a_killed_run_left(
-    example: Example, record_dir: Path, read_records: Records
+    example: Example, scratch_database: str, record_dir: Path, read_records: Records
 ) -> None:
+    url = scratch_database
     kill_run_when_ready(example, record_dir)
     left = sorted({r["schema"] for r in read_records()})
-    assert schemas(example.prefix) == left
-    wait_for_backends_to_exit(left)
+    assert schemas(example.prefix, url) == left
+    wait_for_backends_to_exit(left, url)
     example.pytester.makepyfile(test_nothing="def test_nothing(): pass")
     example.pytester.runpytest_subprocess("test_nothing.py").assert_outcomes(passed=1)
-    assert schemas(example.prefix) == []
+    assert schemas(example.prefix, url) == []
 
 
 def server_is_gone(record: dict[str, Any]) -> bool:

@@ -72,3 +72,16 @@ def test_truncate_mode_leaves_empty_tables(worker_postgres, worker_postgres_sche
     worker_postgres.commit()
     assert worker_postgres.execute("SELECT count(*) FROM account").fetchone() == (1,)
     seen(worker_postgres_schema, "truncate")
+
+
+@pytest.mark.parametrize("n", range(3))
+def test_the_fixture_and_the_application_see_the_same_rows(
+    worker_postgres, worker_postgres_dsn, worker_postgres_schema, n
+):
+    with psycopg.connect(worker_postgres_dsn) as app:
+        app.execute("INSERT INTO account VALUES (1, 'ann')")
+    worker_postgres.execute("INSERT INTO account VALUES (2, 'bob')")
+    worker_postgres.commit()
+    with psycopg.connect(worker_postgres_dsn) as app:
+        assert app.execute("SELECT count(*) FROM account").fetchone() == (2,)
+    seen(worker_postgres_schema, "both")
