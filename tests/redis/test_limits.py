@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -90,3 +91,27 @@ def test_strict_index_mode_fails_once_per_worker_with_a_clear_message(
     )
     assert result.stdout.lines.count(message) == 2
     assert "During handling" not in result.stdout.str()
+
+
+@pytest.mark.skipif(
+    not os.environ.get("WORKER_UTILS_REDIS_SOAK"),
+    reason="a long soak; set WORKER_UTILS_REDIS_SOAK=1 to run it",
+)
+def test_a_soak_of_nine_runs_of_four_workers_on_the_pollution_suite(
+    example: Example, redis_server: Server, tmp_path: Path, read_records: Records
+) -> None:
+    runs = []
+    for n in range(9):
+        directory = tmp_path / f"run{n}"
+        example.copy("pollution", directory)
+        runs.append(
+            example.popen(directory, "-n", "4", env={"WORKER_UTILS_REDIS_URL": redis_server.url})
+        )
+    for run in runs:
+        output = run.communicate(timeout=600)[0]
+        assert run.returncode == 0, output
+        assert "15 passed" in output
+    records = read_records()
+    assert len(records) == 9 * 15
+    assert_one_owner_per_database(records)
+    assert redis_server.keys_by_db() == {}
