@@ -11,6 +11,7 @@ import pytest
 
 from tests.redis.conftest import Example, Server
 from tests.redis.test_pollution import assert_one_owner_per_database
+from worker_utils.redis import lease_redis, parse_redis_url
 
 Records = Callable[[], list[dict[str, Any]]]
 
@@ -44,7 +45,7 @@ def test_a_run_with_more_workers_than_databases_falls_back_to_key_prefixes(
 ) -> None:
     server = redis_server_factory("--databases", "3")
     monkeypatch.setenv("WORKER_UTILS_REDIS_WAIT", "1")
-    monkeypatch.setenv("WU_TEST_SLEEP", "1")  # the first two workers hold on past the wait
+    monkeypatch.setenv("WU_TEST_HOLD_UNTIL_PREFIXED", "2")
     example.copy("pollution")
     example.copy("tiny")
     result = example.pytester.runpytest_subprocess(
@@ -74,15 +75,18 @@ def test_strict_index_mode_fails_once_per_worker_with_a_clear_message(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     server = redis_server_factory("--databases", "2")
+    other_run = lease_redis(parse_redis_url(server.url), env={"PYTEST_XDIST_WORKER": "gw0"})
+    assert other_run.db == 1  # the only database besides the bookkeeping one
     monkeypatch.setenv("WORKER_UTILS_REDIS_WAIT", "0.5")
-    monkeypatch.setenv("WU_TEST_SLEEP", "1")
     example.copy("tiny")
-    result = example.pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "-n", "2", "-p", "no:randomly",
-        "--worker-utils-redis-mode=index", f"--worker-utils-redis-url={server.url}",
-        "--dist=each",
-    )  # fmt: skip
-    result.assert_outcomes(passed=2, errors=2)
+    try:
+        result = example.pytester.runpytest_subprocess(
+            "-p", "no:cacheprovider", "-n", "2", "--worker-utils-redis-mode=index",
+            f"--worker-utils-redis-url={server.url}",
+        )  # fmt: skip
+    finally:
+        other_run.release()
+    result.assert_outcomes(errors=2)
     message = (
         f"worker_redis: no free database on {server.url} after 0.5s (1 leasable, all "
         f"leased or holding other users' keys); raise worker_utils_redis_wait, use fewer "

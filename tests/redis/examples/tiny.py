@@ -17,7 +17,14 @@ def test_the_database_starts_empty(worker_redis, worker_redis_lease, n):
     else:
         assert list(worker_redis.scan_iter(match=worker_redis_lease.prefix + "*")) == []
         worker_redis.set(worker_redis_lease.prefix + "mine", n)
-    time.sleep(float(os.environ.get("WU_TEST_SLEEP", "0.05")))
+    time.sleep(0.05)
+    directory = Path(os.environ["WU_TEST_RECORD_DIR"])
+    wanted = int(os.environ.get("WU_TEST_HOLD_UNTIL_PREFIXED", "0"))
+    if worker_redis_lease.mode == "index" and wanted:
+        # Keep the database until the workers that found none have fallen back.
+        deadline = time.monotonic() + 60
+        while len(list(directory.glob("prefix-*"))) < wanted and time.monotonic() < deadline:
+            time.sleep(0.05)
     data = dict(
         db=worker_redis_lease.db,
         mode=worker_redis_lease.mode,
@@ -29,5 +36,6 @@ def test_the_database_starts_empty(worker_redis, worker_redis_lease, n):
         pid=os.getpid(),
         time=time.time(),
     )
-    directory = Path(os.environ["WU_TEST_RECORD_DIR"])
+    if worker_redis_lease.mode == "prefix":
+        (directory / f"prefix-{data['worker']}").touch()
     (directory / f"{uuid.uuid4().hex}.json").write_text(json.dumps(data))
