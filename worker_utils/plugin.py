@@ -888,9 +888,10 @@ def worker_postgres_namespace(
         run.uid,
         kind=settings.mode,
         extension_schema=settings.extension_schema,
+        extensions=settings.extensions if settings.mode == "database" else (),
     )
     try:
-        if settings.extensions:
+        if settings.extensions and settings.mode == "schema":
             coordination.run_once(
                 "worker-utils-postgres-extensions",
                 functools.partial(
@@ -915,6 +916,7 @@ def worker_postgres_namespace(
                     settings.mode,
                     settings.extension_schema,
                     worker_postgres_setup,
+                    settings.extensions if settings.mode == "database" else (),
                 ),
                 teardown=postgres.drop_template,
                 run_dir=run.directory,

@@ -372,6 +372,8 @@ class WorkerNamespace:
     run_uid: str
     kind: str = "schema"
     extension_schema: str = "public"
+    #: Database mode: extensions to create in each new database (they are per database).
+    extensions: Sequence[str] = ()
     _keeper: psycopg.Connection[Any] | None = field(default=None, repr=False)
     _admin: psycopg.Connection[Any] | None = field(default=None, repr=False)
     _schemas: list[str] | None = field(default=None, repr=False)
@@ -482,6 +484,8 @@ class WorkerNamespace:
                 namespace_dsn(self.url, dbname=self.name, application_name=self.name),
                 autocommit=True,
             )
+            if self.extensions and not clone:  # a copy has its template's extensions
+                create_extensions(self._admin, self.extensions, self.extension_schema)
         self._admin.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(_LOCK_TIMEOUT)))
 
     def _comment(self, conn: psycopg.Connection[Any]) -> tuple[str | None] | None:
@@ -731,6 +735,7 @@ def build_template(
     kind: str,
     extension_schema: str,
     setup: Callable[[Any], object],
+    extensions: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run ``setup`` once for the run, in a template namespace that workers copy.
 
@@ -739,7 +744,9 @@ def build_template(
         ``clonable`` is False (with a ``reason``) when the template holds objects
         a schema copy cannot reproduce; workers then run the setup themselves.
     """
-    template = WorkerNamespace(url, template_name(run_uid, prefix), run_uid, kind, extension_schema)
+    template = WorkerNamespace(
+        url, template_name(run_uid, prefix), run_uid, kind, extension_schema, extensions
+    )
     template.create()
     try:
         with template.connect() as conn:  # committed on leaving the block
@@ -938,15 +945,22 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0].strip() if text else type(exc).__name__
 
 
-def create_extensions(url: str, names: Sequence[str], schema: str = "public") -> list[str]:
-    """Create ``names`` in ``schema`` unless they exist; return the names.
+def create_extensions(
+    target: str | psycopg.Connection[Any], names: Sequence[str], schema: str = "public"
+) -> list[str]:
+    """Create ``names`` in ``schema`` of a database unless they exist; return the names.
 
-    Extensions are per database, not per schema: they are made once, where every
-    worker's search path reaches them, and are left in place after the run.
+    Extensions are per database, not per schema: in schema mode they are made
+    once per run where every worker's search path reaches them, and left in
+    place after the run; in database mode, in each worker's database.
+
+    Args:
+        target: A URL, or an autocommit connection to the database.
     """
     psycopg = _psycopg()
     sql = psycopg.sql
-    with _connect(url, autocommit=True) as conn:
+    conn = _connect(target, autocommit=True) if isinstance(target, str) else target
+    try:
         for name in names:
             with contextlib.suppress(
                 psycopg.errors.UniqueViolation, psycopg.errors.DuplicateObject
@@ -957,6 +971,9 @@ def create_extensions(url: str, names: Sequence[str], schema: str = "public") ->
                         sql.Identifier(name), sql.Identifier(schema)
                     )
                 )
+    finally:
+        if conn is not target:
+            conn.close()
     return list(names)
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 
-from tests.postgres.conftest import Example, execute, schemas
+import pytest
+
+from tests.postgres.conftest import Example, databases, execute, schemas
 
 
 def test_teardown_ends_a_leaked_idle_transaction_instead_of_waiting_for_it(
@@ -28,3 +30,18 @@ def test_an_extension_in_public_is_reachable_and_public_tables_are_shadowed(
         "-n", "0", "-p", "no:randomly", "-k", "extension"
     )
     result.assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_database_mode_creates_the_extensions_in_every_workers_database(
+    example: Example, scratch_database: str, workers: str
+) -> None:
+    example.copy(
+        "leaks",
+        ini="worker_utils_postgres_mode = database\nworker_utils_postgres_extensions = citext\n",
+    )
+    result = example.pytester.runpytest_subprocess(
+        "-n", workers, "-p", "no:randomly", "-k", "extension"
+    )  # fmt: skip
+    result.assert_outcomes(passed=1)
+    assert databases(example.prefix) == []
