@@ -16,19 +16,29 @@ from worker_utils.redis import lease_redis, parse_redis_url
 Records = Callable[[], list[dict[str, Any]]]
 
 
+def run_concurrently(
+    example: Example, server: Server, tmp_path: Path, suite: str, runs: int, workers: int
+) -> list[str]:
+    """Start ``runs`` inner runs of ``suite`` at once on ``server``; return their outputs."""
+    started = []
+    for n in range(runs):
+        directory = tmp_path / f"run{n}"
+        example.copy(suite, directory)
+        started.append(
+            example.popen(directory, "-n", str(workers), env={"WORKER_UTILS_REDIS_URL": server.url})
+        )
+    outputs = []
+    for run in started:
+        output = run.communicate(timeout=600)[0]
+        assert run.returncode == 0, output
+        outputs.append(output)
+    return outputs
+
+
 def test_nine_concurrent_runs_of_two_workers_share_sixteen_databases_without_overlap(
     example: Example, redis_server: Server, tmp_path: Path, read_records: Records
 ) -> None:
-    runs = []
-    for n in range(9):
-        directory = tmp_path / f"run{n}"
-        example.copy("tiny", directory)
-        runs.append(
-            example.popen(directory, "-n", "2", env={"WORKER_UTILS_REDIS_URL": redis_server.url})
-        )
-    for run in runs:
-        output = run.communicate(timeout=150)[0]
-        assert run.returncode == 0, output
+    for output in run_concurrently(example, redis_server, tmp_path, "tiny", runs=9, workers=2):
         assert "2 passed" in output
     records = read_records()
     assert len({r["run"] for r in records}) == 9
@@ -104,16 +114,7 @@ def test_strict_index_mode_fails_once_per_worker_with_a_clear_message(
 def test_a_soak_of_nine_runs_of_four_workers_on_the_pollution_suite(
     example: Example, redis_server: Server, tmp_path: Path, read_records: Records
 ) -> None:
-    runs = []
-    for n in range(9):
-        directory = tmp_path / f"run{n}"
-        example.copy("pollution", directory)
-        runs.append(
-            example.popen(directory, "-n", "4", env={"WORKER_UTILS_REDIS_URL": redis_server.url})
-        )
-    for run in runs:
-        output = run.communicate(timeout=600)[0]
-        assert run.returncode == 0, output
+    for output in run_concurrently(example, redis_server, tmp_path, "pollution", runs=9, workers=4):
         assert "15 passed" in output
     records = read_records()
     assert len(records) == 9 * 15
