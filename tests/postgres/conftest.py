@@ -21,7 +21,10 @@ from worker_utils import postgres
 
 EXAMPLES = Path(__file__).parent / "examples"
 #: The server the tests use; the machine's own by default.
-URL = os.environ.get("WU_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+URL = os.environ.get(
+    "WU_TEST_POSTGRES_URL",
+    "postgresql://postgres@127.0.0.1:5432/test",  # noqa: WU202 the machine's server
+)
 
 
 def schemas(prefix: str = "wu_t", url: str = URL) -> list[str]:

@@ -19,12 +19,12 @@ def run_one(example: Example, *args: str) -> pytest.RunResult:
 def test_an_unreachable_server_is_one_usage_error_naming_the_setting(
     example: Example, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(postgres.URL_VAR, "postgresql://postgres@127.0.0.1:1/test")
+    monkeypatch.setenv(postgres.URL_VAR, "postgresql://postgres@127.0.0.1:1/test")  # noqa: WU202
     result = run_one(example, "-n", "2")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         [
-            "ERROR: WORKER_UTILS_POSTGRES_URL: cannot connect to "
+            "ERROR: WORKER_UTILS_POSTGRES_URL: cannot connect to "  # noqa: WU202
             "postgresql://postgres@127.0.0.1:1/test (*Connection refused*); start the server "
             "or point WORKER_UTILS_POSTGRES_URL at one that accepts connections"
         ]
@@ -49,7 +49,10 @@ def test_a_role_without_create_on_the_database_is_told_what_to_grant(
 ) -> None:
     execute("DROP ROLE IF EXISTS wu_no_create; CREATE ROLE wu_no_create LOGIN")
     try:
-        monkeypatch.setenv(postgres.URL_VAR, "postgresql://wu_no_create@127.0.0.1:5432/test")
+        monkeypatch.setenv(
+            postgres.URL_VAR,
+            "postgresql://wu_no_create@127.0.0.1:5432/test",  # noqa: WU202 the shared server
+        )
         result = run_one(example)
     finally:
         execute("DROP ROLE wu_no_create")
