@@ -385,7 +385,8 @@ class _RedisSettings:
         from worker_utils import redis as wu_redis
 
         self.url: wu_redis.RedisUrl | None = None
-        self.setting = "embedded redis-server"
+        self.setting = "the embedded redis-server"
+        self.embedded_url: str | None = None
         for setting, text in (
             ("--worker-utils-redis-url", config.getoption("worker_utils_redis_url")),
             (_REDIS_URL_VAR, os.environ.get(_REDIS_URL_VAR)),
@@ -464,7 +465,8 @@ def worker_redis_server_url(request: pytest.FixtureRequest) -> str:
     from worker_utils.servers import redis as redis_server
 
     try:
-        return redis_server.shared_url(_run(request).directory)
+        settings.embedded_url = redis_server.shared_url(_run(request).directory)
+        return settings.embedded_url
     except (_process.ServerStartError, coordination.RunOnceError) as exc:
         error = str(exc)
     pytest.fail(error, pytrace=False)
@@ -485,14 +487,16 @@ def worker_redis_lease(
     from worker_utils import redis as wu_redis
 
     settings = request.config.stash[_redis_key]
-    url = settings.url
+    url, setting = settings.url, settings.setting
     error: str | None
     try:
         if url is None or url.url != worker_redis_server_url:
-            url = wu_redis.parse_redis_url(worker_redis_server_url, setting=settings.setting)
+            if worker_redis_server_url != settings.embedded_url:
+                setting = "the worker_redis_server_url fixture"  # overridden by the project
+            url = wu_redis.parse_redis_url(worker_redis_server_url, setting=setting)
         lease = wu_redis.lease_redis(
             url,
-            setting=settings.setting,
+            setting=setting,
             mode=settings.mode,
             wait=settings.wait,
             notify=_redis_notice(request.config),

@@ -216,3 +216,26 @@ def test_a_server_that_is_not_redis_is_reported_as_such(pytester: pytest.Pyteste
         )
     finally:
         listener.close()
+
+
+def test_an_overridden_server_fixture_is_named_in_its_errors(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("WORKER_UTILS_REDIS_URL", raising=False)
+    pytester.makeconftest(
+        """  # noqa: WU202
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def worker_redis_server_url():
+            return "redis://127.0.0.1:6379/zero"
+        """
+    )
+    pytester.makepyfile(SUITE)
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(passed=1, errors=2)
+    message = (
+        "the worker_redis_server_url fixture: found 'redis://127.0.0.1:6379/zero' "  # noqa: WU202
+        f"(database 'zero' is not a number); expected {FORMS}"
+    )
+    assert result.stdout.lines.count(message) == 2
