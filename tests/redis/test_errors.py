@@ -223,19 +223,19 @@ def test_an_overridden_server_fixture_is_named_in_its_errors(
 ) -> None:
     monkeypatch.delenv("WORKER_UTILS_REDIS_URL", raising=False)
     pytester.makeconftest(
-        """  # noqa: WU202
+        """
         import pytest
 
         @pytest.fixture(scope="session")
         def worker_redis_server_url():
-            return "redis://127.0.0.1:6379/zero"
+            return "redis://localhost/zero"
         """
     )
     pytester.makepyfile(SUITE)
     result = pytester.runpytest_subprocess()
     result.assert_outcomes(passed=1, errors=2)
     message = (
-        "the worker_redis_server_url fixture: found 'redis://127.0.0.1:6379/zero' "  # noqa: WU202
+        "the worker_redis_server_url fixture: found 'redis://localhost/zero' "
         f"(database 'zero' is not a number); expected {FORMS}"
     )
     assert result.stdout.lines.count(message) == 2
