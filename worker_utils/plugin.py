@@ -73,6 +73,25 @@ def _set_env(run: _Run, name: str, value: str | None) -> None:
         os.environ[name] = value
 
 
+def _setting(config: pytest.Config, name: str, env: str | None = None) -> tuple[str, str]:
+    """Return where setting ``name`` was given and its value; ``("", "")`` if nowhere.
+
+    The command line (``--worker-utils-<name>``) wins over the environment
+    variable ``env``, which wins over the ini option ``worker_utils_<name>``.
+    Empty values count as not given. The place is returned so that error
+    messages name the setting the user has to change.
+    """
+    dest = f"worker_utils_{name}"
+    sources = [(f"--{dest.replace('_', '-')}", config.getoption(dest, None))]
+    if env is not None:
+        sources.append((env, os.environ.get(env)))
+    sources.append((dest, config.getini(dest)))
+    for where, value in sources:
+        if value:
+            return where, str(value)
+    return "", ""
+
+
 def _check_contract() -> None:
     __tracebackhide__ = True
     try:
@@ -85,17 +104,13 @@ def _check_contract() -> None:
 
 def _port_range(config: pytest.Config) -> range | None:
     __tracebackhide__ = True
-    for setting, text in (
-        ("--worker-utils-port-range", config.getoption("worker_utils_port_range")),
-        (_PORT_RANGE_VAR, os.environ.get(_PORT_RANGE_VAR)),
-        ("worker_utils_port_range", config.getini("worker_utils_port_range")),
-    ):
-        if text:
-            try:
-                return ports.parse_port_range(text, setting=setting)
-            except ValueError as exc:
-                raise pytest.UsageError(str(exc)) from None
-    return None
+    setting, text = _setting(config, "port_range", _PORT_RANGE_VAR)
+    if not text:
+        return None
+    try:
+        return ports.parse_port_range(text, setting=setting)
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -387,46 +402,32 @@ class _RedisSettings:
         self.url: wu_redis.RedisUrl | None = None
         self.setting = "the embedded redis-server"
         self.embedded_url: str | None = None
-        for setting, text in (
-            ("--worker-utils-redis-url", config.getoption("worker_utils_redis_url")),
-            (_REDIS_URL_VAR, os.environ.get(_REDIS_URL_VAR)),
-            ("worker_utils_redis_url", config.getini("worker_utils_redis_url")),
-        ):
-            if text:
-                try:
-                    self.url = wu_redis.parse_redis_url(text, setting=setting)
-                except wu_redis.RedisUrlError as exc:
-                    raise pytest.UsageError(str(exc)) from None
-                self.setting = setting
-                break
+        setting, text = _setting(config, "redis_url", _REDIS_URL_VAR)
+        if text:
+            try:
+                self.url = wu_redis.parse_redis_url(text, setting=setting)
+            except wu_redis.RedisUrlError as exc:
+                raise pytest.UsageError(str(exc)) from None
+            self.setting = setting
         self.mode: wu_redis.Mode = "auto"
-        for setting, text in (
-            ("--worker-utils-redis-mode", config.getoption("worker_utils_redis_mode")),
-            (_REDIS_MODE_VAR, os.environ.get(_REDIS_MODE_VAR)),
-            ("worker_utils_redis_mode", config.getini("worker_utils_redis_mode")),
-        ):
-            if text:
-                if text not in wu_redis.MODES:
-                    raise pytest.UsageError(
-                        f"{setting}: found {text!r}; expected auto, index or prefix"
-                    )
-                self.mode = text
-                break
+        setting, text = _setting(config, "redis_mode", _REDIS_MODE_VAR)
+        if text:
+            if text not in wu_redis.MODES:
+                raise pytest.UsageError(
+                    f"{setting}: found {text!r}; expected auto, index or prefix"
+                )
+            self.mode = text
         self.wait = 60.0
-        for setting, text in (
-            (_REDIS_WAIT_VAR, os.environ.get(_REDIS_WAIT_VAR)),
-            ("worker_utils_redis_wait", config.getini("worker_utils_redis_wait")),
-        ):
-            if text:
-                try:
-                    self.wait = float(text)
-                    if not 0 <= self.wait < float("inf"):
-                        raise ValueError
-                except ValueError:
-                    raise pytest.UsageError(
-                        f"{setting}: found {text!r}; expected a number of seconds, such as 60"
-                    ) from None
-                break
+        setting, text = _setting(config, "redis_wait", _REDIS_WAIT_VAR)
+        if text:
+            try:
+                self.wait = float(text)
+                if not 0 <= self.wait < float("inf"):
+                    raise ValueError
+            except ValueError:
+                raise pytest.UsageError(
+                    f"{setting}: found {text!r}; expected a number of seconds, such as 60"
+                ) from None
 
 
 _redis_key = pytest.StashKey[_RedisSettings]()
@@ -635,12 +636,7 @@ def _configure_guard(config: pytest.Config) -> None:
     __tracebackhide__ = True
     from worker_utils import guard
 
-    option = config.getoption("worker_utils_guard")
-    setting, text = (
-        ("--worker-utils-guard", option)
-        if option is not None
-        else ("worker_utils_guard", config.getini("worker_utils_guard"))
-    )
+    setting, text = _setting(config, "guard")
     try:
         mode = guard.parse_mode(text, setting=setting)
     except ValueError as exc:
@@ -669,22 +665,8 @@ class _PostgresSettings:
 
     def __init__(self, config: pytest.Config) -> None:
         __tracebackhide__ = True
-        option = config.getoption("worker_utils_postgres_url")
-        env = os.environ.get(postgres.URL_VAR)
-        ini = config.getini("worker_utils_postgres_url")
-        self.url: str | None
-        self.url_setting, self.url = next(
-            (
-                (setting, value)
-                for setting, value in (
-                    ("--worker-utils-postgres-url", option),
-                    (postgres.URL_VAR, env),
-                    ("worker_utils_postgres_url", ini),
-                )
-                if value
-            ),
-            ("", None),
-        )
+        self.url_setting, url = _setting(config, "postgres_url", postgres.URL_VAR)
+        self.url: str | None = url or None
         self.prefix: str = config.getini("worker_utils_postgres_prefix")
         self.mode: str = config.getini("worker_utils_postgres_mode")
         self.reset: str = config.getini("worker_utils_postgres_reset")

@@ -26,7 +26,7 @@ def test_a_leased_port_is_free_to_bind(tmp_path: Path) -> None:
 
 
 def test_a_held_port_is_not_leased_again_until_released(tmp_path: Path) -> None:
-    one_port = range(47190, 47191)
+    one_port = range(29190, 29191)
     lease = wu.lease_port(port_range=one_port, lock_dir=tmp_path)
     with pytest.raises(wu.PortsExhaustedError):
         wu.lease_port(port_range=one_port, lock_dir=tmp_path)
@@ -37,18 +37,18 @@ def test_a_held_port_is_not_leased_again_until_released(tmp_path: Path) -> None:
 
 
 def test_a_lease_dies_with_its_process(tmp_path: Path) -> None:
-    one_port = range(47191, 47192)
+    one_port = range(29191, 29192)
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
         "from worker_utils import lease_port\n"
-        f"lease = lease_port(port_range=range(47191, 47192), lock_dir=Path({str(tmp_path)!r}))\n"
+        f"lease = lease_port(port_range=range(29191, 29192), lock_dir=Path({str(tmp_path)!r}))\n"
         "print(lease.port, flush=True)\n"
         "time.sleep(60)\n"
     )
     holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert holder.stdout is not None
-    assert holder.stdout.readline().strip() == "47191"
+    assert holder.stdout.readline().strip() == "29191"
     with pytest.raises(wu.PortsExhaustedError):
         wu.lease_port(port_range=one_port, lock_dir=tmp_path)
     holder.kill()
@@ -82,7 +82,7 @@ def test_a_malformed_port_range_names_the_setting(text: str) -> None:
 def test_an_exhausted_range_fails_the_test_with_the_setting_to_change(
     pytester: pytest.Pytester,
 ) -> None:
-    pytester.makeini("[pytest]\nworker_utils_port_range = 47195-47196\n")
+    pytester.makeini("[pytest]\nworker_utils_port_range = 29195-29196\n")
     pytester.makepyfile(
         """
         def test_three(worker_port):
@@ -96,7 +96,7 @@ def test_an_exhausted_range_fails_the_test_with_the_setting_to_change(
     result.assert_outcomes(failed=1, passed=1)
     result.stdout.fnmatch_lines(
         [
-            "worker_port: all 2 ports in 47195-47196 are bound or leased by other workers; "
+            "worker_port: all 2 ports in 29195-29196 are bound or leased by other workers; "
             "widen worker_utils_port_range (ini) or WORKER_UTILS_PORT_RANGE, or use fewer ports",
         ]
     )
@@ -127,7 +127,7 @@ def test_a_malformed_range_setting_is_a_usage_error(
 
 
 def test_session_ports_stay_leased_for_the_whole_session(pytester: pytest.Pytester) -> None:
-    pytester.makeini("[pytest]\nworker_utils_port_range = 47197-47198\n")
+    pytester.makeini("[pytest]\nworker_utils_port_range = 29197-29198\n")
     pytester.makepyfile(
         """
         import pytest
