@@ -24,8 +24,9 @@ transaction-mode BEGIN/ROLLBACK of the shared connection, and the delete and
 truncate resets of a schema with two tables linked by a foreign key, each
 after inserting a row into both (medians of 300).
 
-Part 2 times a 2,000-test suite on ``worker_postgres`` at ``-n 0`` and ``-n 2``,
-alternating, and reports the medians and their ratio.
+Part 2 times 2,000-test suites at ``-n 0`` and ``-n 2``, alternating, and
+reports the medians and their ratio: one with no database (the floor that
+xdist itself sets), and two on ``worker_postgres`` with light and heavier tests.
 """
 
 from __future__ import annotations
@@ -109,27 +110,33 @@ BODY = {
 }
 
 
-def test_file(variant: str, count: int) -> str:
+def make_test_file(variant: str, count: int, statements: int) -> str:
+    if variant == "empty":  # xdist's own per-test cost, with no database at all
+        return (
+            f"import pytest\n\n@pytest.mark.parametrize('n', range({count}))\n"
+            "def test_item(n):\n    pass\n"
+        )
     fixture, marker, commit = BODY[variant]
     lines = ["import pytest\n\n"]
     lines.append(f"{marker}@pytest.mark.parametrize('n', range({count}))\n")
     lines.append(f"def test_item({fixture}, n):\n")
-    lines.append(f"    {fixture}.execute(\"INSERT INTO item (name) VALUES ('x')\")\n")
-    lines.append(f'    {fixture}.execute("SELECT count(*) FROM item").fetchone()\n')
+    for _ in range(statements):
+        lines.append(f"    {fixture}.execute(\"INSERT INTO item (name) VALUES ('x')\")\n")
+        lines.append(f'    {fixture}.execute("SELECT count(*) FROM item").fetchone()\n')
     if commit:
         lines.append(f"    {fixture}.commit()\n")
     return "".join(lines)
 
 
 def run_variant(
-    root: Path, variant: str, count: int, url: str, *args: str
+    root: Path, variant: str, count: int, url: str, *args: str, statements: int = 1
 ) -> tuple[list[float], float, float]:
     """Run one variant; return per-test times, the first test's setup and the wall time."""
-    directory = root / variant
+    directory = root / f"{variant}-{statements}"
     directory.mkdir(exist_ok=True)
     conftest = PPG_CONFTEST if variant == "pytest-postgresql" else CONFTEST
     (directory / "conftest.py").write_text(conftest)
-    (directory / "test_bench.py").write_text(test_file(variant, count))
+    (directory / "test_bench.py").write_text(make_test_file(variant, count, statements))
     out = directory / "reports.jsonl"
     out.unlink(missing_ok=True)
     env = {**os.environ, "WU_BENCH_OUT": str(out), "WU_BENCH_URL": url}
@@ -227,14 +234,25 @@ def main() -> None:
         theirs = statistics.median(times["pytest-postgresql"]) - base
         print(f"pytest-postgresql overhead / delete-mode overhead: {theirs / max(ours, 1e-6):.0f}x")
 
-        walls: dict[str, list[float]] = {"0": [], "2": []}
-        for _ in range(2):
-            for workers in walls:
-                _, _, wall = run_variant(root, "transaction", args.suite, args.url, "-n", workers)
-                walls[workers].append(wall)
-        n0, n2 = statistics.median(walls["0"]), statistics.median(walls["2"])
-        print(f"\n{args.suite}-test suite on worker_postgres, wall time (median of 2):")
-        print(f"-n 0: {n0:.2f}s   -n 2: {n2:.2f}s   ratio: {n2 / n0:.2f}x")
+        # On two cores xdist's controller handles every report itself: for tests this
+        # small it costs more than the second worker saves, database or not.
+        suites = (
+            ("no database (xdist's own cost)", "empty", 0),
+            ("worker_postgres, 2 statements a test", "transaction", 1),
+            ("worker_postgres, 40 statements a test", "transaction", 20),
+        )
+        print(f"\n{args.suite}-test suites, wall time (median of 2, alternating):")
+        print(f"{'suite':<40}{'-n 0':>8}{'-n 2':>8}{'ratio':>8}")
+        for label, variant, statements in suites:
+            walls: dict[str, list[float]] = {"0": [], "2": []}
+            for _ in range(2):
+                for workers in walls:
+                    _, _, wall = run_variant(
+                        root, variant, args.suite, args.url, "-n", workers, statements=statements
+                    )
+                    walls[workers].append(wall)
+            n0, n2 = statistics.median(walls["0"]), statistics.median(walls["2"])
+            print(f"{label:<40}{n0:>7.2f}s{n2:>7.2f}s{n2 / n0:>7.2f}x")
 
 
 if __name__ == "__main__":
