@@ -74,9 +74,15 @@ def test_the_package_is_marked_typed() -> None:
 
 
 def test_every_design_decision_record_has_the_four_sections() -> None:
-    records = sorted((ROOT / "adr").glob("*.md"))
+    records = sorted((ROOT / "adr").glob("[0-9][0-9][0-9][0-9]-*.md"))
     assert records
     for record in records:
         text = record.read_text()
         for heading in ("## Context", "## Decision", "## Alternatives", "## Consequences"):
             assert heading in text, f"{record.name} lacks {heading}"
+
+
+def test_the_design_decision_index_lists_every_record() -> None:
+    index = (ROOT / "adr" / "README.md").read_text()
+    for record in (ROOT / "adr").glob("[0-9][0-9][0-9][0-9]-*.md"):
+        assert f"({record.name})" in index, f"adr/README.md does not list {record.name}"
