@@ -113,30 +113,50 @@ def _port_range(config: pytest.Config) -> range | None:
         raise pytest.UsageError(str(exc)) from None
 
 
+def _start_run(config: pytest.Config, given_uid: str | None) -> _Run:
+    """Start the run in the process that owns it: id, directory, liveness lock, environment."""
+    __tracebackhide__ = True
+    uid = given_uid or uuid.uuid4().hex
+    try:
+        _worker.get_testrun_uid({_worker.RUN_VAR: uid})
+    except _worker.WorkerContractError as exc:
+        raise pytest.UsageError(f"--testrunuid: {exc}") from None
+    coordination.reap_dead_runs()
+    lock = coordination.RunLock(uid)
+    run = _Run(uid, lock.acquire(), lock)
+    # Variables inherited from an outer pytest (this run started inside a
+    # worker of another) would make the helpers report that outer worker.
+    for name in (_worker.WORKER_VAR, _worker.COUNT_VAR, _worker.XDIST_RUN_VAR):
+        _set_env(run, name, None)
+    _set_env(run, _worker.RUN_VAR, uid)
+    _set_env(run, coordination.RUN_DIR_VAR, str(run.directory))
+    return run
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    # pytest imports the first conftest.py files before pytest_configure: start
+    # the run now, so that helpers called at their import time see this run.
+    if _worker.WORKER_VAR in os.environ:
+        return  # an xdist worker, which learns its run from workerinput
+    given = getattr(early_config.known_args_namespace, "testrunuid", None)
+    early_config.stash[_run_key] = _start_run(early_config, given)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     _check_contract()
     workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
+    run = config.stash.get(_run_key, None)
     if workerinput is not None:
         uid = workerinput["testrunuid"]
         run = _Run(uid, Path(workerinput[_RUN_DIR_INPUT]), lock=None)
-    else:
-        uid = getattr(config.option, "testrunuid", None) or uuid.uuid4().hex
-        if config.pluginmanager.hasplugin("xdist"):
-            config.option.testrunuid = uid  # xdist hands this id to the workers
-        try:
-            _worker.get_testrun_uid({_worker.RUN_VAR: uid})
-        except _worker.WorkerContractError as exc:
-            raise pytest.UsageError(f"--testrunuid: {exc}") from None
-        coordination.reap_dead_runs()
-        lock = coordination.RunLock(uid)
-        run = _Run(uid, lock.acquire(), lock)
-        # Variables inherited from an outer pytest (this run started inside a
-        # worker of another) would make the helpers report that outer worker.
-        for name in (_worker.WORKER_VAR, _worker.COUNT_VAR, _worker.XDIST_RUN_VAR):
-            _set_env(run, name, None)
-    _set_env(run, _worker.RUN_VAR, uid)
-    _set_env(run, coordination.RUN_DIR_VAR, str(run.directory))
+        _set_env(run, _worker.RUN_VAR, uid)
+        _set_env(run, coordination.RUN_DIR_VAR, str(run.directory))
+    elif run is None:
+        run = _start_run(config, getattr(config.option, "testrunuid", None))
+    if workerinput is None and config.pluginmanager.hasplugin("xdist"):
+        config.option.testrunuid = run.uid  # xdist hands this id to the workers
     run.report = WorkerReport(_worker.get_worker_id())
     run.port_range = _port_range(config)
     config.stash[_run_key] = run

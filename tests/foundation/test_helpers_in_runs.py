@@ -145,3 +145,42 @@ def test_it_prints_no_summary_when_no_resource_was_used(pytester: pytest.Pyteste
     result = pytester.runpytest_subprocess("-n", "2")
     result.assert_outcomes(passed=1)
     result.stdout.no_fnmatch_line("worker_utils:*")
+
+
+SETTINGS = """
+import worker_utils
+
+RUN_UID = worker_utils.get_testrun_uid()
+WORKER_ID = worker_utils.get_worker_id()
+CACHE_DIR = worker_utils.worker_tmp_path() / "cache"
+"""
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_helpers_called_while_conftest_is_imported_see_this_run(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    root = pytester.path / "tmp"
+    root.mkdir()
+    monkeypatch.setenv("TMPDIR", str(root))  # a temp root of this test's own, to inspect
+    # A top-level run, as a user starts it: not inside a worker of this suite's
+    # own run, whose variables a conftest import cannot tell from a real worker's
+    # (a limit recorded in ADR-0001).
+    for name in INHERITED:
+        monkeypatch.delenv(name, raising=False)
+    pytester.makepyfile(settings=SETTINGS)
+    pytester.makeconftest("import settings  # imported before pytest_configure runs")
+    pytester.makepyfile(
+        """
+        import settings
+        import worker_utils
+
+        def test_settings_match_the_fixtures(worker_tmp_path):
+            assert settings.RUN_UID == worker_utils.get_testrun_uid()
+            assert settings.WORKER_ID == worker_utils.get_worker_id()
+            assert settings.CACHE_DIR.parent == worker_tmp_path
+        """
+    )
+    result = pytester.runpytest_subprocess(*MODES[mode])
+    result.assert_outcomes(passed=1)
+    assert [path.name for path in root.rglob("run-*")] == [], "no run directory is left behind"
