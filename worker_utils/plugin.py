@@ -250,6 +250,7 @@ class SocketPathFactory:
         self._preferred = preferred
         self._short: Path | None = None
         self._given: set[str] = set()
+        self._paths: list[Path] = []
 
     def __call__(self, name: str = "socket") -> Path:
         """Return a new socket path ending in ``name`` (made unique if asked twice)."""
@@ -263,10 +264,16 @@ class SocketPathFactory:
             if self._short is None:
                 self._short = paths.make_short_dir()
             directory = self._short
+        self._paths.append(directory / unique)
         return directory / unique
 
     def cleanup(self) -> None:
-        """Remove the short directory, if one was needed."""
+        """Remove the sockets at the paths handed out, and the short directory if one was made.
+
+        The next test of the worker may then bind the same names again.
+        """
+        for path in self._paths:
+            path.unlink(missing_ok=True)
         if self._short is not None:
             shutil.rmtree(self._short, ignore_errors=True)
 
@@ -276,8 +283,9 @@ def worker_socket_path(worker_tmp_path: Path) -> Iterator[SocketPathFactory]:
     """A factory of Unix socket paths short enough for ``AF_UNIX`` (107 bytes on Linux).
 
     ``worker_socket_path("db.sock")`` returns a path in this worker's directory
-    when it fits, else in a short private directory under ``/tmp`` that is
-    removed after the test.
+    when it fits, else in a short private directory under ``/tmp``. Whatever is
+    left at the paths is removed after the test, so every test may use the same
+    names.
     """
     factory = SocketPathFactory(worker_tmp_path)
     yield factory

@@ -184,3 +184,19 @@ def test_a_socket_path_stays_in_the_worker_directory_when_it_fits(
         """
     )
     pytester.runpytest_subprocess("-p", "no:xdist").assert_outcomes(passed=1)
+
+
+def test_every_test_can_bind_the_same_socket_name(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import socket
+        import pytest
+
+        @pytest.mark.parametrize("n", range(3))
+        def test_bind(worker_socket_path, n):
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.bind(str(worker_socket_path("api.sock")))
+        """
+    )
+    pytester.runpytest_subprocess("-p", "no:xdist").assert_outcomes(passed=3)
+    pytester.runpytest_subprocess("-n", "2").assert_outcomes(passed=3)
