@@ -973,11 +973,18 @@ def _reset_mode(request: pytest.FixtureRequest, settings: _PostgresSettings) -> 
     marker = request.node.get_closest_marker(_PG_MARKER)
     mode = settings.reset
     if marker is not None:
+        unknown = sorted(set(marker.kwargs) - {"reset"})
+        if unknown or len(marker.args) > 1 or (marker.args and "reset" in marker.kwargs):
+            pytest.fail(
+                f"@pytest.mark.{_PG_MARKER}: takes one argument, reset= (or one positional "
+                f"value); got {', '.join(unknown) or 'more than one value'}",
+                pytrace=False,
+            )
         mode = marker.kwargs.get("reset", marker.args[0] if marker.args else mode)
-        if mode not in postgres.RESET_MODES:
+        if mode not in _PG_RESET_CHOICES:
             pytest.fail(
                 f"@pytest.mark.{_PG_MARKER}: reset={mode!r}; use one of "
-                f"{', '.join(postgres.RESET_MODES)}",
+                f"{', '.join(_PG_RESET_CHOICES)}",
                 pytrace=False,
             )
     if mode == "auto":

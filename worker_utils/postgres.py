@@ -962,15 +962,24 @@ def create_extensions(
     conn = _connect(target, autocommit=True) if isinstance(target, str) else target
     try:
         for name in names:
-            with contextlib.suppress(
-                psycopg.errors.UniqueViolation, psycopg.errors.DuplicateObject
-            ):
-                # Another run may create it at the same moment: IF NOT EXISTS is not atomic.
+            try:
                 conn.execute(
                     sql.SQL("CREATE EXTENSION IF NOT EXISTS {} SCHEMA {}").format(
                         sql.Identifier(name), sql.Identifier(schema)
                     )
                 )
+            except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateObject):
+                pass  # another run created it at the same moment: IF NOT EXISTS is not atomic
+            except psycopg.errors.InvalidSchemaName:
+                raise PostgresError(
+                    f"worker_utils_postgres_extension_schema: schema {schema!r} does not exist; "
+                    f"create it (CREATE SCHEMA {schema}) or leave the setting at public"
+                ) from None
+            except psycopg.Error as exc:
+                raise PostgresError(
+                    f"worker_utils_postgres_extensions: cannot create extension {name!r} "
+                    f"({_first_line(exc)}); install it on the server or remove it from the setting"
+                ) from None
     finally:
         if conn is not target:
             conn.close()

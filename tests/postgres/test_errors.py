@@ -121,9 +121,89 @@ def test_a_bad_marker_value_fails_that_test_only(example: Example) -> None:
     result.stdout.fnmatch_lines(
         [
             "@pytest.mark.worker_postgres: reset='rollback'; "
-            "use one of transaction, delete, truncate, none"
+            "use one of auto, transaction, delete, truncate, none"
         ]
     )
+
+
+def test_a_misspelt_marker_argument_is_named(example: Example) -> None:
+    example.pytester.makeini(f"[pytest]\nworker_utils_postgres_prefix = {example.prefix}\n")
+    example.pytester.makepyfile(
+        test_one="import pytest\n\n@pytest.mark.worker_postgres(rest='delete')\n"
+        "def test_marked(worker_postgres):\n    pass\n"
+    )
+    result = example.pytester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "@pytest.mark.worker_postgres: takes one argument, reset= (or one positional "
+            "value); got rest"
+        ]
+    )
+
+
+def test_the_marker_takes_auto_and_a_positional_value(example: Example) -> None:
+    # The ini says delete; the markers choose per test, and a committed row shows the mode.
+    example.pytester.makeini(
+        f"[pytest]\nworker_utils_postgres_prefix = {example.prefix}\n"
+        "worker_utils_postgres_reset = delete\n"
+    )
+    example.pytester.makeconftest(
+        """
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def worker_postgres_setup():
+            def setup(conn):
+                conn.execute("CREATE TABLE item (id int PRIMARY KEY)")
+            return setup
+        """
+    )
+    example.pytester.makepyfile(
+        test_one="""
+        import pytest
+
+        @pytest.mark.worker_postgres("transaction")
+        def test_a_positional_mode(worker_postgres):
+            worker_postgres.execute("INSERT INTO item VALUES (1)")
+            assert worker_postgres.info.transaction_status.name == "INTRANS"
+
+        @pytest.mark.worker_postgres(reset="auto")
+        def test_auto_picks_transaction_for_the_fixture_connection(worker_postgres):
+            assert worker_postgres.info.transaction_status.name == "INTRANS"
+
+        def test_the_ini_mode_applies_without_a_marker(worker_postgres):
+            assert worker_postgres.info.transaction_status.name == "IDLE"
+        """
+    )
+    example.pytester.runpytest_subprocess("-p", "no:randomly").assert_outcomes(passed=3)
+
+
+@pytest.mark.parametrize(
+    ("ini", "message"),
+    [
+        (
+            "worker_utils_postgres_extensions = citext\n"
+            "worker_utils_postgres_extension_schema = wu_no_such_schema",
+            "worker_utils_postgres_extension_schema: schema 'wu_no_such_schema' does not "
+            "exist; create it (CREATE SCHEMA wu_no_such_schema) or leave the setting at public",
+        ),
+        (
+            "worker_utils_postgres_extensions = wu_no_such_extension",
+            "worker_utils_postgres_extensions: cannot create extension 'wu_no_such_extension' "
+            "(*); install it on the server or remove it from the setting",
+        ),
+    ],
+)
+def test_an_unusable_extension_setting_is_named_without_a_traceback(
+    example: Example, ini: str, message: str
+) -> None:
+    example.pytester.makeini(f"[pytest]\nworker_utils_postgres_prefix = {example.prefix}\n{ini}\n")
+    example.pytester.makepyfile(test_one=ONE_TEST)
+    result = example.pytester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([message])
+    result.stdout.no_fnmatch_line("*Traceback*")
 
 
 def test_a_schema_worker_utils_did_not_create_is_never_dropped_and_the_error_says_so(
