@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from worker_utils._postgres_reset import ResetError, Resetter
 from worker_utils._worker import get_worker_id
 
 if TYPE_CHECKING:
@@ -229,7 +230,13 @@ def _connect(url: str, **kwargs: Any) -> psycopg.Connection[Any]:
 def _terminate_lockers(conn: psycopg.Connection[Any], kind: str, name: str) -> None:
     """End other backends that use the namespace, so that dropping it cannot wait forever."""
     if kind == "database":
-        return  # DROP DATABASE ... WITH (FORCE) ends them itself
+        with contextlib.suppress(_psycopg().Error):
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                [name],
+            )
+        return
     with contextlib.suppress(_psycopg().Error):
         conn.execute(
             """
@@ -267,88 +274,6 @@ def _drop(conn: psycopg.Connection[Any], kind: str, name: str) -> None:
             _terminate_lockers(conn, kind, name)
 
 
-# The reset runs server-side in one round trip, in a function private to the
-# admin session (pg_temp) so that its plans are cached and no user schema sees it.
-# Tables are emptied children first (following foreign keys); a cycle of foreign
-# keys falls back to TRUNCATE. Sequences owned by the tables restart, so ids
-# begin at 1 in every test.
-_RESET_FUNCTION = """
-CREATE FUNCTION pg_temp.worker_utils_reset(mode text, schemas text[]) RETURNS void
-LANGUAGE plpgsql AS $reset$
-DECLARE
-    rels regclass[];
-    used regclass[];
-    ordered text[] := '{}';
-    children regclass[];
-    parents regclass[];
-    r regclass;
-    progress boolean;
-    seq record;
-BEGIN
-    rels := ARRAY(
-        SELECT c.oid::regclass FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = ANY(schemas) AND c.relkind IN ('r', 'p') AND NOT c.relispartition
-          -- Not extension members; a subplan per table (an index probe), not a join
-          -- that reads all of pg_depend.
-          AND (
-              SELECT count(*) FROM pg_depend d
-              WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e'
-          ) = 0
-    );
-    IF cardinality(rels) = 0 THEN
-        RETURN;
-    END IF;
-    IF mode = 'truncate' THEN
-        EXECUTE 'TRUNCATE ' || array_to_string(rels, ', ') || ' RESTART IDENTITY CASCADE';
-        RETURN;
-    END IF;
-    -- One dynamic query finds the tables that hold rows (static SQL keeps its plans;
-    -- each EXECUTE is planned again).
-    EXECUTE 'SELECT ARRAY(' || (
-        SELECT string_agg(format('SELECT %L::regclass WHERE EXISTS (SELECT FROM %s)', x, x),
-                          ' UNION ALL ')
-        FROM unnest(rels) AS x
-    ) || ')' INTO used;
-    IF cardinality(used) > 0 THEN
-        SELECT array_agg(f.conrelid::regclass), array_agg(f.confrelid::regclass)
-        INTO children, parents FROM pg_constraint f
-        WHERE f.contype = 'f' AND f.conrelid <> f.confrelid
-          AND f.conrelid = ANY(used::oid[]) AND f.confrelid = ANY(used::oid[]);
-        WHILE cardinality(used) > 0 LOOP
-            progress := false;
-            FOREACH r IN ARRAY used LOOP
-                IF children IS NULL OR NOT EXISTS (
-                    SELECT FROM unnest(children, parents) AS e(child, parent)
-                    WHERE e.parent = r AND e.child = ANY(used)
-                ) THEN
-                    ordered := ordered || format('DELETE FROM %s', r);
-                    used := array_remove(used, r);
-                    progress := true;
-                END IF;
-            END LOOP;
-            IF NOT progress THEN  -- a cycle of foreign keys
-                ordered := ordered || ('TRUNCATE ' || array_to_string(used, ', ') || ' CASCADE');
-                used := '{}';
-            END IF;
-        END LOOP;
-        EXECUTE array_to_string(ordered, '; ');
-    END IF;
-    -- Sequences are not transactional: a rolled-back test advanced them too.
-    FOR seq IN
-        SELECT s.seqrelid::regclass AS rel, s.seqstart AS start
-        FROM pg_sequence s JOIN pg_depend d ON d.objid = s.seqrelid
-        WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = ANY(rels::oid[])
-          AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
-    LOOP
-        IF pg_sequence_last_value(seq.rel) IS NOT NULL THEN
-            PERFORM setval(seq.rel, seq.start, false);
-        END IF;
-    END LOOP;
-END
-$reset$
-"""
-
-
 @dataclass
 class WorkerNamespace:
     """One worker's schema or database for the life of the worker.
@@ -376,7 +301,7 @@ class WorkerNamespace:
     extensions: Sequence[str] = ()
     _keeper: psycopg.Connection[Any] | None = field(default=None, repr=False)
     _admin: psycopg.Connection[Any] | None = field(default=None, repr=False)
-    _schemas: list[str] | None = field(default=None, repr=False)
+    _resetter: Resetter | None = field(default=None, repr=False)
     #: Set when a test may have moved sequences on without leaving rows (a
     #: rolled-back transaction); the next ``delete`` test resets before it starts.
     sequences_advanced: bool = field(default=False, repr=False)
@@ -487,6 +412,10 @@ class WorkerNamespace:
             if self.extensions and not clone:  # a copy has its template's extensions
                 create_extensions(self._admin, self.extensions, self.extension_schema)
         self._admin.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(_LOCK_TIMEOUT)))
+        # Resets need no durability (a crash loses the namespace anyway), and not
+        # waiting for the WAL flush saves a good part of each one. Others see a
+        # commit at once either way.
+        self._admin.execute("SET synchronous_commit = off")
 
     def _comment(self, conn: psycopg.Connection[Any]) -> tuple[str | None] | None:
         if self.kind == "schema":
@@ -504,30 +433,54 @@ class WorkerNamespace:
         """Open a new psycopg connection that lands in this namespace."""
         return _connect(self.dsn, **kwargs)
 
+    def snapshot(self) -> None:
+        """Take the rows the namespace holds now (the setup's) as what resets return to.
+
+        After it, a ``delete`` or ``truncate`` reset leaves a table holding such
+        rows alone if no test changed it, and otherwise refills it with them;
+        sequences go back to where they are now. Without it, resets empty every
+        table.
+        """
+        self._reset_state().snapshot(self._require_admin())
+
     def reset(self, mode: str) -> None:
         """Undo what tests stored in the namespace.
 
-        ``delete`` empties the tables that hold rows (children before parents)
-        and restarts their sequences; ``truncate`` truncates every table;
-        ``transaction`` and ``none`` do nothing here (the test connection's
-        rollback undoes a ``transaction`` test).
+        ``delete`` empties the tables that hold rows and sets their sequences
+        back; ``truncate`` truncates every table; both then refill the tables
+        that held rows at :meth:`snapshot`. ``transaction`` and ``none`` do
+        nothing here (the test connection's rollback undoes a ``transaction`` test).
+
+        Raises:
+            PostgresError: The namespace could not be brought back (a row outside
+                it refers to a row inside, say); the message has the server's words.
         """
         if mode not in ("delete", "truncate"):
             return
         psycopg = _psycopg()
         admin = self._require_admin()
-        if self._schemas is None:
-            admin.execute(_RESET_FUNCTION)
-            self._schemas = [self.schema] if self.kind == "schema" else self._user_schemas(admin)
-        call = "SELECT pg_temp.worker_utils_reset(%s, %s)"
-        args = (mode, self._schemas)
+        resetter = self._reset_state()
         try:
-            admin.execute(call, args, prepare=True)
-        except psycopg.errors.LockNotAvailable:
-            # A connection the test left idle in a transaction holds a lock.
-            _terminate_lockers(admin, self.kind, self.name)
-            admin.execute(call, args)
+            try:
+                resetter.reset(admin, mode)
+            except psycopg.errors.LockNotAvailable:
+                # A connection the test left idle in a transaction holds a lock.
+                _terminate_lockers(admin, self.kind, self.name)
+                resetter.reset(admin, mode)
+        except ResetError as exc:
+            raise PostgresError(
+                f"worker_postgres: the {mode} reset of {self.kind} {self.name!r} failed: {exc}"
+            ) from exc
         self.sequences_advanced = False
+
+    def _reset_state(self) -> Resetter:
+        if self._resetter is None:
+            if self.kind == "schema":
+                schema = self.schema
+                self._resetter = Resetter(lambda _: [schema], database=False)
+            else:
+                self._resetter = Resetter(self._user_schemas, database=True)
+        return self._resetter
 
     def _user_schemas(self, conn: psycopg.Connection[Any]) -> list[str]:
         rows = conn.execute(
@@ -559,6 +512,7 @@ class WorkerNamespace:
                 _drop(keeper, self.kind, self.name)
         finally:
             self._admin = self._keeper = None
+            self._resetter = None
             self._created = False
             keeper.close()  # releases the advisory lock
 

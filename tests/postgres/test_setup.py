@@ -17,7 +17,7 @@ def test_the_setup_runs_once_per_run_and_every_worker_gets_a_copy(
 ) -> None:
     example.copy("setup_once")
     result = example.pytester.runpytest_subprocess("-n", "2", "-p", "no:randomly")
-    result.assert_outcomes(passed=5)
+    result.assert_outcomes(passed=9)
     records = read_records()
     assert len([r for r in records if "setup" in r]) == 1
     assert len({r["schema"] for r in records if "schema" in r}) == 2
@@ -30,7 +30,7 @@ def test_a_setup_that_makes_a_function_runs_in_every_worker_instead(
     monkeypatch.setenv("WU_TEST_FUNCTION", "1")
     example.copy("setup_once")
     result = example.pytester.runpytest_subprocess("-n", "2", "-p", "no:randomly", "-v")
-    result.assert_outcomes(passed=5)
+    result.assert_outcomes(passed=9)
     result.stdout.fnmatch_lines(["  gw0 postgres setup: per worker: it holds function answer"])
     # Once for the template, then once in each worker.
     assert len([r for r in read_records() if "setup" in r]) == 3
@@ -43,7 +43,7 @@ def test_database_mode_gives_each_worker_a_copy_of_the_template_database(
 ) -> None:
     example.copy("setup_once", ini="worker_utils_postgres_mode = database\n")
     result = example.pytester.runpytest_subprocess("-n", workers, "-p", "no:randomly")
-    result.assert_outcomes(passed=5)
+    result.assert_outcomes(passed=9)
     records = read_records()
     assert len([r for r in records if "setup" in r]) == 1
     assert {r["schema"] for r in records if "schema" in r} == {"public"}
