@@ -46,12 +46,13 @@ import json, os
 import psycopg
 import pytest
 
-_OUT = os.environ["WU_BENCH_OUT"]
+_OUT = os.environ.get("WU_BENCH_OUT")
 
 
-def pytest_runtest_logreport(report):
-    with open(_OUT, "a") as out:
-        out.write(json.dumps([report.nodeid, report.when, report.duration]) + "\\n")
+if _OUT:  # the per-test timings; the suite timings leave it out (xdist runs it twice)
+    def pytest_runtest_logreport(report):
+        with open(_OUT, "a") as out:
+            out.write(json.dumps([report.nodeid, report.when, report.duration]) + "\\n")
 
 
 @pytest.fixture(scope="session")
@@ -65,15 +66,17 @@ def worker_postgres_setup():
 @pytest.fixture(scope="session")
 def plain():
     with psycopg.connect(os.environ["WU_BENCH_URL"], autocommit=True) as conn:
-        conn.execute("DROP SCHEMA IF EXISTS wu_bench_baseline CASCADE")
-        conn.execute("CREATE SCHEMA wu_bench_baseline")
-        conn.execute("SET search_path = wu_bench_baseline")
+        # A schema per worker by hand, so the baseline can run under xdist too.
+        schema = "wu_bench_baseline_" + os.environ.get("PYTEST_XDIST_WORKER", "master")
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        conn.execute(f"CREATE SCHEMA {schema}")
+        conn.execute(f"SET search_path = {schema}")
         conn.execute("CREATE TABLE item (id serial PRIMARY KEY, name text NOT NULL)")
         conn.autocommit = False
         yield conn
         conn.rollback()
         conn.autocommit = True
-        conn.execute("DROP SCHEMA wu_bench_baseline CASCADE")
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
 """
 
 PPG_CONFTEST = """
@@ -81,12 +84,13 @@ import json, os
 import pytest
 from pytest_postgresql import factories
 
-_OUT = os.environ["WU_BENCH_OUT"]
+_OUT = os.environ.get("WU_BENCH_OUT")
 
 
-def pytest_runtest_logreport(report):
-    with open(_OUT, "a") as out:
-        out.write(json.dumps([report.nodeid, report.when, report.duration]) + "\\n")
+if _OUT:  # the per-test timings; the suite timings leave it out (xdist runs it twice)
+    def pytest_runtest_logreport(report):
+        with open(_OUT, "a") as out:
+            out.write(json.dumps([report.nodeid, report.when, report.duration]) + "\\n")
 
 
 def load(host, port, user, dbname, password, **_):
@@ -129,9 +133,20 @@ def make_test_file(variant: str, count: int, statements: int) -> str:
 
 
 def run_variant(
-    root: Path, variant: str, count: int, url: str, *args: str, statements: int = 1
+    root: Path,
+    variant: str,
+    count: int,
+    url: str,
+    *args: str,
+    statements: int = 1,
+    timings: bool = True,
 ) -> tuple[list[float], float, float]:
-    """Run one variant; return per-test times, the first test's setup and the wall time."""
+    """Run one variant; return per-test times, the first test's setup and the wall time.
+
+    With ``timings`` false only the wall time is measured: the hook that records
+    each report runs in the controller too under xdist, a cost of the benchmark
+    rather than of the suite.
+    """
     directory = root / f"{variant}-{statements}"
     directory.mkdir(exist_ok=True)
     conftest = PPG_CONFTEST if variant == "pytest-postgresql" else CONFTEST
@@ -139,7 +154,9 @@ def run_variant(
     (directory / "test_bench.py").write_text(make_test_file(variant, count, statements))
     out = directory / "reports.jsonl"
     out.unlink(missing_ok=True)
-    env = {**os.environ, "WU_BENCH_OUT": str(out), "WU_BENCH_URL": url}
+    env = {**os.environ, "WU_BENCH_URL": url}
+    if timings:
+        env["WU_BENCH_OUT"] = str(out)
     env["WORKER_UTILS_POSTGRES_URL"] = url
     start = time.perf_counter()
     done = subprocess.run(
@@ -152,7 +169,7 @@ def run_variant(
         raise SystemExit(f"{variant} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     per_test: dict[str, float] = {}
     first_setup = 0.0
-    for line in out.read_text().splitlines():
+    for line in out.read_text().splitlines() if timings else ():
         nodeid, when, duration = json.loads(line)
         per_test[nodeid] = per_test.get(nodeid, 0.0) + duration
         if when == "setup":
@@ -205,54 +222,72 @@ def main() -> None:
     parser.add_argument("--tests", type=int, default=300)
     parser.add_argument("--ppg-tests", type=int, default=20)
     parser.add_argument("--suite", type=int, default=2000)
+    parser.add_argument(
+        "--parts", default="0,1,2", help="Which parts to run, comma-separated (default: 0,1,2)"
+    )
     args = parser.parse_args()
-    micro(args.url)
+    parts = set(args.parts.split(","))
+    if "0" in parts:
+        micro(args.url)
     with tempfile.TemporaryDirectory(prefix="wu-bench-pg-") as tmp:
         root = Path(tmp)
-        times: dict[str, list[float]] = {variant: [] for variant in BODY}
-        setups: dict[str, list[float]] = {variant: [] for variant in BODY}
-        for _ in range(args.rounds):
-            for variant in BODY:
-                count = args.ppg_tests if variant == "pytest-postgresql" else args.tests
-                per_test, first_setup, _ = run_variant(root, variant, count, args.url, "-n", "0")
-                times[variant].extend(per_test)
-                setups[variant].append(first_setup)
-        base_setup = statistics.median(setups["baseline"])
-        print(f"Per-test time, median over {args.rounds} alternating rounds (-n 0):")
-        print(f"{'variant':<20}{'per test':>12}{'overhead':>12}{'first setup':>14}")
-        for variant in BODY:
-            committing = BODY[variant][2]
-            base = statistics.median(times["baseline+commit" if committing else "baseline"])
-            median = statistics.median(times[variant])
-            setup = statistics.median(setups[variant]) - base_setup
-            print(
-                f"{variant:<20}{median * 1000:>10.3f}ms{(median - base) * 1000:>+10.3f}ms"
-                f"{setup * 1000:>+12.1f}ms"
-            )
-        base = statistics.median(times["baseline+commit"])
-        ours = statistics.median(times["delete"]) - base
-        theirs = statistics.median(times["pytest-postgresql"]) - base
-        print(f"pytest-postgresql overhead / delete-mode overhead: {theirs / max(ours, 1e-6):.0f}x")
+        if "1" in parts:
+            per_test(root, args)
+        if "2" in parts:
+            suites(root, args)
 
-        # On two cores xdist's controller handles every report itself: for tests this
-        # small it costs more than the second worker saves, database or not.
-        suites = (
-            ("no database (xdist's own cost)", "empty", 0),
-            ("worker_postgres, 2 statements a test", "transaction", 1),
-            ("worker_postgres, 40 statements a test", "transaction", 20),
+
+def per_test(root: Path, args: argparse.Namespace) -> None:
+    """Part 1: per-test time of each variant, alternating, at -n 0."""
+    times: dict[str, list[float]] = {variant: [] for variant in BODY}
+    setups: dict[str, list[float]] = {variant: [] for variant in BODY}
+    for _ in range(args.rounds):
+        for variant in BODY:
+            count = args.ppg_tests if variant == "pytest-postgresql" else args.tests
+            samples, first_setup, _ = run_variant(root, variant, count, args.url, "-n", "0")
+            times[variant].extend(samples)
+            setups[variant].append(first_setup)
+    base_setup = statistics.median(setups["baseline"])
+    print(f"Per-test time, median over {args.rounds} alternating rounds (-n 0):")
+    print(f"{'variant':<20}{'per test':>12}{'overhead':>12}{'first setup':>14}")
+    for variant in BODY:
+        committing = BODY[variant][2]
+        base = statistics.median(times["baseline+commit" if committing else "baseline"])
+        median = statistics.median(times[variant])
+        setup = statistics.median(setups[variant]) - base_setup
+        print(
+            f"{variant:<20}{median * 1000:>10.3f}ms{(median - base) * 1000:>+10.3f}ms"
+            f"{setup * 1000:>+12.1f}ms"
         )
-        print(f"\n{args.suite}-test suites, wall time (median of 2, alternating):")
-        print(f"{'suite':<40}{'-n 0':>8}{'-n 2':>8}{'ratio':>8}")
-        for label, variant, statements in suites:
-            walls: dict[str, list[float]] = {"0": [], "2": []}
-            for _ in range(2):
-                for workers in walls:
-                    _, _, wall = run_variant(
-                        root, variant, args.suite, args.url, "-n", workers, statements=statements
-                    )
-                    walls[workers].append(wall)
-            n0, n2 = statistics.median(walls["0"]), statistics.median(walls["2"])
-            print(f"{label:<40}{n0:>7.2f}s{n2:>7.2f}s{n2 / n0:>7.2f}x")
+    base = statistics.median(times["baseline+commit"])
+    ours = statistics.median(times["delete"]) - base
+    theirs = statistics.median(times["pytest-postgresql"]) - base
+    print(f"pytest-postgresql overhead / delete-mode overhead: {theirs / max(ours, 1e-6):.0f}x")
+
+
+def suites(root: Path, args: argparse.Namespace) -> None:
+    """Part 2: wall time of 2,000-test suites at -n 0 and -n 2, alternating."""
+    # On two cores xdist's controller handles every report itself: for tests this
+    # small it costs more than the second worker saves, database or not.
+    kinds = (
+        ("no database (xdist's own cost)", "empty", 0),
+        ("baseline (no isolation), 2 statements", "baseline", 1),
+        ("worker_postgres, 2 statements a test", "transaction", 1),
+        ("worker_postgres, 40 statements a test", "transaction", 20),
+    )
+    print(f"\n{args.suite}-test suites, wall time (median of 2, alternating):")
+    print(f"{'suite':<40}{'-n 0':>8}{'-n 2':>8}{'ratio':>8}")
+    for label, variant, statements in kinds:
+        walls: dict[str, list[float]] = {"0": [], "2": []}
+        for _ in range(2):
+            for workers in walls:
+                _, _, wall = run_variant(
+                    root, variant, args.suite, args.url, "-n", workers,
+                    statements=statements, timings=False,
+                )  # fmt: skip
+                walls[workers].append(wall)
+        n0, n2 = statistics.median(walls["0"]), statistics.median(walls["2"])
+        print(f"{label:<40}{n0:>7.2f}s{n2:>7.2f}s{n2 / n0:>7.2f}x")
 
 
 if __name__ == "__main__":

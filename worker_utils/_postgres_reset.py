@@ -58,12 +58,14 @@ class _Seed:
 @dataclass
 class _Plan:
     tables: list[_Table]
-    #: Sequence oid -> (start, baseline last value or None if never called).
-    sequences: dict[int, tuple[int, int | None]]
-    #: Sequence oid -> its last value now.
+    #: Sequence oid -> its start.
+    starts: dict[int, int]
+    #: Sequence oid -> its last value when the plan was read.
     positions: dict[int, int | None]
     fingerprint_sql: str
     fingerprint: str
+    #: Sequence oid -> (start, baseline last value or None if never called).
+    sequences: dict[int, tuple[int, int | None]] = field(default_factory=dict)
     delete_sql: str = ""
     full_sql: str = ""
     seeded: list[_Table] = field(default_factory=list)
@@ -124,28 +126,36 @@ class Resetter:
         self._seed_sequences: dict[int, int | None] = {}
         self._references: list[tuple[int, int]] = []
 
-    def snapshot(self, conn: psycopg.Connection[Any]) -> None:
-        """Take the rows and sequence positions the namespace holds now as its baseline."""
+    def holds_rows(self, conn: psycopg.Connection[Any]) -> bool:
+        """Return True if any table of the namespace holds a row."""
+        plan = self._plan = self._read(conn)
+        return any(self._filled(conn, plan))
+
+    def _filled(self, conn: psycopg.Connection[Any], plan: _Plan) -> list[bool]:
         import psycopg
 
         sql = psycopg.sql
+        if not plan.tables:
+            return []
+        query = sql.SQL("SELECT ARRAY[{}]::bool[]").format(
+            sql.SQL(", ").join(
+                sql.SQL("EXISTS (SELECT FROM {})").format(t.only(sql)) for t in plan.tables
+            )
+        )
+        return list(conn.execute(query).fetchone()[0])  # type: ignore[index]
+
+    def snapshot(self, conn: psycopg.Connection[Any]) -> None:
+        """Take the rows and sequence positions the namespace holds now as its baseline."""
         plan = self._plan = self._read(conn)
         self._seeds = {}
-        if plan.tables:
-            query = sql.SQL("SELECT ARRAY[{}]::bool[]").format(
-                sql.SQL(", ").join(
-                    sql.SQL("EXISTS (SELECT FROM {})").format(t.only(sql)) for t in plan.tables
-                )
-            )
-            filled = conn.execute(query).fetchone()[0]  # type: ignore[index]
-            for table, has_rows in zip(plan.tables, filled, strict=True):
-                if has_rows:
-                    self._seeds[table.oid] = self._copy_out(conn, table)
+        for table, has_rows in zip(plan.tables, self._filled(conn, plan), strict=True):
+            if has_rows:
+                self._seeds[table.oid] = self._copy_out(conn, table)
         self._seed_sequences = dict(plan.positions)
         oids = list(self._seeds)
         rows = conn.execute(_REFERENCES, {"tables": oids}).fetchall() if oids else []
         self._references = [(child, parent) for child, parent in rows]
-        self._plan = self._read(conn)  # again, with the baseline in its statements
+        self._build(conn, plan)
 
     def _copy_out(self, conn: psycopg.Connection[Any], table: _Table) -> _Seed:
         import psycopg
@@ -217,7 +227,7 @@ class Resetter:
         tables = [_Table(*row) for row in conn.execute(_TABLES, {"nsp": nsp})]
         oids = [t.oid for t in tables]
         rows = conn.execute(_SEQUENCES, {"tables": oids}).fetchall() if oids else []
-        sequences = {oid: (start, self._seed_sequences.get(oid)) for oid, start, _ in rows}
+        starts = {oid: start for oid, start, _ in rows}
         positions = {oid: last for oid, _, last in rows}
         parts: list[sql_module.Composable] = [
             sql.SQL(
@@ -234,14 +244,21 @@ class Resetter:
             )
         fingerprint_sql = sql.SQL(" || '/' || ").join(parts).as_string(conn)
         fingerprint = conn.execute(sql.SQL("SELECT " + fingerprint_sql)).fetchone()[0]  # type: ignore[index]
-        self._seeds = {oid: seed for oid, seed in self._seeds.items() if oid in oids}
-        plan = _Plan(tables, sequences, positions, fingerprint_sql, fingerprint)
-        plan.seeded = [t for t in tables if t.oid in self._seeds]
-        plain = [t for t in tables if t.oid not in self._seeds]
-        plan.plain = plain
-        plan.full_sql = self._statement(conn, plan, tables, dirty=False)
-        plan.delete_sql = self._statement(conn, plan, plain, dirty=True)
+        plan = _Plan(tables, starts, positions, fingerprint_sql, fingerprint)
+        self._build(conn, plan)
         return plan
+
+    def _build(self, conn: psycopg.Connection[Any], plan: _Plan) -> None:
+        """Write the plan's statements for the current baseline."""
+        oids = {t.oid for t in plan.tables}
+        self._seeds = {oid: seed for oid, seed in self._seeds.items() if oid in oids}
+        plan.sequences = {
+            oid: (start, self._seed_sequences.get(oid)) for oid, start in plan.starts.items()
+        }
+        plan.seeded = [t for t in plan.tables if t.oid in self._seeds]
+        plan.plain = [t for t in plan.tables if t.oid not in self._seeds]
+        plan.full_sql = self._statement(conn, plan, plan.tables, dirty=False)
+        plan.delete_sql = self._statement(conn, plan, plan.plain, dirty=True)
 
     def _statement(
         self, conn: psycopg.Connection[Any], plan: _Plan, tables: Sequence[_Table], *, dirty: bool

@@ -940,8 +940,9 @@ def worker_postgres_namespace(
             run.report.note("postgres setup", f"per worker: {template['reason']}")
             with namespace.connect() as conn:
                 worker_postgres_setup(conn)  # type: ignore[misc]
-        if template is not None:
             namespace.snapshot()  # the setup's rows survive delete and truncate resets
+        elif namespace.seeded:
+            namespace.snapshot()
     except (postgres.PostgresError, coordination.RunOnceError) as exc:
         namespace.drop()
         error = str(exc)

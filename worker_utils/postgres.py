@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+import select
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -305,6 +306,8 @@ class WorkerNamespace:
     #: Set when a test may have moved sequences on without leaving rows (a
     #: rolled-back transaction); the next ``delete`` test resets before it starts.
     sequences_advanced: bool = field(default=False, repr=False)
+    #: Set by :meth:`create` when the copy of its template holds rows.
+    seeded: bool = field(default=False, repr=False)
     _created: bool = field(default=False, repr=False)
 
     @property
@@ -390,7 +393,9 @@ class WorkerNamespace:
                 )
                 if clone:
                     assert template is not None
-                    _clone_schema(keeper, template["name"], self.name, self.extension_schema)
+                    self.seeded = _clone_schema(
+                        keeper, template["name"], self.name, self.extension_schema
+                    )
             self._admin = keeper
         else:
             record["lockdb"] = current_db
@@ -398,6 +403,7 @@ class WorkerNamespace:
             if clone:
                 assert template is not None
                 create += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template["name"]))
+                self.seeded = bool(template["seeded"])
             keeper.execute(create)
             self._created = True
             keeper.execute(
@@ -517,34 +523,40 @@ class WorkerNamespace:
             keeper.close()  # releases the advisory lock
 
 
-# Objects a template schema may hold and still be copied by _clone_schema; the
-# query names the first few others (functions, types, triggers, ...).
+# What a template schema holds that _clone_schema cannot copy (it copies tables,
+# their sequences, indexes and constraints, and views); the first few are named.
+# Membership comes from pg_depend's index on the namespace: pg_class has none.
 _UNCLONABLE = """
-SELECT kind || ' ' || name FROM (
-    SELECT 'relation' AS kind, c.relname::text AS name FROM pg_class c
-    WHERE c.relnamespace = %(s)s::regnamespace AND c.relkind NOT IN ('r', 'S', 'i', 'v')
+WITH member AS (
+    SELECT classid, objid FROM pg_depend
+    WHERE refclassid = 'pg_namespace'::regclass AND refobjid = %(s)s::regnamespace
+      AND deptype = 'n'
+), rel AS (
+    SELECT c.oid, c.relname, c.relkind FROM member m JOIN pg_class c ON c.oid = m.objid
+    WHERE m.classid = 'pg_class'::regclass
+)
+SELECT what FROM (
+    SELECT 'relation ' || relname AS what FROM rel WHERE relkind NOT IN ('r', 'S', 'v')
     UNION ALL
-    SELECT 'sequence', c.relname FROM pg_class c
-    WHERE c.relnamespace = %(s)s::regnamespace AND c.relkind = 'S' AND NOT EXISTS (
-        SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+    SELECT 'sequence ' || r.relname FROM rel r WHERE r.relkind = 'S' AND NOT EXISTS (
+        SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = r.oid
         AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i'))
     UNION ALL
-    SELECT 'function', p.proname FROM pg_proc p WHERE p.pronamespace = %(s)s::regnamespace
+    SELECT 'trigger ' || g.tgname FROM rel r JOIN pg_trigger g ON g.tgrelid = r.oid
+    WHERE NOT g.tgisinternal
     UNION ALL
-    SELECT 'type', t.typname FROM pg_type t
-    WHERE t.typnamespace = %(s)s::regnamespace AND t.typtype IN ('e', 'd', 'r', 'm')
+    SELECT 'policy ' || o.polname FROM rel r JOIN pg_policy o ON o.polrelid = r.oid
     UNION ALL
-    SELECT 'trigger', g.tgname FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid
-    WHERE c.relnamespace = %(s)s::regnamespace AND NOT g.tgisinternal
+    SELECT 'inheritance ' || r.relname FROM rel r JOIN pg_inherits i ON i.inhrelid = r.oid
     UNION ALL
-    SELECT 'policy', o.polname FROM pg_policy o JOIN pg_class c ON c.oid = o.polrelid
-    WHERE c.relnamespace = %(s)s::regnamespace
+    SELECT 'function ' || p.proname FROM member m JOIN pg_proc p ON p.oid = m.objid
+    WHERE m.classid = 'pg_proc'::regclass
     UNION ALL
-    SELECT 'inheritance', c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-    WHERE c.relnamespace = %(s)s::regnamespace
-    UNION ALL
-    SELECT 'extension', e.extname FROM pg_extension e
-    WHERE e.extnamespace = %(s)s::regnamespace
+    SELECT 'type ' || t.typname FROM member m JOIN pg_type t ON t.oid = m.objid
+    WHERE m.classid = 'pg_type'::regclass AND t.typtype <> 'c'
+    UNION ALL  -- extensions, collations, operators, statistics, text search ...
+    SELECT pg_describe_object(m.classid, m.objid, 0) FROM member m
+    WHERE m.classid NOT IN ('pg_class'::regclass, 'pg_proc'::regclass, 'pg_type'::regclass)
 ) AS unsupported ORDER BY 1 LIMIT 3
 """
 
@@ -559,8 +571,10 @@ def _unclonable(conn: psycopg.Connection[Any], schema: str) -> str | None:
 
 def _clone_schema(
     conn: psycopg.Connection[Any], source: str, target: str, extension_schema: str
-) -> None:
+) -> bool:
     """Copy the tables, sequences, indexes, constraints, rows and views of ``source``.
+
+    Returns True if rows were copied.
 
     Runs inside the caller's transaction. Definitions are read with ``source``
     first on the search path, so that they name its objects unqualified, and
@@ -654,13 +668,14 @@ def _clone_schema(
             )
         if last_value is not None:
             conn.execute("SELECT setval(%s::regclass, %s, true)", [new_seq, last_value])
+    copied = 0
     for table in tables:
         cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns[table])
-        conn.execute(
+        copied += conn.execute(
             sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {}").format(
                 sql.Identifier(target, table), cols, cols, sql.Identifier(source, table)
             )
-        )
+        ).rowcount
     for table, name, definition in foreign_keys:
         conn.execute(
             sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
@@ -675,6 +690,7 @@ def _clone_schema(
                 sql.Identifier(target, name), sql.SQL(definition)
             )
         )
+    return copied > 0
 
 
 def template_name(run_uid: str, prefix: str = DEFAULT_PREFIX) -> str:
@@ -697,6 +713,7 @@ def build_template(
         JSON data for :meth:`WorkerNamespace.create` and :func:`drop_template`:
         ``clonable`` is False (with a ``reason``) when the template holds objects
         a schema copy cannot reproduce; workers then run the setup themselves.
+        ``seeded`` (database mode) is True when the setup left rows.
     """
     template = WorkerNamespace(
         url, template_name(run_uid, prefix), run_uid, kind, extension_schema, extensions
@@ -706,8 +723,11 @@ def build_template(
         with template.connect() as conn:  # committed on leaving the block
             setup(conn)
         reason = None
-        if kind == "schema":
+        seeded = False
+        if kind == "schema":  # where the copy itself counts the rows it copies
             reason = _unclonable(template._require_admin(), template.name)
+        else:
+            seeded = template._reset_state().holds_rows(template._require_admin())
     except BaseException:
         template.drop()
         raise
@@ -718,6 +738,7 @@ def build_template(
         "kind": kind,
         "clonable": reason is None,
         "reason": reason,
+        "seeded": seeded,
     }
 
 
@@ -947,13 +968,16 @@ class SharedConnection:
     a transaction-mode test it is inside ``BEGIN`` ... ``ROLLBACK`` sent straight
     through libpq: ``Connection.rollback()`` would also empty psycopg's
     prepared-statement cache, which costs about 0.4 ms in the next test. The
-    ``ROLLBACK`` of one test and the ``BEGIN`` of the next go in one round trip.
+    ``ROLLBACK`` of one test and the ``BEGIN`` of the next are sent together as
+    the test ends; their results are read as the next test begins, so no test
+    waits for that round trip.
     """
 
     def __init__(self, namespace: WorkerNamespace) -> None:
         self.namespace = namespace
         self._conn: psycopg.Connection[Any] | None = None
         self._begun = False  # a BEGIN sent ahead, with the previous test's ROLLBACK
+        self._pending = False  # ... whose results are still to be read
         self._committed = False
 
     def _open(self) -> psycopg.Connection[Any]:
@@ -972,7 +996,16 @@ class SharedConnection:
         """Return the connection, inside a transaction if ``transaction``."""
         psycopg = _psycopg()
         conn = self._conn
-        if conn is None or conn.closed or conn.broken:
+        if conn is not None and self._pending:
+            self._pending = False
+            self._begun = self._collect(conn) and self._begun
+        if (
+            conn is None
+            or conn.closed
+            or conn.broken
+            or conn.pgconn.status != _psycopg().pq.ConnStatus.OK
+        ):
+            self.close()
             conn = self._conn = self._open()
         self._committed = False
         in_transaction = conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
@@ -997,7 +1030,9 @@ class SharedConnection:
             conn.cancel_safe()  # a query still running: stop it rather than wait
         if conn.info.transaction_status in (status.INTRANS, status.INERROR):
             if transaction and not conn.autocommit:
-                self._begun = self._raw(conn, b"ROLLBACK; BEGIN")
+                # Its results are read when the next test begins: by then the
+                # server is long done, and this test does not wait a round trip.
+                self._begun = self._pending = self._send(conn, b"ROLLBACK; BEGIN")
             if not self._begun:
                 conn.rollback()
         elif transaction:
@@ -1008,12 +1043,35 @@ class SharedConnection:
         return escaped
 
     @staticmethod
+    def _send(conn: psycopg.Connection[Any], command: bytes) -> bool:
+        pgconn = conn.pgconn
+        try:
+            pgconn.send_query(command)
+            while pgconn.flush():  # a non-blocking connection: wait until all is sent
+                select.select([], [pgconn.socket], [])
+        except _psycopg().OperationalError:
+            return False
+        return True
+
+    @staticmethod
+    def _collect(conn: psycopg.Connection[Any]) -> bool:
+        """Read the results of what :meth:`_send` sent; True if every command succeeded."""
+        ok = True
+        try:
+            while (result := conn.pgconn.get_result()) is not None:
+                ok = ok and result.status == _psycopg().pq.ExecStatus.COMMAND_OK
+        except _psycopg().OperationalError:
+            return False
+        return ok
+
+    @staticmethod
     def _raw(conn: psycopg.Connection[Any], command: bytes) -> bool:
         result = conn.pgconn.exec_(command)
         return bool(result.status == _psycopg().pq.ExecStatus.COMMAND_OK)
 
     def close(self) -> None:
         """Close the connection, if open."""
+        self._pending = self._begun = False
         if self._conn is not None:
             self._conn.close()
             self._conn = None

@@ -247,3 +247,28 @@ def test_a_changed_seeded_parent_brings_back_the_rows_that_refer_to_it(
     namespace.reset("delete")
     assert rows(conn, "SELECT * FROM line ORDER BY id") == seeded
     assert rows(conn, "SELECT id, customer FROM orders ORDER BY id") == [(1, 1), (2, 2)]
+
+
+def test_a_template_with_what_a_schema_copy_cannot_reproduce_is_named(prefix: str) -> None:
+    with made(prefix, "schema") as namespace, namespace.connect(autocommit=True) as conn:
+        assert postgres._unclonable(conn, namespace.name) is None
+        make_shop(conn)
+        conn.execute("CREATE VIEW names AS SELECT name FROM customer")
+        assert postgres._unclonable(conn, namespace.name) is None
+        conn.execute(
+            """
+            CREATE TYPE mood AS ENUM ('ok');
+            CREATE COLLATION nocase (provider = icu, locale = 'und-u-ks-level2',
+                                     deterministic = false);
+            CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql
+                AS 'BEGIN RETURN NEW; END';
+            """
+        )
+        assert postgres._unclonable(conn, namespace.name) == (
+            "it holds collation nocase, function touch, type mood"
+        )
+        conn.execute("DROP TYPE mood; DROP COLLATION nocase; CREATE SEQUENCE loose")
+        conn.execute("CREATE TRIGGER touched BEFORE INSERT ON customer EXECUTE FUNCTION touch()")
+        assert postgres._unclonable(conn, namespace.name) == (
+            "it holds function touch, sequence loose, trigger touched"
+        )

@@ -36,7 +36,9 @@ def worker_postgres_setup():
         for mode in ["delete"] * 3 + ["truncate"] * 2
     ],
 )
-def test_seed_rows_survive_tests_that_change_them(worker_postgres_dsn, reset):
+def test_seed_rows_survive_tests_that_change_them(
+    worker_postgres_dsn, worker_postgres_schema, reset
+):
     with psycopg.connect(worker_postgres_dsn) as app:
         colors = app.execute("SELECT id, name FROM color ORDER BY id").fetchall()
         assert colors == [(1, "red"), (2, "green")]
@@ -45,6 +47,7 @@ def test_seed_rows_survive_tests_that_change_them(worker_postgres_dsn, reset):
         blue = app.execute("INSERT INTO color (name) VALUES ('blue') RETURNING id").fetchone()
         assert blue == (3,)  # the sequence carries on from the seed rows, every time
         app.execute("INSERT INTO shade (color) VALUES (3)")
+    record(schema=worker_postgres_schema, worker=os.environ.get("PYTEST_XDIST_WORKER"))
 
 
 @pytest.mark.parametrize("n", range(4))
