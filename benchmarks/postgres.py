@@ -1,9 +1,9 @@
 """Per-test cost of worker_utils' PostgreSQL isolation, side by side with its alternatives.
 
-Usage: ``python benchmarks/postgres.py [--url URL] [--rounds 3] [--tests 300]``
+Usage: ``python benchmarks/postgres.py [--url URL] [--rounds 5] [--tests 300] [--parts 0,1,2]``
 
 Part 1 runs the same small test (insert a row, count the rows) under each
-variant, alternating variants round by round, and reports the median time per
+variant, in a new random order each round, and reports the median time per
 test (setup + call + teardown, from pytest's own reports) and its overhead over
 a baseline that shares one connection and isolates nothing:
 
@@ -11,6 +11,8 @@ a baseline that shares one connection and isolates nothing:
   work never committed (the floor for ``transaction``);
 - ``baseline+commit``: the same, each test committing (the floor for the modes
   whose tests commit: a commit waits for the WAL flush);
+- ``baseline+fixture``: the baseline through a function-scoped fixture that
+  only yields it: the part of any fixture's overhead that is pytest's own;
 - ``transaction``, ``delete``, ``truncate``: the ``worker_postgres`` fixture
   with each reset mode (the delete and truncate tests commit);
 - ``pytest-postgresql``: its ``postgresql`` fixture (a database per test, made
@@ -34,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -77,6 +80,11 @@ def plain():
         conn.rollback()
         conn.autocommit = True
         conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def plain_fixture(plain):  # what a function-scoped fixture alone costs
+    yield plain
 """
 
 PPG_CONFTEST = """
@@ -107,6 +115,7 @@ postgresql = factories.postgresql("postgresql_noproc")
 BODY = {
     "baseline": ("plain", "", False),
     "baseline+commit": ("plain", "", True),
+    "baseline+fixture": ("plain_fixture", "", False),
     "transaction": ("worker_postgres", "", False),
     "delete": ("worker_postgres", "@pytest.mark.worker_postgres(reset='delete')\n", True),
     "truncate": ("worker_postgres", "@pytest.mark.worker_postgres(reset='truncate')\n", True),
@@ -218,10 +227,11 @@ def micro(url: str, repeat: int = 300) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5432/test")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--tests", type=int, default=300)
     parser.add_argument("--ppg-tests", type=int, default=20)
     parser.add_argument("--suite", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the shuffled orders")
     parser.add_argument(
         "--parts", default="0,1,2", help="Which parts to run, comma-separated (default: 0,1,2)"
     )
@@ -238,30 +248,46 @@ def main() -> None:
 
 
 def per_test(root: Path, args: argparse.Namespace) -> None:
-    """Part 1: per-test time of each variant, alternating, at -n 0."""
-    times: dict[str, list[float]] = {variant: [] for variant in BODY}
-    setups: dict[str, list[float]] = {variant: [] for variant in BODY}
+    """Part 1: per-test time of each variant at -n 0, in a new random order each round.
+
+    Overheads are paired within a round (the variant's median minus its
+    baseline's median in the same round), then the median over rounds is
+    reported: the machine's speed drifts from minute to minute, and a shuffled
+    order keeps one variant's after-effects (pytest-postgresql writes whole
+    databases) from always falling on the same neighbour.
+    """
+    shuffle = random.Random(args.seed).shuffle
+    rounds: list[dict[str, float]] = []
+    setups: list[dict[str, float]] = []
     for _ in range(args.rounds):
-        for variant in BODY:
+        order = list(BODY)
+        shuffle(order)
+        medians: dict[str, float] = {}
+        firsts: dict[str, float] = {}
+        for variant in order:
             count = args.ppg_tests if variant == "pytest-postgresql" else args.tests
             samples, first_setup, _ = run_variant(root, variant, count, args.url, "-n", "0")
-            times[variant].extend(samples)
-            setups[variant].append(first_setup)
-    base_setup = statistics.median(setups["baseline"])
-    print(f"Per-test time, median over {args.rounds} alternating rounds (-n 0):")
+            medians[variant] = statistics.median(samples)
+            firsts[variant] = first_setup
+        rounds.append(medians)
+        setups.append(firsts)
+
+    def paired(variant: str, base: str, data: list[dict[str, float]]) -> float:
+        return statistics.median(r[variant] - r[base] for r in data)
+
+    print(f"Per-test time, medians of {args.rounds} rounds in shuffled order (-n 0):")
     print(f"{'variant':<20}{'per test':>12}{'overhead':>12}{'first setup':>14}")
     for variant in BODY:
-        committing = BODY[variant][2]
-        base = statistics.median(times["baseline+commit" if committing else "baseline"])
-        median = statistics.median(times[variant])
-        setup = statistics.median(setups[variant]) - base_setup
+        base = "baseline+commit" if BODY[variant][2] else "baseline"
+        median = statistics.median(r[variant] for r in rounds)
+        overhead = paired(variant, base, rounds)
+        setup = paired(variant, "baseline", setups)
         print(
-            f"{variant:<20}{median * 1000:>10.3f}ms{(median - base) * 1000:>+10.3f}ms"
+            f"{variant:<20}{median * 1000:>10.3f}ms{overhead * 1000:>+10.3f}ms"
             f"{setup * 1000:>+12.1f}ms"
         )
-    base = statistics.median(times["baseline+commit"])
-    ours = statistics.median(times["delete"]) - base
-    theirs = statistics.median(times["pytest-postgresql"]) - base
+    ours = paired("delete", "baseline+commit", rounds)
+    theirs = paired("pytest-postgresql", "baseline+commit", rounds)
     print(f"pytest-postgresql overhead / delete-mode overhead: {theirs / max(ours, 1e-6):.0f}x")
 
 

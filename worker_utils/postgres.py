@@ -65,6 +65,7 @@ _PREFIX_MAX = _NAME_MAX - 1 - _TAG_LEN - 1 - _WORKER_MAX
 _RECORD_KEY = "worker_utils"
 _RECORD_PATTERN = '{"worker_utils":%'
 _LOCK_TIMEOUT = "2s"
+_CONNECTION_OK = 0  # libpq's CONNECTION_OK, psycopg.pq.ConnStatus.OK
 _EXTRA = "pytest-worker-utils[postgres]"
 
 
@@ -999,16 +1000,12 @@ class SharedConnection:
         if conn is not None and self._pending:
             self._pending = False
             self._begun = self._collect(conn) and self._begun
-        if (
-            conn is None
-            or conn.closed
-            or conn.broken
-            or conn.pgconn.status != _psycopg().pq.ConnStatus.OK
-        ):
+        if conn is None or conn.closed or conn.broken or conn.pgconn.status != _CONNECTION_OK:
             self.close()
             conn = self._conn = self._open()
         self._committed = False
-        in_transaction = conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        # The pgconn's own status: conn.info builds a new object at every call.
+        in_transaction = conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.INTRANS
         if transaction:
             if not (self._begun and in_transaction) and not self._raw(conn, b"BEGIN"):
                 conn.execute("BEGIN")
@@ -1026,9 +1023,9 @@ class SharedConnection:
             self.close()
             return transaction  # closed by the test: a commit cannot be ruled out
         escaped = transaction and self._committed
-        if conn.info.transaction_status == status.ACTIVE:
+        if conn.pgconn.transaction_status == status.ACTIVE:
             conn.cancel_safe()  # a query still running: stop it rather than wait
-        if conn.info.transaction_status in (status.INTRANS, status.INERROR):
+        if conn.pgconn.transaction_status in (status.INTRANS, status.INERROR):
             if transaction and not conn.autocommit:
                 # Its results are read when the next test begins: by then the
                 # server is long done, and this test does not wait a round trip.
