@@ -104,7 +104,22 @@ def format_one(source: str, path: str = "test_x.py") -> list[str]:
         (
             "URL = 'redis://127.0.0.1:6379/0'\n",  # noqa: WU202
             "test_x.py:1:7: WU202 hard-coded port 6379 in 'redis://127.0.0.1:6379' "  # noqa: WU202
-            "(use the worker_port fixture or worker_utils.lease_port())",
+            "(use the worker_redis_url or worker_redis fixture)",
+        ),
+        (
+            "import redis\nredis.Redis(port=6379)\n",
+            "test_x.py:2:18: WU201 hard-coded port 6379 passed to Redis() "
+            "(use the worker_redis_url or worker_redis fixture)",
+        ),
+        (
+            "import psycopg\npsycopg.connect(host='db', port=5432)\n",
+            "test_x.py:2:33: WU201 hard-coded port 5432 passed to connect() "
+            "(use the worker_postgres_dsn or worker_postgres_url fixture)",
+        ),
+        (
+            "URL = 'postgresql://db:5433/app'\n",  # noqa: WU202
+            "test_x.py:1:7: WU202 hard-coded port 5433 in 'postgresql://db:5433' "  # noqa: WU202
+            "(use the worker_postgres_dsn or worker_postgres_url fixture)",
         ),
         (
             "import os\nname = os.getenv('PYTEST_XDIST_WORKER')\n",

@@ -148,8 +148,13 @@ class Context:
         """Whether ``node`` is ``os.environ`` (also imported as ``environ`` or through an alias)."""
         return self.qualname(node) == "os.environ"
 
-    def report(self, found: Rule, node: ast.AST, **details: object) -> None:
-        """Record a finding of ``found`` at ``node``; ``details`` fill the message template."""
+    def report(
+        self, found: Rule, node: ast.AST, *, hint: str | None = None, **details: object
+    ) -> None:
+        """Record a finding of ``found`` at ``node``; ``details`` fill the message template.
+
+        ``hint`` replaces the rule's own where a finding calls for a more precise fix.
+        """
         self.findings.append(
             Finding(
                 self.path,
@@ -157,7 +162,7 @@ class Context:
                 getattr(node, "col_offset", 0) + 1,
                 found.code,
                 found.message.format(**details),
-                found.hint,
+                hint or found.hint,
             )
         )
 

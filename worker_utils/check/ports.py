@@ -14,6 +14,20 @@ from worker_utils.check._base import Context, is_port, rule
 __all__ = ["MARKERS", "RULES", "WHOLE_FILE", "check"]
 
 _HINT = "use the worker_port fixture or worker_utils.lease_port()"
+# A server's well-known port: the fix is the fixture for that server, not a port.
+_SERVER_HINTS = {
+    5432: "use the worker_postgres_dsn or worker_postgres_url fixture",
+    6379: "use the worker_redis_url or worker_redis fixture",
+}
+_SCHEME_PORTS = {"postgres": 5432, "postgresql": 5432, "redis": 6379, "rediss": 6379}
+
+
+def _hint(port: object, address: str = "") -> str | None:
+    scheme = address.partition("://")[0].lower() if "://" in address else ""
+    known = _SCHEME_PORTS.get(scheme, port if isinstance(port, int) else 0)
+    return _SERVER_HINTS.get(known)
+
+
 PORT_ARGUMENT = rule("WU201", "hard-coded port {port} passed to {function}()", _HINT)
 PORT_IN_URL = rule("WU202", "hard-coded port {port} in {address!r}", _HINT)
 RULES = (PORT_ARGUMENT, PORT_IN_URL)
@@ -54,17 +68,24 @@ def check(ctx: Context) -> None:
     for node in ctx.of(ast.Constant):
         if isinstance(node.value, str) and id(node) not in docstrings:
             for match in _ADDRESS.finditer(node.value):
-                if 1 <= int(match["port"]) <= 65535:
-                    ctx.report(PORT_IN_URL, node, port=int(match["port"]), address=match[0])
+                port = int(match["port"])
+                if 1 <= port <= 65535:
+                    hint = _hint(port, match[0])
+                    ctx.report(PORT_IN_URL, node, hint=hint, port=port, address=match[0])
 
 
 def _check_call(ctx: Context, node: ast.Call) -> None:
     func = node.func
     name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "call")
     socket_call = name in _FUNCTIONS
+
+    def report(port: ast.expr) -> None:
+        value = _value(port)
+        ctx.report(PORT_ARGUMENT, port, hint=_hint(value), port=value, function=name)
+
     for arg in node.args:
         if socket_call and is_port(arg):
-            ctx.report(PORT_ARGUMENT, arg, port=_value(arg), function=name)
+            report(arg)
         elif isinstance(arg, ast.Tuple) and len(arg.elts) >= 2 and is_port(arg.elts[1]):
             host = arg.elts[0]
             # Any call may take a (host, port) address, e.g. HTTPServer(("", 8000), ...).
@@ -73,10 +94,10 @@ def _check_call(ctx: Context, node: ast.Call) -> None:
                 and isinstance(host.value, str)
                 and _HOST.fullmatch(host.value)
             ):
-                ctx.report(PORT_ARGUMENT, arg.elts[1], port=_value(arg.elts[1]), function=name)
+                report(arg.elts[1])
     for keyword in node.keywords:
         if keyword.arg == "port" and is_port(keyword.value):
-            ctx.report(PORT_ARGUMENT, keyword.value, port=_value(keyword.value), function=name)
+            report(keyword.value)
 
 
 def _value(node: ast.expr) -> object:
