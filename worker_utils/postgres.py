@@ -869,7 +869,10 @@ def preflight(url: str, *, setting: str, kind: str = "schema", workers: int = 1)
     """
     psycopg = _psycopg()
     try:
-        psycopg.conninfo.conninfo_to_dict(url)
+        params = psycopg.conninfo.conninfo_to_dict(url)
+        for port in str(params.get("port") or "5432").split(","):
+            if not (port.isdigit() and 0 < int(port) < 65536):
+                raise psycopg.ProgrammingError(f"port {port!r} is not a number from 1 to 65535")
     except psycopg.ProgrammingError as exc:
         raise PostgresError(
             f"{setting}: {redact(url)!r} is not a PostgreSQL URL ({_first_line(exc)}); "

@@ -44,6 +44,17 @@ def test_a_malformed_url_names_the_option_and_hides_the_password(example: Exampl
     assert "secret" not in result.stderr.str()
 
 
+@pytest.mark.parametrize("port", ["54x2", "99999", "0"])
+def test_a_malformed_port_is_named_as_such_not_as_an_unreachable_server(port: str) -> None:
+    url = f"postgresql://postgres@127.0.0.1:{port}/test"
+    with pytest.raises(postgres.PostgresError) as failed:
+        postgres.preflight(url, setting="worker_utils_postgres_url")
+    assert str(failed.value) == (
+        f"worker_utils_postgres_url: {url!r} is not a PostgreSQL URL (port {port!r} is not a "
+        f"number from 1 to 65535); use postgresql://USER@HOST:PORT/DBNAME"
+    )
+
+
 def test_a_role_without_create_on_the_database_is_told_what_to_grant(
     example: Example, monkeypatch: pytest.MonkeyPatch
 ) -> None:
