@@ -168,11 +168,14 @@ class Resetter:
             )
         ).fetchone()  # type: ignore[misc]
         data = bytearray()
-        with conn.cursor().copy(
-            sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT (FORMAT binary)").format(
-                sql.SQL(columns), table.only(sql)
-            )
-        ) as copy:
+        with (
+            conn.cursor() as cursor,
+            cursor.copy(
+                sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT (FORMAT binary)").format(
+                    sql.SQL(columns), table.only(sql)
+                )
+            ) as copy,
+        ):
             for chunk in copy:
                 data += chunk
         return _Seed(columns, rows, list(xmins), bytes(data))
@@ -370,11 +373,14 @@ class Resetter:
             )
         for table in self._parents_first(tables):
             seed = self._seeds[table.oid]
-            with conn.cursor().copy(
-                sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
-                    sql.SQL(table.ident), sql.SQL(seed.columns)
-                )
-            ) as copy:
+            with (
+                conn.cursor() as cursor,
+                cursor.copy(
+                    sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
+                        sql.SQL(table.ident), sql.SQL(seed.columns)
+                    )
+                ) as copy,
+            ):
                 copy.write(seed.data)
         xid = conn.execute("SELECT (txid_current() % 4294967296)::text").fetchone()[0]  # type: ignore[index]
         for table in tables:
