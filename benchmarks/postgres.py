@@ -44,10 +44,9 @@ import tempfile
 import time
 from pathlib import Path
 
-CONFTEST = """
+# Both conftests record each report of the per-test runs.
+TIMINGS = """
 import json, os
-import psycopg
-import pytest
 
 _OUT = os.environ.get("WU_BENCH_OUT")
 
@@ -56,6 +55,13 @@ if _OUT:  # the per-test timings; the suite timings leave it out (xdist runs it 
     def pytest_runtest_logreport(report):
         with open(_OUT, "a") as out:
             out.write(json.dumps([report.nodeid, report.when, report.duration]) + "\\n")
+"""
+
+CONFTEST = (
+    TIMINGS
+    + """
+import psycopg
+import pytest
 
 
 @pytest.fixture(scope="session")
@@ -86,19 +92,13 @@ def plain():
 def plain_fixture(plain):  # what a function-scoped fixture alone costs
     yield plain
 """
+)
 
-PPG_CONFTEST = """
-import json, os
+PPG_CONFTEST = (
+    TIMINGS
+    + """
 import pytest
 from pytest_postgresql import factories
-
-_OUT = os.environ.get("WU_BENCH_OUT")
-
-
-if _OUT:  # the per-test timings; the suite timings leave it out (xdist runs it twice)
-    def pytest_runtest_logreport(report):
-        with open(_OUT, "a") as out:
-            out.write(json.dumps([report.nodeid, report.when, report.duration]) + "\\n")
 
 
 def load(host, port, user, dbname, password, **_):
@@ -111,6 +111,7 @@ postgresql_noproc = factories.postgresql_noproc(
 )
 postgresql = factories.postgresql("postgresql_noproc")
 """
+)
 
 BODY = {
     "baseline": ("plain", "", False),
