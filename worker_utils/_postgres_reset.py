@@ -128,8 +128,7 @@ class Resetter:
 
     def holds_rows(self, conn: psycopg.Connection[Any]) -> bool:
         """Return True if any table of the namespace holds a row."""
-        plan = self._plan = self._read(conn)
-        return any(self._filled(conn, plan))
+        return any(self._filled(conn, self._read(conn, build=False)))
 
     def _filled(self, conn: psycopg.Connection[Any], plan: _Plan) -> list[bool]:
         import psycopg
@@ -146,7 +145,7 @@ class Resetter:
 
     def snapshot(self, conn: psycopg.Connection[Any]) -> None:
         """Take the rows and sequence positions the namespace holds now as its baseline."""
-        plan = self._plan = self._read(conn)
+        plan = self._read(conn, build=False)  # built below, with the baseline
         self._seeds = {}
         for table, has_rows in zip(plan.tables, self._filled(conn, plan), strict=True):
             if has_rows:
@@ -156,6 +155,7 @@ class Resetter:
         rows = conn.execute(_REFERENCES, {"tables": oids}).fetchall() if oids else []
         self._references = [(child, parent) for child, parent in rows]
         self._build(conn, plan)
+        self._plan = plan
 
     def _copy_out(self, conn: psycopg.Connection[Any], table: _Table) -> _Seed:
         import psycopg
@@ -216,7 +216,7 @@ class Resetter:
             lines = str(exc).strip().splitlines()
             raise ResetError(lines[0] if lines else type(exc).__name__) from exc
 
-    def _read(self, conn: psycopg.Connection[Any]) -> _Plan:
+    def _read(self, conn: psycopg.Connection[Any], *, build: bool = True) -> _Plan:
         import psycopg
 
         sql = psycopg.sql
@@ -248,7 +248,8 @@ class Resetter:
         fingerprint_sql = sql.SQL(" || '/' || ").join(parts).as_string(conn)
         fingerprint = conn.execute(sql.SQL("SELECT " + fingerprint_sql)).fetchone()[0]  # type: ignore[index]
         plan = _Plan(tables, starts, positions, fingerprint_sql, fingerprint)
-        self._build(conn, plan)
+        if build:
+            self._build(conn, plan)
         return plan
 
     def _build(self, conn: psycopg.Connection[Any], plan: _Plan) -> None:
