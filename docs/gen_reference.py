@@ -23,13 +23,14 @@ def _doc(obj: object) -> str:
 
 def _fixtures() -> list[tuple[str, str, str]]:
     found = []
-    for name, obj in vars(plugin).items():
-        definition = getattr(obj, "_fixture_function_marker", None)
-        if definition is None or name.startswith("_"):
-            continue
-        unwrap = getattr(obj, "_get_wrapped_function", None)
-        function = unwrap() if unwrap is not None else obj
-        found.append((name, definition.scope, _doc(function)))
+    for module in plugin.resource_plugins():
+        for name, obj in vars(module).items():
+            definition = getattr(obj, "_fixture_function_marker", None)
+            if definition is None or name.startswith("_"):
+                continue
+            unwrap = getattr(obj, "_get_wrapped_function", None)
+            function = unwrap() if unwrap is not None else obj
+            found.append((name, definition.scope, _doc(function)))
     return sorted(found)
 
 

@@ -19,7 +19,8 @@ TESTS = ROOT / "tests"
 def _fixture_names() -> list[str]:
     return sorted(
         name
-        for name, obj in vars(plugin).items()
+        for module in plugin.resource_plugins()
+        for name, obj in vars(module).items()
         if not name.startswith("_") and hasattr(obj, "_fixture_function_marker")
     )
 

@@ -15,11 +15,11 @@ from worker_utils._worker import (
     get_worker_num,
     is_xdist_worker,
 )
-from worker_utils.coordination import RunOnceError, run_once
-from worker_utils.paths import run_tmp_path, worker_tmp_path
 from worker_utils.ports import PortLease, PortsExhaustedError, get_worker_port_offset, lease_port
 from worker_utils.postgres import get_worker_postgres_schema, worker_postgres_name
 from worker_utils.redis import RedisLease, RedisSetupError, get_worker_redis_db, lease_redis
+from worker_utils.run.coordination import RunOnceError, run_once
+from worker_utils.run.paths import run_tmp_path, worker_tmp_path
 
 __all__ = [
     "PortLease",

@@ -14,7 +14,7 @@ from typing import Protocol, cast
 
 __all__ = ["main"]
 
-_SUBCOMMANDS = ("worker_utils.check._cli", "worker_utils._postgres_cli")
+_SUBCOMMANDS = ("worker_utils.check._cli", "worker_utils.postgres._cli")
 
 
 class _Subcommand(Protocol):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import worker_utils as wu
-from worker_utils import coordination
+from worker_utils.run import coordination
 
 SUITE = """
 import os, time
@@ -153,7 +153,7 @@ def test_a_killed_run_is_reaped_by_the_next_and_its_own_teardowns_run(
     # process holding the liveness lock, then kill it.
     script = (
         "import sys, time\n"
-        "from worker_utils import coordination\n"
+        "from worker_utils.run import coordination\n"
         "lock = coordination.RunLock(sys.argv[1]); path = lock.acquire()\n"
         "coordination.run_once('srv', lambda: sys.argv[2], run_dir=path)\n"
         "print(path, flush=True); time.sleep(60)\n"

@@ -28,7 +28,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from worker_utils import paths, ports
+from worker_utils import ports
+from worker_utils.ports import _sockets
 from worker_utils.servers._process import ServerStartError, find_binary, pid_alive, stop_pid
 
 __all__ = ["find_postgres_bindir", "start_server", "stop_server"]
@@ -151,7 +152,7 @@ def start_server(max_connections: int = 100) -> dict[str, Any]:
     user = _server_user()
     # Outside the 0700 run directory: the server user must be able to reach it.
     data_parent = Path(tempfile.mkdtemp(prefix="worker-utils-pg-", dir=_data_root()))
-    socket_dir = paths.make_short_dir(len(".s.PGSQL.65535.lock"))
+    socket_dir = _sockets.make_short_dir(len(".s.PGSQL.65535.lock"))
     data = data_parent / "data"
     log = data_parent / "server.log"
     value: dict[str, Any] = {

@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from worker_utils import coordination, ports
+from worker_utils import ports
+from worker_utils.run import coordination
 from worker_utils.servers._process import (
     ServerStartError,
     find_binary,

@@ -1,23 +1,19 @@
-"""Temporary paths private to a worker or shared by one run, and short socket paths."""
+"""Unix socket paths short enough for ``bind(AF_UNIX)``, however deep the temp dir."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
-
-from worker_utils._worker import get_worker_id
-from worker_utils.coordination import current_run_dir
 
 __all__ = [
     "SOCKET_PATH_MAX",
     "SocketPathError",
+    "SocketPathFactory",
     "make_short_dir",
-    "run_tmp_path",
     "short_socket_dir",
-    "worker_tmp_path",
 ]
 
 #: Longest path ``bind(AF_UNIX)`` accepts, in bytes, without the final NUL.
@@ -30,26 +26,6 @@ _SHORT_ROOTS = ("/tmp", "/var/tmp")
 
 class SocketPathError(OSError):
     """No directory on this host is short enough for a Unix socket path."""
-
-
-def run_tmp_path(env: Mapping[str, str] | None = None) -> Path:
-    """Return a directory shared by every worker of the current run, and only that run.
-
-    It is removed when the run ends. Two concurrent runs get different directories.
-    """
-    path = current_run_dir(env) / "shared"
-    path.mkdir(mode=0o700, exist_ok=True)
-    return path
-
-
-def worker_tmp_path(env: Mapping[str, str] | None = None) -> Path:
-    """Return a directory private to this worker in the current run.
-
-    A worker that replaces a crashed one has a new id, and so a new directory.
-    """
-    path = current_run_dir(env) / "workers" / get_worker_id(env)
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return path
 
 
 def short_socket_dir(preferred: Path, longest_name: int = 32) -> Path | None:
@@ -83,3 +59,38 @@ def make_short_dir(longest_name: int = 32) -> Path:
         f"for a {longest_name}-byte socket name within {SOCKET_PATH_MAX} bytes; "
         f"make /tmp writable or set TMPDIR to a short directory"
     )
+
+
+class SocketPathFactory:
+    """Hands out Unix socket paths that fit ``bind(AF_UNIX)``, however deep the temp dir."""
+
+    def __init__(self, preferred: Path) -> None:
+        self._preferred = preferred
+        self._short: Path | None = None
+        self._given: set[str] = set()
+        self._paths: list[Path] = []
+
+    def __call__(self, name: str = "socket") -> Path:
+        """Return a new socket path ending in ``name`` (made unique if asked twice)."""
+        unique, n = name, 1
+        while unique in self._given:
+            n += 1
+            unique = f"{name}{n}"
+        self._given.add(unique)
+        directory = short_socket_dir(self._preferred, len(os.fsencode(unique)))
+        if directory is None:
+            if self._short is None:
+                self._short = make_short_dir()
+            directory = self._short
+        self._paths.append(directory / unique)
+        return directory / unique
+
+    def cleanup(self) -> None:
+        """Remove the sockets at the paths handed out, and the short directory if one was made.
+
+        The next test of the worker may then bind the same names again.
+        """
+        for path in self._paths:
+            path.unlink(missing_ok=True)
+        if self._short is not None:
+            shutil.rmtree(self._short, ignore_errors=True)

@@ -26,8 +26,8 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from worker_utils._postgres_reset import ResetError, Resetter
 from worker_utils._worker import get_worker_id
+from worker_utils.postgres._reset import ResetError, Resetter
 
 if TYPE_CHECKING:
     import psycopg

@@ -1,0 +1,108 @@
+"""Options and fixtures of the ports package: leased TCP ports and short socket paths."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from worker_utils._plugin import fail, find_setting, get_run, usage_error
+from worker_utils._report import WorkerReport
+from worker_utils.ports._leases import PortLease, PortsExhaustedError, lease_port, parse_port_range
+from worker_utils.ports._sockets import SocketPathFactory
+
+_PORT_RANGE_VAR = "WORKER_UTILS_PORT_RANGE"
+_range_key = pytest.StashKey["range | None"]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("worker_utils")
+    group.addoption(
+        "--worker-utils-port-range",
+        dest="worker_utils_port_range",
+        default=None,
+        metavar="LOW-HIGH",
+        help="Lease worker_port ports only from this range (default: portpicker's choice)",
+    )
+    parser.addini(
+        "worker_utils_port_range",
+        "Lease worker_port ports only from this range, such as 20000-20999",
+        default="",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    __tracebackhide__ = True
+    where, text = find_setting(config, "port_range", _PORT_RANGE_VAR)
+    port_range = None
+    if text:
+        try:
+            port_range = parse_port_range(text, setting=where)
+        except ValueError as exc:
+            usage_error(exc)
+    config.stash[_range_key] = port_range
+
+
+@pytest.fixture
+def worker_socket_path(worker_tmp_path: Path) -> Iterator[SocketPathFactory]:
+    """A factory of Unix socket paths short enough for ``AF_UNIX`` (107 bytes on Linux).
+
+    ``worker_socket_path("db.sock")`` returns a path in this worker's directory
+    when it fits, else in a short private directory under ``/tmp``. Whatever is
+    left at the paths is removed after the test, so every test may use the same
+    names.
+    """
+    factory = SocketPathFactory(worker_tmp_path)
+    yield factory
+    factory.cleanup()
+
+
+class PortFactory:
+    """Leases free TCP ports; each stays reserved until the factory is closed."""
+
+    def __init__(self, report: WorkerReport, port_range: range | None) -> None:
+        self._report = report
+        self._range = port_range
+        self.leases: list[PortLease] = []
+
+    def __call__(self) -> int:
+        """Return a free TCP port no other worker or concurrent run holds."""
+        __tracebackhide__ = True
+        try:
+            lease = lease_port(port_range=self._range)
+        except PortsExhaustedError as exc:
+            fail(exc)
+        self.leases.append(lease)
+        self._report.note("ports", lease.port)
+        return lease.port
+
+    def close(self) -> None:
+        """Release every port this factory leased."""
+        for lease in self.leases:
+            lease.release()
+        self.leases.clear()
+
+
+@pytest.fixture(scope="session")
+def worker_port_factory(request: pytest.FixtureRequest) -> Iterator[PortFactory]:
+    """Session-scoped ``worker_port``: ports stay leased until the worker's session ends.
+
+    Use it from session fixtures that start servers.
+    """
+    factory = PortFactory(get_run(request.config).report, request.config.stash[_range_key])
+    yield factory
+    factory.close()
+
+
+@pytest.fixture
+def worker_port(request: pytest.FixtureRequest) -> Iterator[PortFactory]:
+    """A factory of free TCP ports: ``worker_port()`` returns a new port each call.
+
+    No other worker, and no concurrent pytest run on this host, receives a port
+    while this test holds it; the ports are released when the test ends, or
+    by the kernel if the worker dies.
+    """
+    factory = PortFactory(get_run(request.config).report, request.config.stash[_range_key])
+    yield factory
+    factory.close()

@@ -1,0 +1,286 @@
+"""The PostgreSQL fixtures: a namespace per worker, connections into it, resets after tests."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from worker_utils import _worker, postgres
+from worker_utils._plugin import get_run
+from worker_utils.postgres.plugin import (
+    _PG_MARKER,
+    _PG_RESET_CHOICES,
+    _pg_fail,
+    _pg_key,
+    _pg_settings,
+    _PostgresSettings,
+)
+from worker_utils.run import coordination
+
+
+@pytest.fixture(scope="session")
+def worker_postgres_url(request: pytest.FixtureRequest) -> str:
+    """The PostgreSQL server of this run: the configured URL, else an embedded server.
+
+    Configured by ``--worker-utils-postgres-url``, ``$WORKER_UTILS_POSTGRES_URL``
+    or the ``worker_utils_postgres_url`` ini option, in that order. Without any,
+    one throwaway server is started for the whole run from the local PostgreSQL
+    binaries and stopped when the run ends.
+    """
+    __tracebackhide__ = True
+    settings = _pg_settings(request)
+    if settings.url:
+        return settings.url
+    from worker_utils.servers import postgres as server
+    from worker_utils.servers._process import ServerStartError
+
+    workers = _worker.get_worker_count()
+    try:
+        value = coordination.run_once(
+            server.RUN_ONCE_KEY,
+            functools.partial(
+                server.start_server,
+                max_connections=max(100, 20 + workers * postgres.CONNECTIONS_PER_WORKER),
+            ),
+            teardown=server.stop_server,
+            run_dir=get_run(request.config).directory,
+        )
+    except (ServerStartError, coordination.RunOnceError) as exc:
+        error = str(exc)
+    else:
+        return str(value["url"])
+    _pg_fail(settings, error)
+
+
+@pytest.fixture(scope="session")
+def worker_postgres_setup() -> Callable[[Any], object] | None:
+    """The fixture you want to override: a function that builds the tables of a namespace.
+
+    Return a function taking a psycopg connection; it runs once per run, in a
+    template schema (or database) that every worker's namespace is copied from,
+    and is committed. Tables, sequences, indexes, constraints, rows and views are
+    copied; a template holding functions, types or triggers is not, and each
+    worker runs the function itself instead. The default builds nothing::
+
+        @pytest.fixture(scope="session")
+        def worker_postgres_setup():
+            def migrate(conn):
+                conn.execute("CREATE TABLE item (id serial PRIMARY KEY, name text)")
+            return migrate
+    """
+    return None
+
+
+@pytest.fixture(scope="session")
+def worker_postgres_namespace(
+    request: pytest.FixtureRequest,
+    worker_postgres_url: str,
+    worker_postgres_setup: Callable[[Any], object] | None,
+) -> Iterator[postgres.WorkerNamespace]:
+    """This worker's schema (or database), created for the session and dropped after it.
+
+    Its ``name`` is ``<prefix>_<run tag>_<worker id>``, such as
+    ``test_worker_3f2a9c01be_gw0``: ``get_worker_postgres_schema()`` plus a tag of
+    the run id, so concurrent runs sharing a server never collide. Its ``dsn``
+    lands new connections in it; nothing is reset between tests at this scope.
+    """
+    __tracebackhide__ = True
+    settings = _pg_settings(request)
+    run = get_run(request.config)
+    namespace = postgres.WorkerNamespace(
+        worker_postgres_url,
+        postgres.worker_postgres_name(run.uid, prefix=settings.prefix),
+        run.uid,
+        kind=settings.mode,
+        extension_schema=settings.extension_schema,
+        extensions=settings.extensions if settings.mode == "database" else (),
+    )
+    try:
+        if settings.extensions and settings.mode == "schema":
+            coordination.run_once(
+                "worker-utils-postgres-extensions",
+                functools.partial(
+                    postgres.create_extensions,
+                    worker_postgres_url,
+                    settings.extensions,
+                    settings.extension_schema,
+                ),
+                run_dir=run.directory,
+            )
+        template = None
+        if worker_postgres_setup is not None:
+            # Built once per run; each worker copies it (or, when it holds objects a
+            # schema copy cannot reproduce, runs the setup itself).
+            template = coordination.run_once(
+                "worker-utils-postgres-template",
+                functools.partial(
+                    postgres.build_template,
+                    worker_postgres_url,
+                    run.uid,
+                    settings.prefix,
+                    settings.mode,
+                    settings.extension_schema,
+                    worker_postgres_setup,
+                    settings.extensions if settings.mode == "database" else (),
+                ),
+                teardown=postgres.drop_template,
+                run_dir=run.directory,
+            )
+        namespace.create(template=template)
+        if template is not None and not template["clonable"]:
+            run.report.note("postgres setup", f"per worker: {template['reason']}")
+            with namespace.connect() as conn:
+                worker_postgres_setup(conn)  # type: ignore[misc]
+            namespace.snapshot()  # the setup's rows survive delete and truncate resets
+        elif namespace.seeded:
+            namespace.snapshot()
+    except (postgres.PostgresError, coordination.RunOnceError) as exc:
+        namespace.drop()
+        error = str(exc)
+    else:
+        run.report.note("postgres", namespace.name)
+        yield namespace
+        namespace.drop()
+        return
+    _pg_fail(settings, error)
+
+
+@pytest.fixture(scope="session")
+def worker_postgres_schema(worker_postgres_namespace: postgres.WorkerNamespace) -> str:
+    """The name of the schema this worker's tables live in, such as ``test_worker_3f2a9c01be_gw0``.
+
+    In database mode it is ``public`` of the worker's own database.
+    """
+    return worker_postgres_namespace.schema
+
+
+class _PostgresReset:
+    """How the current test's changes are undone; set from the marker, the ini option or auto."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.leaked = False  # a transaction-mode test committed: fall back to delete
+
+
+def _reset_mode(request: pytest.FixtureRequest, settings: _PostgresSettings) -> str:
+    __tracebackhide__ = True
+    marker = request.node.get_closest_marker(_PG_MARKER)
+    mode = settings.reset
+    if marker is not None:
+        unknown = sorted(set(marker.kwargs) - {"reset"})
+        if unknown or len(marker.args) > 1 or (marker.args and "reset" in marker.kwargs):
+            pytest.fail(
+                f"@pytest.mark.{_PG_MARKER}: takes one argument, reset= (or one positional "
+                f"value); got {', '.join(unknown) or 'more than one value'}",
+                pytrace=False,
+            )
+        mode = marker.kwargs.get("reset", marker.args[0] if marker.args else mode)
+        if mode not in _PG_RESET_CHOICES:
+            pytest.fail(
+                f"@pytest.mark.{_PG_MARKER}: reset={mode!r}; use one of "
+                f"{', '.join(_PG_RESET_CHOICES)}",
+                pytrace=False,
+            )
+    if mode == "auto":
+        # Connections the application opens from the DSN commit for real: only a
+        # test that keeps to the fixture's own connections can be rolled back.
+        names = request.fixturenames
+        own = "worker_postgres" in names or "worker_postgres_async" in names
+        return "transaction" if own and "worker_postgres_dsn" not in names else "delete"
+    return mode
+
+
+@pytest.fixture
+def _worker_postgres_reset(
+    request: pytest.FixtureRequest, worker_postgres_namespace: postgres.WorkerNamespace
+) -> Iterator[_PostgresReset]:
+    state = _PostgresReset(_reset_mode(request, request.config.stash[_pg_key]))
+    _before_test(worker_postgres_namespace, state)
+    yield state
+    _after_test(worker_postgres_namespace, state)
+
+
+def _before_test(namespace: postgres.WorkerNamespace, state: _PostgresReset) -> None:
+    if state.mode in ("delete", "truncate") and namespace.sequences_advanced:
+        namespace.reset(state.mode)  # a rolled-back test moved sequences on
+
+
+def _after_test(namespace: postgres.WorkerNamespace, state: _PostgresReset) -> None:
+    if state.mode in ("delete", "truncate"):
+        namespace.reset(state.mode)
+    elif state.leaked:
+        namespace.reset("delete")
+    elif state.mode == "transaction":
+        namespace.sequences_advanced = True
+
+
+@pytest.fixture
+def worker_postgres_dsn(
+    worker_postgres_namespace: postgres.WorkerNamespace, _worker_postgres_reset: _PostgresReset
+) -> str:
+    """A libpq connection string whose connections land in this worker's schema.
+
+    The search path travels in ``options=-csearch_path=<schema>,public``, so
+    application code that opens its own connections (an ORM engine, a pool) is
+    isolated too. The test's rows are deleted after it (reset ``delete``) unless
+    the ``worker_postgres`` marker or ``worker_utils_postgres_reset`` says otherwise.
+    """
+    return worker_postgres_namespace.dsn
+
+
+@pytest.fixture(scope="session")
+def _worker_postgres_connection(
+    worker_postgres_namespace: postgres.WorkerNamespace,
+) -> Iterator[postgres.SharedConnection]:
+    connection = postgres.SharedConnection(worker_postgres_namespace)
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def worker_postgres(
+    request: pytest.FixtureRequest, _worker_postgres_connection: postgres.SharedConnection
+) -> Iterator[Any]:
+    """A psycopg connection in this worker's schema; by default the test runs in a transaction.
+
+    Everything the test does is rolled back after it (reset ``transaction``);
+    code under test that uses ``with conn.transaction():`` on this connection
+    gets a savepoint inside that transaction. With another reset mode
+    (``@pytest.mark.worker_postgres(reset="delete")``) the connection is a plain
+    one and the test may commit.
+    """
+    shared = _worker_postgres_connection
+    # Alone, this fixture does the reset itself: one fixture less per test. With
+    # worker_postgres_dsn or the async twin, the shared reset fixture does it.
+    alone = "_worker_postgres_reset" not in request.fixturenames
+    if alone:
+        state = _PostgresReset(_reset_mode(request, request.config.stash[_pg_key]))
+        _before_test(shared.namespace, state)
+    else:
+        state = request.getfixturevalue("_worker_postgres_reset")
+    transaction = state.mode == "transaction"
+    conn = shared.begin(transaction=transaction)
+    yield conn
+    state.leaked = shared.end(transaction=transaction) or state.leaked
+    if alone:
+        _after_test(shared.namespace, state)
+
+
+@pytest.fixture
+def worker_postgres_async(
+    worker_postgres_namespace: postgres.WorkerNamespace, _worker_postgres_reset: _PostgresReset
+) -> Iterator[postgres.AsyncConnector]:
+    """The async twin of ``worker_postgres``: ``async with worker_postgres_async() as conn:``.
+
+    Each block opens a psycopg ``AsyncConnection`` in this worker's schema, in
+    the running event loop (pytest-asyncio, anyio or ``asyncio.run``); by
+    default it runs inside a transaction that is rolled back when the block ends.
+    """
+    connector = postgres.AsyncConnector(
+        worker_postgres_namespace, transaction=_worker_postgres_reset.mode == "transaction"
+    )
+    yield connector
+    _worker_postgres_reset.leaked = _worker_postgres_reset.leaked or connector.leaked
