@@ -14,8 +14,8 @@ import importlib
 import os
 import sys
 import uuid
-from types import ModuleType
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
