@@ -87,3 +87,23 @@ def test_the_design_decision_index_lists_every_record() -> None:
     index = (ROOT / "adr" / "README.md").read_text()
     for record in (ROOT / "adr").glob("[0-9][0-9][0-9][0-9]-*.md"):
         assert f"({record.name})" in index, f"adr/README.md does not list {record.name}"
+
+
+def test_every_error_the_package_defines_derives_from_worker_utils_error() -> None:
+    import importlib
+    import pkgutil
+
+    errors = []
+    for info in pkgutil.walk_packages(worker_utils.__path__, "worker_utils."):
+        module = importlib.import_module(info.name)
+        for obj in vars(module).values():
+            if (
+                isinstance(obj, type)
+                and issubclass(obj, Exception)
+                and obj.__module__ == info.name
+                and not issubclass(obj, Warning)
+            ):
+                errors.append(obj)
+    assert len(errors) >= 10
+    outside = [e.__qualname__ for e in errors if not issubclass(e, worker_utils.WorkerUtilsError)]
+    assert outside == []

@@ -15,6 +15,7 @@ from worker_utils._worker import (
     get_worker_num,
     is_xdist_worker,
 )
+from worker_utils.errors import WorkerUtilsError
 from worker_utils.ports import PortLease, PortsExhaustedError, get_worker_port_offset, lease_port
 from worker_utils.postgres import get_worker_postgres_schema, worker_postgres_name
 from worker_utils.redis import RedisLease, RedisSetupError, get_worker_redis_db, lease_redis
@@ -28,6 +29,7 @@ __all__ = [
     "RedisSetupError",
     "RunOnceError",
     "WorkerContractError",
+    "WorkerUtilsError",
     "get_testrun_uid",
     "get_worker_count",
     "get_worker_id",

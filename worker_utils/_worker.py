@@ -14,6 +14,8 @@ import re
 import uuid
 from collections.abc import Mapping
 
+from worker_utils.errors import WorkerUtilsError
+
 __all__ = [
     "WorkerContractError",
     "get_testrun_uid",
@@ -37,7 +39,7 @@ _RUN_UID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 _PROCESS_RUN_UID = uuid.uuid4().hex
 
 
-class WorkerContractError(ValueError):
+class WorkerContractError(WorkerUtilsError, ValueError):
     """A ``PYTEST_XDIST_*`` variable holds a value no xdist worker would set."""
 
 

@@ -64,6 +64,13 @@ def test_it_rejects_a_malformed_worker_variable(value: str) -> None:
     )
 
 
+def test_its_errors_are_worker_utils_errors_and_keep_their_builtin_base() -> None:
+    with pytest.raises(wu.WorkerUtilsError) as excinfo:
+        wu.get_worker_id({"PYTEST_XDIST_WORKER": "nope"})
+    assert isinstance(excinfo.value, ValueError)
+    assert isinstance(excinfo.value, wu.WorkerContractError)
+
+
 @pytest.mark.parametrize("value", ["0", "-2", "two", ""])
 def test_it_rejects_a_malformed_worker_count(value: str) -> None:
     env = {"PYTEST_XDIST_WORKER": "gw0", "PYTEST_XDIST_WORKER_COUNT": value}

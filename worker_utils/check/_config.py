@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from worker_utils.check._base import RULES
+from worker_utils.errors import WorkerUtilsError
 
 __all__ = [
     "DEFAULT_TEST_PATTERNS",
@@ -32,7 +33,7 @@ _KEYS = ("select", "ignore", "test-patterns", "exclude")
 _ALWAYS_ENABLED = frozenset({"WU000", "WU001"})
 
 
-class CheckError(Exception):
+class CheckError(WorkerUtilsError):
     """A usage or configuration problem; the message says what was found and how to fix it."""
 
 

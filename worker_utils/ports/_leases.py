@@ -23,6 +23,7 @@ from pathlib import Path
 import portpicker
 
 from worker_utils._worker import get_worker_num
+from worker_utils.errors import WorkerUtilsError
 
 __all__ = [
     "PortLease",
@@ -38,7 +39,7 @@ _RANGE = re.compile(r"\s*(\d{1,5})\s*-\s*(\d{1,5})\s*")
 _PICK_ATTEMPTS = 200
 
 
-class PortsExhaustedError(RuntimeError):
+class PortsExhaustedError(WorkerUtilsError, RuntimeError):
     """No free, unleased port could be found."""
 
 

@@ -8,6 +8,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from worker_utils.errors import WorkerUtilsError
+
 __all__ = [
     "SOCKET_PATH_MAX",
     "SocketPathError",
@@ -24,7 +26,7 @@ SOCKET_PATH_MAX = 103 if sys.platform == "darwin" else 107
 _SHORT_ROOTS = ("/tmp", "/var/tmp")
 
 
-class SocketPathError(OSError):
+class SocketPathError(WorkerUtilsError, OSError):
     """No directory on this host is short enough for a Unix socket path."""
 
 

@@ -26,7 +26,9 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from worker_utils._util import mask_password
 from worker_utils._worker import get_worker_id
+from worker_utils.errors import WorkerUtilsError
 from worker_utils.postgres._reset import ResetError, Resetter
 
 if TYPE_CHECKING:
@@ -69,7 +71,7 @@ _CONNECTION_OK = 0  # libpq's CONNECTION_OK, psycopg.pq.ConnStatus.OK
 _EXTRA = "pytest-worker-utils[postgres]"
 
 
-class PostgresError(RuntimeError):
+class PostgresError(WorkerUtilsError, RuntimeError):
     """A PostgreSQL setting, server or namespace is not usable; the message says what to do."""
 
 
@@ -193,9 +195,7 @@ def _parse_record(text: str | None, kind: str, name: str) -> dict[str, Any] | No
     return record
 
 
-def redact(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***``, for messages."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", re.sub(r"password=\S+", "password=***", url))
+redact = mask_password
 
 
 def namespace_dsn(

@@ -24,12 +24,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from worker_utils.errors import WorkerUtilsError
+
 if TYPE_CHECKING:
     import psycopg
     from psycopg import sql as sql_module
 
 
-class ResetError(RuntimeError):
+class ResetError(WorkerUtilsError, RuntimeError):
     """A reset could not bring the namespace back to its baseline."""
 
 

@@ -35,7 +35,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from worker_utils._util import mask_password
 from worker_utils._worker import get_testrun_uid, get_worker_id, get_worker_num
+from worker_utils.errors import WorkerUtilsError
 from worker_utils.servers._process import pid_alive
 
 if TYPE_CHECKING:
@@ -86,11 +88,11 @@ _TAKE_OVER = (
 )
 
 
-class RedisUrlError(ValueError):
+class RedisUrlError(WorkerUtilsError, ValueError):
     """A Redis URL that no client could use: wrong scheme, port or database."""
 
 
-class RedisSetupError(RuntimeError):
+class RedisSetupError(WorkerUtilsError, RuntimeError):
     """The Redis server cannot give this worker a database or a prefix."""
 
 
@@ -118,16 +120,6 @@ class RedisUrl:
     def masked(self) -> str:
         """The URL with its password replaced by ``***``, for messages."""
         return mask_password(self.url)
-
-
-def mask_password(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def parse_redis_url(url: str, *, setting: str = "worker_utils_redis_url") -> RedisUrl:

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import filelock
 
 from worker_utils._worker import get_testrun_uid, get_worker_id
+from worker_utils.errors import WorkerUtilsError
 
 __all__ = [
     "RunLock",
@@ -51,7 +52,7 @@ _ONCE = "once"
 T = TypeVar("T")
 
 
-class RunOnceError(RuntimeError):
+class RunOnceError(WorkerUtilsError, RuntimeError):
     """``run_once`` was called with a value or teardown that cannot be shared."""
 
 

@@ -11,10 +11,12 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from worker_utils.errors import WorkerUtilsError
+
 __all__ = ["ServerStartError", "find_binary", "pid_alive", "stop_pid", "wait_for_port"]
 
 
-class ServerStartError(RuntimeError):
+class ServerStartError(WorkerUtilsError, RuntimeError):
     """An embedded server could not be found or started."""
 
 
