@@ -25,4 +25,4 @@ lint: install
 	$(BIN)/worker-utils check .
 
 test: lint
-	$(BIN)/pytest -n 2
+	$(BIN)/pytest -n 2 --durations=10
