@@ -1,4 +1,4 @@
-"""Fixtures for tests that run inner pytest sessions and read what they recorded."""
+"""Fixtures for tests that run inner pytest sessions: records they write, settings they get."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from worker_utils import plugin
+from worker_utils._settings import Setting
 
 RECORD_DIR_VAR = "WU_TEST_RECORD_DIR"
 
@@ -39,3 +42,49 @@ def read_records(record_dir: Path) -> Callable[[], list[dict[str, Any]]]:
         return [json.loads(path.read_text()) for path in sorted(record_dir.glob("*.json"))]
 
     return read
+
+
+#: Where a setting can be given, in the order of precedence.
+SOURCES = ("option", "env", "ini")
+#: Sources given at once, for the tests of precedence; the first one wins.
+PRECEDENCE = [("option", "env", "ini"), ("env", "ini"), ("ini",), ()]
+
+
+class Given:
+    """Gives settings to an inner run from the command line, the environment or the ini file."""
+
+    def __init__(self, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.pytester = pytester
+        self.monkeypatch = monkeypatch
+        self.args: list[str] = []
+        self.ini: list[str] = []
+        for setting in all_settings():  # none leaks in from the environment of this run
+            monkeypatch.delenv(setting.env, raising=False)
+
+    def __call__(self, setting: Setting[Any], text: str, source: str) -> str:
+        """Give ``setting`` the value ``text`` from ``source``; return how errors name it."""
+        if source == "option":
+            self.args.append(f"{setting.option}={text}")
+            return setting.option
+        if source == "env":
+            self.monkeypatch.setenv(setting.env, text)
+            return setting.env
+        self.ini.append(f"{setting.ini} = {text}")
+        return "tox.ini"  # what pytester.makeini writes
+
+    def run(self, *args: str) -> pytest.RunResult:
+        """Run pytest in this process with the settings given so far."""
+        if self.ini:
+            self.pytester.makeini("[pytest]\n" + "\n".join(self.ini) + "\n")
+        return self.pytester.runpytest("-p", "no:randomly", "-s", *self.args, *args)
+
+
+def all_settings() -> list[Setting[Any]]:
+    """Every setting of every resource plugin."""
+    return [s for module in plugin.resource_plugins() for s in getattr(module, "SETTINGS", ())]
+
+
+@pytest.fixture
+def given(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Given:
+    """Give settings to an inner run; see :class:`Given`."""
+    return Given(pytester, monkeypatch)

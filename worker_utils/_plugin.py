@@ -1,4 +1,4 @@
-"""What every resource plugin shares: the run's state, settings lookup, failures.
+"""What every resource plugin shares: the run's state and failures.
 
 The entry point (:mod:`worker_utils.plugin`) creates the :class:`Run` in the
 process that owns the run, or from ``workerinput`` in an xdist worker, and puts
@@ -53,25 +53,6 @@ run_key = pytest.StashKey[Run]()
 def get_run(config: pytest.Config) -> Run:
     """Return the run this process belongs to."""
     return config.stash[run_key]
-
-
-def find_setting(config: pytest.Config, name: str, env: str | None = None) -> tuple[str, str]:
-    """Return where setting ``name`` was given and its value; ``("", "")`` if nowhere.
-
-    The command line (``--worker-utils-<name>``) wins over the environment
-    variable ``env``, which wins over the ini option ``worker_utils_<name>``.
-    Empty values count as not given. The place is returned so that error
-    messages name the setting the user has to change.
-    """
-    dest = f"worker_utils_{name}"
-    sources = [(f"--{dest.replace('_', '-')}", config.getoption(dest, None))]
-    if env is not None:
-        sources.append((env, os.environ.get(env)))
-    sources.append((dest, config.getini(dest)))
-    for where, value in sources:
-        if value:
-            return where, str(value)
-    return "", ""
 
 
 def fail(error: BaseException | str) -> NoReturn:

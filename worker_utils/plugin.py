@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from worker_utils import _worker
+from worker_utils import _settings, _worker
 from worker_utils._plugin import Run, run_key, usage_error
 from worker_utils._report import WorkerReport
 from worker_utils.run import coordination
@@ -49,7 +49,7 @@ def resource_plugins() -> list[ModuleType]:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.getgroup("worker_utils", "worker_utils: per-worker resources")
+    parser.getgroup("worker_utils", f"worker_utils: per-worker resources ({_settings.ORDER})")
 
 
 def _check_contract() -> None:

@@ -103,29 +103,6 @@ def test_an_exhausted_range_fails_the_test_with_the_setting_to_change(
     result.stdout.no_fnmatch_line("*Traceback*")
 
 
-@pytest.mark.parametrize(
-    ("where", "args", "setting"),
-    [
-        ("ini", [], "worker_utils_port_range"),
-        ("option", ["--worker-utils-port-range=9-x"], "--worker-utils-port-range"),
-    ],
-)
-def test_a_malformed_range_setting_is_a_usage_error(
-    pytester: pytest.Pytester, where: str, args: list[str], setting: str
-) -> None:
-    if where == "ini":
-        pytester.makeini("[pytest]\nworker_utils_port_range = 9-x\n")
-    pytester.makepyfile("def test_it(): pass")
-    result = pytester.runpytest_subprocess(*args)
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(
-        [
-            f"ERROR: {setting}: found '9-x'; expected LOW-HIGH with 1 <= LOW <= HIGH <= 65535, "
-            f"such as 20000-20999"
-        ]
-    )
-
-
 def test_session_ports_stay_leased_for_the_whole_session(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\nworker_utils_port_range = 29197-29198\n")
     pytester.makepyfile(

@@ -94,32 +94,6 @@ def test_without_fixture_information_the_autouse_check_gives_up() -> None:
     assert guard._sites(Item(), set(), Path("/")) is None  # type: ignore[arg-type]
 
 
-def test_an_unknown_mode_is_a_usage_error_naming_the_option(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile("def test_x(): pass")
-    result = pytester.runpytest("--worker-utils-guard", "tests/")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(
-        [
-            "ERROR: --worker-utils-guard: found 'tests/', expected off, warn or strict; "
-            "write --worker-utils-guard=MODE, or put the option after the test paths"
-        ]
-    )
-
-
-def test_an_unknown_ini_mode_is_a_usage_error_naming_the_setting(
-    pytester: pytest.Pytester,
-) -> None:
-    pytester.makeini("[pytest]\nworker_utils_guard = loud\n")
-    result = pytester.runpytest()
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(
-        [
-            "ERROR: worker_utils_guard: found 'loud', expected off, warn or strict; "
-            "set worker_utils_guard to one of them"
-        ]
-    )
-
-
 def test_the_guard_plugin_is_registered_only_when_enabled(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(
         """

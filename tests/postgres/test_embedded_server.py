@@ -45,6 +45,22 @@ def test_the_bindir_variable_points_at_binaries_off_the_path(no_binaries: Path) 
         assert server.find_postgres_bindir() == bindir
 
 
+def test_a_bindir_variable_without_the_binaries_is_an_error_not_a_fallback(
+    no_binaries: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    found = no_binaries / "lib" / "16" / "bin"  # binaries elsewhere must not hide the mistake
+    found.mkdir(parents=True)
+    for name in ("initdb", "pg_ctl", "postgres"):
+        (found / name).write_text("")
+    monkeypatch.setattr(server, "_BINDIR_GLOBS", (str(no_binaries / "lib" / "*" / "bin"),))
+    with pytest.raises(ServerStartError) as raised:
+        server.find_postgres_bindir({server.BINDIR_VAR: "/nonexistent"})
+    assert str(raised.value) == (
+        "WORKER_UTILS_POSTGRES_BINDIR: found '/nonexistent', which holds no initdb, pg_ctl and "
+        "postgres; set it to the bin directory of a PostgreSQL server, or unset it"
+    )
+
+
 def test_the_newest_debian_version_is_preferred(
     no_binaries: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -89,38 +89,6 @@ def test_too_few_connections_for_the_workers_names_max_connections(example: Exam
     )
 
 
-@pytest.mark.parametrize(
-    ("line", "message"),
-    [
-        (
-            "worker_utils_postgres_reset = rollback",
-            "worker_utils_postgres_reset: found 'rollback'; "
-            "use one of auto, transaction, delete, truncate, none",
-        ),
-        (
-            "worker_utils_postgres_mode = cluster",
-            "worker_utils_postgres_mode: found 'cluster'; use one of schema, database",
-        ),
-        (
-            "worker_utils_postgres_prefix = pg_mine",
-            "worker_utils_postgres_prefix: prefix 'pg_mine' must be a lower-case identifier "
-            "(letters, digits, '_') that does not start with 'pg_'",
-        ),
-        (
-            "worker_utils_postgres_prefix = " + "p" * 44,
-            "worker_utils_postgres_prefix: prefix '" + "p" * 44 + "' is 44 bytes; use at "
-            "most 43 so that names fit PostgreSQL's 63-byte limit",
-        ),
-    ],
-)
-def test_a_bad_ini_value_is_a_usage_error(example: Example, line: str, message: str) -> None:
-    example.pytester.makeini(f"[pytest]\n{line}\n")
-    example.pytester.makepyfile(test_one=ONE_TEST)
-    result = example.pytester.runpytest_subprocess()
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([f"ERROR: {message}"])
-
-
 def test_a_bad_marker_value_fails_that_test_only(example: Example) -> None:
     example.pytester.makeini(f"[pytest]\nworker_utils_postgres_prefix = {example.prefix}\n")
     example.pytester.makepyfile(

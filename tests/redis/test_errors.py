@@ -11,6 +11,8 @@ import pytest
 from tests.redis.conftest import Server
 from worker_utils import ports
 from worker_utils.redis import RedisUrlError, mask_password, parse_redis_url, redis_url_with_db
+from worker_utils.servers._process import ServerStartError
+from worker_utils.servers.redis import find_redis_server
 
 FORMS = "redis://[[user]:password@]host[:port][/db], rediss://... or unix:///path/to/socket[?db=N]"
 
@@ -24,63 +26,6 @@ def test_two(worker_redis_url):
 def test_without_redis():
     pass
 """
-
-
-@pytest.mark.parametrize(
-    ("url", "reason"),
-    [
-        ("http://localhost", "scheme 'http' is not redis, rediss or unix"),
-        ("localhost:6379", "scheme 'localhost' is not redis, rediss or unix"),  # noqa: WU202
-        ("6379", "no scheme"),
-        ("redis://localhost:99999/0", "the port is not a number from 0 to 65535"),
-        ("redis://localhost/zero", "database 'zero' is not a number"),
-        ("redis://:secret@/0", "no host"),
-        ("unix://", "no socket path"),
-    ],
-)
-def test_a_bad_url_is_a_usage_error_naming_the_option(
-    pytester: pytest.Pytester, url: str, reason: str
-) -> None:
-    pytester.makepyfile(SUITE)
-    result = pytester.runpytest_subprocess(f"--worker-utils-redis-url={url}")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(
-        [
-            f"ERROR: --worker-utils-redis-url: found {mask_password(url)!r} ({reason}); "
-            f"expected {FORMS}"
-        ]
-    )
-
-
-def test_a_bad_url_in_the_environment_names_the_variable(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("WORKER_UTILS_REDIS_URL", "redis://:hunter2@localhost:port/0")
-    pytester.makepyfile(SUITE)
-    result = pytester.runpytest_subprocess()
-    result.stderr.fnmatch_lines(
-        [
-            "ERROR: WORKER_UTILS_REDIS_URL: found 'redis://:***@localhost:port/0' "
-            f"(the port is not a number from 0 to 65535); expected {FORMS}"
-        ]
-    )
-    assert "hunter2" not in result.stderr.str()
-
-
-def test_a_bad_mode_or_wait_is_a_usage_error(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    pytester.makepyfile(SUITE)
-    pytester.makeini("[pytest]\nworker_utils_redis_mode = sometimes\n")
-    result = pytester.runpytest_subprocess()
-    result.stderr.fnmatch_lines(
-        ["ERROR: worker_utils_redis_mode: found 'sometimes'; expected auto, index or prefix"]
-    )
-    monkeypatch.setenv("WORKER_UTILS_REDIS_WAIT", "soon")
-    result = pytester.runpytest_subprocess("--worker-utils-redis-mode=index")
-    result.stderr.fnmatch_lines(
-        ["ERROR: WORKER_UTILS_REDIS_WAIT: found 'soon'; expected a number of seconds, such as 60"]
-    )
 
 
 def run_failing(pytester: pytest.Pytester, url: str, message: str) -> None:
@@ -162,19 +107,13 @@ def test_a_server_without_config_is_measured_by_select(
     result.assert_outcomes(passed=1)
 
 
-def test_a_missing_redis_server_binary_is_named(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("WORKER_UTILS_REDIS_URL", raising=False)
-    monkeypatch.setenv("WORKER_UTILS_REDIS_SERVER", "/nonexistent/redis-server")
-    pytester.makepyfile(SUITE)
-    result = pytester.runpytest_subprocess()
-    result.assert_outcomes(passed=1, errors=2)
-    message = (
+def test_a_redis_server_variable_naming_no_executable_is_an_error() -> None:
+    with pytest.raises(ServerStartError) as raised:
+        find_redis_server({"WORKER_UTILS_REDIS_SERVER": "/nonexistent/redis-server"})
+    assert str(raised.value) == (
         "WORKER_UTILS_REDIS_SERVER: found '/nonexistent/redis-server', which is not an "
         "executable file; set it to the path of redis-server, or unset it"
     )
-    assert result.stdout.lines.count(message) == 2
 
 
 def test_urls_keep_their_form_when_given_a_database() -> None:

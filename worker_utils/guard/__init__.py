@@ -64,20 +64,20 @@ class WorkerUtilsAutouseWarning(WorkerUtilsGuardWarning):
     """An autouse fixture is defined twice, or broad-scoped in a test module."""
 
 
-def parse_mode(text: str, *, setting: str) -> str:
-    """Return the guard mode named by ``text``.
+def parse_mode(text: str) -> str:
+    """Return the guard mode named by ``text``, in any case.
 
     Raises:
-        ValueError: ``text`` is not one of :data:`MODES`; the message names ``setting``.
+        ValueError: ``text`` is not one of :data:`MODES`; when it looks like a
+            test path, the message says how to write the option before one.
     """
     mode = text.strip().lower()
     if mode not in MODES:
-        fix = (
-            "write --worker-utils-guard=MODE, or put the option after the test paths"
-            if setting.startswith("--")
-            else f"set {setting} to one of them"
-        )
-        raise ValueError(f"{setting}: found {text!r}, expected off, warn or strict; {fix}")
+        if "/" in text or text.endswith(".py") or os.path.exists(text):
+            raise ValueError(
+                "a test path? write --worker-utils-guard=MODE, or put the option after the paths"
+            )
+        raise ValueError
     return mode
 
 

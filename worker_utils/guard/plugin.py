@@ -1,54 +1,60 @@
-"""Options of the runtime guard: off by default, its hooks registered only when asked for."""
+"""Settings of the runtime guard: off by default, its hooks registered only when asked for."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from worker_utils._plugin import find_setting, usage_error
+from worker_utils import _settings
 
 _GUARD_PLUGIN = "worker_utils.guard"
 
 
+def _mode(text: str) -> str:
+    from worker_utils import guard
+
+    return guard.parse_mode(text)
+
+
+MODE = _settings.Setting(
+    name="guard",
+    help="Report tests that leak os.environ, cwd or sys.path, and misplaced autouse fixtures "
+    "(the option alone means warn)",
+    accepted="off, warn or strict",
+    parse=_mode,
+    default="off",
+    metavar="MODE",
+    const="warn",
+)
+IGNORE_ENV = _settings.Setting[list[str]](
+    name="guard_ignore_env",
+    help="Environment variables the guard never reports nor restores",
+    accepted="fnmatch patterns separated by spaces or commas, such as MYAPP_* COVERAGE_*",
+    parse=_settings.words,
+    default=[],
+    default_text="none",
+    metavar="PATTERNS",
+    multiple=True,
+)
+SETTINGS: list[_settings.Setting[Any]] = [MODE, IGNORE_ENV]
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("worker_utils")
-    group.addoption(
-        "--worker-utils-guard",
-        dest="worker_utils_guard",
-        nargs="?",
-        const="warn",
-        default=None,
-        metavar="MODE",
-        help="Report tests that leak os.environ, cwd or sys.path, and misplaced autouse "
-        "fixtures: warn (the default when given) or strict",
-    )
-    parser.addini(
-        "worker_utils_guard",
-        "Runtime guard mode: off (the default), warn or strict",
-        default="off",
-    )
-    parser.addini(
-        "worker_utils_guard_ignore_env",
-        "Environment variables the guard never reports, as fnmatch patterns such as MYAPP_*",
-        type="args",
-        default=[],
-    )
+    _settings.add_settings(parser, SETTINGS)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     __tracebackhide__ = True
-    from worker_utils import guard
-
-    setting, text = find_setting(config, "guard")
-    try:
-        mode = guard.parse_mode(text, setting=setting)
-    except ValueError as exc:
-        usage_error(exc)
+    mode = _settings.resolve(config, MODE).value
     if mode != "off":
+        from worker_utils import guard
+
         workerinput = getattr(config, "workerinput", None)
         first_worker = workerinput is None or workerinput.get("workerid") == "gw0"
         config.pluginmanager.register(
             guard.Guard(
-                mode, config.getini("worker_utils_guard_ignore_env"), first_worker=first_worker
+                mode, _settings.resolve(config, IGNORE_ENV).value, first_worker=first_worker
             ),
             _GUARD_PLUGIN,
         )

@@ -4,44 +4,44 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from worker_utils._plugin import fail, find_setting, get_run, usage_error
+from worker_utils import _settings
+from worker_utils._plugin import fail, get_run
 from worker_utils._report import WorkerReport
 from worker_utils.ports._leases import PortLease, PortsExhaustedError, lease_port, parse_port_range
 from worker_utils.ports._sockets import SocketPathFactory
 
-_PORT_RANGE_VAR = "WORKER_UTILS_PORT_RANGE"
+
+def _port_range(text: str) -> range:
+    try:
+        return parse_port_range(text)
+    except ValueError:
+        raise ValueError from None  # the setting's message says what is accepted
+
+
+PORT_RANGE = _settings.Setting[range | None](
+    name="port_range",
+    help="Lease worker_port ports only from this range",
+    accepted="LOW-HIGH with 1 <= LOW <= HIGH <= 65535, such as 20000-20999",
+    parse=_port_range,
+    default=None,
+    default_text="any free port",
+    metavar="LOW-HIGH",
+)
+SETTINGS: list[_settings.Setting[Any]] = [PORT_RANGE]
+
 _range_key = pytest.StashKey["range | None"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("worker_utils")
-    group.addoption(
-        "--worker-utils-port-range",
-        dest="worker_utils_port_range",
-        default=None,
-        metavar="LOW-HIGH",
-        help="Lease worker_port ports only from this range (default: portpicker's choice)",
-    )
-    parser.addini(
-        "worker_utils_port_range",
-        "Lease worker_port ports only from this range, such as 20000-20999",
-        default="",
-    )
+    _settings.add_settings(parser, SETTINGS)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    __tracebackhide__ = True
-    where, text = find_setting(config, "port_range", _PORT_RANGE_VAR)
-    port_range = None
-    if text:
-        try:
-            port_range = parse_port_range(text, setting=where)
-        except ValueError as exc:
-            usage_error(exc)
-    config.stash[_range_key] = port_range
+    config.stash[_range_key] = _settings.resolve(config, PORT_RANGE).value
 
 
 @pytest.fixture

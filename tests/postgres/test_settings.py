@@ -1,0 +1,145 @@
+"""Every PostgreSQL setting from the command line, the environment or the ini file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PRECEDENCE, SOURCES, Given
+from tests.postgres.conftest import URL
+from worker_utils._settings import Setting
+from worker_utils.postgres.plugin import (
+    BINDIR,
+    EXTENSION_SCHEMA,
+    EXTENSIONS,
+    MODE,
+    PREFIX,
+    RESET,
+)
+from worker_utils.postgres.plugin import URL as URL_SETTING
+
+SHOW = """
+import os
+from worker_utils.postgres.plugin import _pg_key
+
+def test_show(request):
+    settings = request.config.stash[_pg_key]
+    for name in ("url", "mode", "reset", "prefix", "extensions", "extension_schema"):
+        print("\\npostgres_" + name, getattr(settings, name))
+    print("\\npostgres_bindir", os.environ.get("WORKER_UTILS_POSTGRES_BINDIR"))
+"""
+
+
+@pytest.fixture
+def bindir(tmp_path: Path) -> Path:
+    """A directory that looks like PostgreSQL's bin directory."""
+    directory = tmp_path / "pg" / "bin"
+    directory.mkdir(parents=True)
+    for name in ("initdb", "pg_ctl", "postgres"):
+        (directory / name).write_text("")
+    return directory
+
+
+@pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.parametrize(
+    ("setting", "text", "shown"),
+    [
+        (URL_SETTING, URL, f"postgres_url {URL}"),
+        (MODE, "database", "postgres_mode database"),
+        (RESET, "delete", "postgres_reset delete"),
+        (PREFIX, "wu_settings", "postgres_prefix wu_settings"),
+        (EXTENSIONS, "citext, hstore", "postgres_extensions ['citext', 'hstore']"),
+        (EXTENSION_SCHEMA, "extensions", "postgres_extension_schema extensions"),
+        (BINDIR, "{bindir}", "postgres_bindir {bindir}"),
+    ],
+    ids=lambda value: value.name if isinstance(value, Setting) else None,
+)
+def test_each_setting_is_read_from_every_source(
+    given: Given, bindir: Path, setting: Setting[object], text: str, shown: str, source: str
+) -> None:
+    given(setting, text.format(bindir=bindir), source)
+    given.pytester.makepyfile(SHOW)
+    result = given.run()
+    result.assert_outcomes(passed=1)
+    assert shown.format(bindir=bindir) in result.stdout.lines
+
+
+@pytest.mark.parametrize("sources", PRECEDENCE)
+def test_the_option_wins_over_the_variable_which_wins_over_the_ini_file(
+    given: Given, sources: tuple[str, ...]
+) -> None:
+    resets = {"option": "delete", "env": "truncate", "ini": "none"}
+    for source in sources:
+        given(RESET, resets[source], source)
+    given.pytester.makepyfile(SHOW)
+    result = given.run()
+    expected = resets[sources[0]] if sources else "auto"
+    assert f"postgres_reset {expected}" in result.stdout.lines
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_a_bad_mode_names_the_setting_where_it_came_from_and_what_is_accepted(
+    given: Given, source: str
+) -> None:
+    origin = given(MODE, "schemas", source)
+    given.pytester.makepyfile("def test_it(): pass")
+    result = given.run()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.stderr.lines[0] == (
+        f"ERROR: worker_utils_postgres_mode (from {origin}): found 'schemas'; "
+        "expected schema or database"
+    )
+
+
+@pytest.mark.parametrize(
+    ("setting", "text", "source", "message"),
+    [
+        (
+            RESET,
+            "rollback",
+            "ini",
+            "worker_utils_postgres_reset (from tox.ini): found 'rollback'; "
+            "expected auto, transaction, delete, truncate or none",
+        ),
+        (
+            PREFIX,
+            "pg_mine",
+            "env",
+            "worker_utils_postgres_prefix (from WORKER_UTILS_POSTGRES_PREFIX): found 'pg_mine'; "
+            "expected a lower-case identifier (letters, digits, '_') of at most 43 bytes, "
+            "not starting with pg_",
+        ),
+        (
+            PREFIX,
+            "p" * 44,
+            "option",
+            "worker_utils_postgres_prefix (from --worker-utils-postgres-prefix): found '"
+            + "p" * 44
+            + "'; expected a lower-case identifier (letters, digits, '_') of at most 43 bytes, "
+            "not starting with pg_",
+        ),
+        (
+            BINDIR,
+            "/nonexistent",
+            "env",
+            "worker_utils_postgres_bindir (from WORKER_UTILS_POSTGRES_BINDIR): "
+            "found '/nonexistent'; expected a directory holding initdb, pg_ctl and postgres",
+        ),
+    ],
+    ids=["reset", "prefix-pg_", "prefix-44-bytes", "bindir"],
+)
+def test_a_bad_value_is_one_usage_error(
+    given: Given, setting: Setting[object], text: str, source: str, message: str
+) -> None:
+    given(setting, text, source)
+    given.pytester.makepyfile("def test_it(): pass")
+    result = given.run()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.stderr.lines == [f"ERROR: {message}", ""]
+
+
+def test_a_prefix_of_43_bytes_is_accepted(given: Given) -> None:
+    given(PREFIX, "p" * 43, "env")
+    given.pytester.makepyfile(SHOW)
+    given.run().assert_outcomes(passed=1)

@@ -1,0 +1,150 @@
+"""Every Redis setting from the command line, the environment or the ini file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PRECEDENCE, SOURCES, Given
+from tests.redis.test_errors import FORMS
+from worker_utils._settings import Setting
+from worker_utils.redis.plugin import MODE, SERVER, URL, WAIT
+
+SHOW = """
+import os
+from worker_utils.redis.plugin import _redis_key
+
+def test_show(request):
+    settings = request.config.stash[_redis_key]
+    print("\\nredis_url", settings.url and settings.url.url, settings.setting)
+    print("\\nredis_mode", settings.mode)
+    print("\\nredis_wait", settings.wait)
+    print("\\nredis_server", os.environ.get("WORKER_UTILS_REDIS_SERVER"))
+"""
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Path:
+    """An executable file standing for redis-server."""
+    path = tmp_path / "redis-server"
+    path.write_text("#!/bin/sh\n")
+    path.chmod(0o755)
+    return path
+
+
+@pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.parametrize(
+    ("setting", "text", "shown"),
+    [
+        (URL, "redis://redis.example/3", "redis_url redis://redis.example/3 {where}"),
+        (MODE, "prefix", "redis_mode prefix"),
+        (WAIT, "2.5", "redis_wait 2.5"),
+        (SERVER, "{server}", "redis_server {server}"),
+    ],
+    ids=lambda value: value.name if isinstance(value, Setting) else None,
+)
+def test_each_setting_is_read_from_every_source(
+    given: Given, server: Path, setting: Setting[object], text: str, shown: str, source: str
+) -> None:
+    given(setting, text.format(server=server), source)
+    given.pytester.makepyfile(SHOW)
+    result = given.run()
+    result.assert_outcomes(passed=1)
+    # Later errors name what the user set: the option, the variable or the ini key.
+    where = {"option": URL.option, "env": URL.env, "ini": URL.ini}[source]
+    assert shown.format(server=server, where=where) in result.stdout.lines
+
+
+@pytest.mark.parametrize("sources", PRECEDENCE)
+def test_the_option_wins_over_the_variable_which_wins_over_the_ini_file(
+    given: Given, sources: tuple[str, ...]
+) -> None:
+    waits = {"option": "1.0", "env": "2.0", "ini": "3.0"}
+    for source in sources:
+        given(WAIT, waits[source], source)
+    given.pytester.makepyfile(SHOW)
+    result = given.run()
+    expected = waits[sources[0]] if sources else "60.0"
+    assert f"redis_wait {expected}" in result.stdout.lines
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_a_bad_url_names_the_setting_where_it_came_from_and_hides_the_password(
+    given: Given, source: str
+) -> None:
+    origin = given(URL, "redis://:hunter2@localhost:port/0", source)
+    given.pytester.makepyfile("def test_it(): pass")
+    result = given.run()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.stderr.lines == [
+        f"ERROR: worker_utils_redis_url (from {origin}): found 'redis://:***@localhost:port/0' "
+        f"(the port is not a number from 0 to 65535); expected {FORMS}",
+        "",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://localhost", "scheme 'http' is not redis, rediss or unix"),
+        ("localhost:6379", "scheme 'localhost' is not redis, rediss or unix"),  # noqa: WU202
+        ("6379", "no scheme"),
+        ("redis://localhost:99999/0", "the port is not a number from 0 to 65535"),
+        ("redis://localhost/zero", "database 'zero' is not a number"),
+        ("redis://:secret@/0", "no host"),
+        ("unix://", "no socket path"),
+    ],
+)
+def test_a_bad_url_says_what_is_wrong_with_it(given: Given, url: str, reason: str) -> None:
+    given(URL, url, "option")
+    given.pytester.makepyfile("def test_it(): pass")
+    result = given.run()
+    assert result.stderr.lines[0] == (
+        f"ERROR: worker_utils_redis_url (from --worker-utils-redis-url): "
+        f"found {url.replace(':secret@', ':***@')!r} ({reason}); expected {FORMS}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("setting", "text", "source", "message"),
+    [
+        (
+            MODE,
+            "sometimes",
+            "ini",
+            "worker_utils_redis_mode (from tox.ini): found 'sometimes'; "
+            "expected auto, index or prefix",
+        ),
+        (
+            WAIT,
+            "soon",
+            "env",
+            "worker_utils_redis_wait (from WORKER_UTILS_REDIS_WAIT): found 'soon'; "
+            "expected a number of seconds, such as 60",
+        ),
+        (
+            WAIT,
+            "-1",
+            "option",
+            "worker_utils_redis_wait (from --worker-utils-redis-wait): found '-1'; "
+            "expected a number of seconds, such as 60",
+        ),
+        (
+            SERVER,
+            "/nonexistent/redis-server",
+            "env",
+            "worker_utils_redis_server (from WORKER_UTILS_REDIS_SERVER): "
+            "found '/nonexistent/redis-server'; expected an executable file",
+        ),
+    ],
+    ids=["mode", "wait-text", "wait-negative", "server"],
+)
+def test_a_bad_value_is_one_usage_error(
+    given: Given, setting: Setting[object], text: str, source: str, message: str
+) -> None:
+    given(setting, text, source)
+    given.pytester.makepyfile("def test_it(): pass")
+    result = given.run()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.stderr.lines == [f"ERROR: {message}", ""]
