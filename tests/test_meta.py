@@ -31,7 +31,7 @@ def _test_sources() -> str:
     )
 
 
-def test_the_reference_page_is_generated_from_the_current_docstrings() -> None:
+def test_the_reference_and_settings_pages_are_generated_from_the_current_code() -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "docs" / "gen_reference.py"), "--check"],
         capture_output=True,
