@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -143,3 +146,36 @@ def test_a_prefix_of_43_bytes_is_accepted(given: Given) -> None:
     given(PREFIX, "p" * 43, "env")
     given.pytester.makepyfile(SHOW)
     given.run().assert_outcomes(passed=1)
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory that the server's user can read and write when tests run as root."""
+    path = Path(tempfile.mkdtemp(prefix="wu-bindir-"))
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path)
+
+
+def test_the_bindir_option_starts_the_embedded_server_from_that_directory(
+    given: Given, shared_dir: Path
+) -> None:
+    from worker_utils.servers.postgres import find_postgres_bindir
+
+    real = find_postgres_bindir()
+    used = shared_dir / "used"
+    mine = shared_dir / "bin"
+    mine.mkdir(mode=0o755)
+    (mine / "initdb").write_text(f'#!/bin/sh\necho yes > {used}\nexec {real / "initdb"} "$@"\n')
+    (mine / "initdb").chmod(0o755)
+    for name in ("pg_ctl", "postgres"):
+        (mine / name).symlink_to(real / name)
+    given.pytester.makepyfile(
+        "def test_it(worker_postgres_url):\n"
+        "    assert worker_postgres_url.startswith('postgresql://postgres@127.0.0.1:')\n"
+    )
+    result = given.pytester.runpytest_subprocess(
+        "-n", "2", "-p", "no:randomly", f"{BINDIR.option}={mine}"
+    )
+    result.assert_outcomes(passed=1)
+    assert used.read_text() == "yes\n"

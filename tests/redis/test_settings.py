@@ -148,3 +148,22 @@ def test_a_bad_value_is_one_usage_error(
     result = given.run()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert result.stderr.lines == [f"ERROR: {message}", ""]
+
+
+def test_the_server_setting_from_the_ini_file_starts_the_embedded_server_of_every_worker(
+    given: Given, tmp_path: Path
+) -> None:
+    from worker_utils.servers.redis import find_redis_server
+
+    used = tmp_path / "used"
+    wrapper = tmp_path / "my-redis-server"
+    wrapper.write_text(f'#!/bin/sh\necho yes > {used}\nexec {find_redis_server()} "$@"\n')
+    wrapper.chmod(0o755)
+    given.pytester.makeini(f"[pytest]\n{SERVER.ini} = {wrapper}\n")
+    given.pytester.makepyfile(
+        "def test_one(worker_redis):\n    worker_redis.set('k', 1)\n\n"
+        "def test_two(worker_redis):\n    worker_redis.set('k', 2)\n"
+    )
+    result = given.pytester.runpytest_subprocess("-n", "2", "-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+    assert used.read_text() == "yes\n"
