@@ -72,11 +72,33 @@ class Given:
         self.ini.append(f"{setting.ini} = {text}")
         return "tox.ini"  # what pytester.makeini writes
 
+    def each(
+        self, setting: Setting[Any], texts: dict[str, str], sources: tuple[str, ...]
+    ) -> str | None:
+        """Give ``setting`` ``texts[source]`` from each of ``sources``; return the winner's text."""
+        for source in sources:
+            self(setting, texts[source], source)
+        return texts[sources[0]] if sources else None
+
     def run(self, *args: str) -> pytest.RunResult:
         """Run pytest in this process with the settings given so far."""
         if self.ini:
             self.pytester.makeini("[pytest]\n" + "\n".join(self.ini) + "\n")
         return self.pytester.runpytest("-p", "no:randomly", "-s", *self.args, *args)
+
+    def shown(self, show: str, *args: str) -> list[str]:
+        """Run the test file ``show``, which prints settings; return the lines of the output."""
+        self.pytester.makepyfile(show)
+        result = self.run(*args)
+        result.assert_outcomes(passed=1)
+        return result.stdout.lines
+
+    def usage_error(self, *args: str) -> list[str]:
+        """Run a suite that needs nothing; return the lines of the usage error it stops with."""
+        self.pytester.makepyfile("def test_it(): pass")
+        result = self.run(*args)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        return [line for line in result.stderr.lines if line]
 
 
 def all_settings() -> list[Setting[Any]]:

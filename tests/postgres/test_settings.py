@@ -62,10 +62,7 @@ def test_each_setting_is_read_from_every_source(
     given: Given, bindir: Path, setting: Setting[object], text: str, shown: str, source: str
 ) -> None:
     given(setting, text.format(bindir=bindir), source)
-    given.pytester.makepyfile(SHOW)
-    result = given.run()
-    result.assert_outcomes(passed=1)
-    assert shown.format(bindir=bindir) in result.stdout.lines
+    assert shown.format(bindir=bindir) in given.shown(SHOW)
 
 
 @pytest.mark.parametrize("sources", PRECEDENCE)
@@ -73,12 +70,8 @@ def test_the_option_wins_over_the_variable_which_wins_over_the_ini_file(
     given: Given, sources: tuple[str, ...]
 ) -> None:
     resets = {"option": "delete", "env": "truncate", "ini": "none"}
-    for source in sources:
-        given(RESET, resets[source], source)
-    given.pytester.makepyfile(SHOW)
-    result = given.run()
-    expected = resets[sources[0]] if sources else "auto"
-    assert f"postgres_reset {expected}" in result.stdout.lines
+    winner = given.each(RESET, resets, sources)
+    assert f"postgres_reset {winner or 'auto'}" in given.shown(SHOW)
 
 
 @pytest.mark.parametrize("source", SOURCES)
@@ -86,13 +79,10 @@ def test_a_bad_mode_names_the_setting_where_it_came_from_and_what_is_accepted(
     given: Given, source: str
 ) -> None:
     origin = given(MODE, "schemas", source)
-    given.pytester.makepyfile("def test_it(): pass")
-    result = given.run()
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert result.stderr.lines[0] == (
+    assert given.usage_error() == [
         f"ERROR: worker_utils_postgres_mode (from {origin}): found 'schemas'; "
         "expected schema or database"
-    )
+    ]
 
 
 @pytest.mark.parametrize(
@@ -136,16 +126,12 @@ def test_a_bad_value_is_one_usage_error(
     given: Given, setting: Setting[object], text: str, source: str, message: str
 ) -> None:
     given(setting, text, source)
-    given.pytester.makepyfile("def test_it(): pass")
-    result = given.run()
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert result.stderr.lines == [f"ERROR: {message}", ""]
+    assert given.usage_error() == [f"ERROR: {message}"]
 
 
 def test_a_prefix_of_43_bytes_is_accepted(given: Given) -> None:
     given(PREFIX, "p" * 43, "env")
-    given.pytester.makepyfile(SHOW)
-    given.run().assert_outcomes(passed=1)
+    assert f"postgres_prefix {'p' * 43}" in given.shown(SHOW)
 
 
 @pytest.fixture

@@ -48,12 +48,9 @@ def test_each_setting_is_read_from_every_source(
     given: Given, server: Path, setting: Setting[object], text: str, shown: str, source: str
 ) -> None:
     given(setting, text.format(server=server), source)
-    given.pytester.makepyfile(SHOW)
-    result = given.run()
-    result.assert_outcomes(passed=1)
     # Later errors name what the user set: the option, the variable or the ini key.
     where = {"option": URL.option, "env": URL.env, "ini": URL.ini}[source]
-    assert shown.format(server=server, where=where) in result.stdout.lines
+    assert shown.format(server=server, where=where) in given.shown(SHOW)
 
 
 @pytest.mark.parametrize("sources", PRECEDENCE)
@@ -61,12 +58,8 @@ def test_the_option_wins_over_the_variable_which_wins_over_the_ini_file(
     given: Given, sources: tuple[str, ...]
 ) -> None:
     waits = {"option": "1.0", "env": "2.0", "ini": "3.0"}
-    for source in sources:
-        given(WAIT, waits[source], source)
-    given.pytester.makepyfile(SHOW)
-    result = given.run()
-    expected = waits[sources[0]] if sources else "60.0"
-    assert f"redis_wait {expected}" in result.stdout.lines
+    winner = given.each(WAIT, waits, sources)
+    assert f"redis_wait {winner or '60.0'}" in given.shown(SHOW)
 
 
 @pytest.mark.parametrize("source", SOURCES)
@@ -74,13 +67,9 @@ def test_a_bad_url_names_the_setting_where_it_came_from_and_hides_the_password(
     given: Given, source: str
 ) -> None:
     origin = given(URL, "redis://:hunter2@localhost:port/0", source)
-    given.pytester.makepyfile("def test_it(): pass")
-    result = given.run()
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert result.stderr.lines == [
+    assert given.usage_error() == [
         f"ERROR: worker_utils_redis_url (from {origin}): found 'redis://:***@localhost:port/0' "
-        f"(the port is not a number from 0 to 65535); expected {FORMS}",
-        "",
+        f"(the port is not a number from 0 to 65535); expected {FORMS}"
     ]
 
 
@@ -98,12 +87,10 @@ def test_a_bad_url_names_the_setting_where_it_came_from_and_hides_the_password(
 )
 def test_a_bad_url_says_what_is_wrong_with_it(given: Given, url: str, reason: str) -> None:
     given(URL, url, "option")
-    given.pytester.makepyfile("def test_it(): pass")
-    result = given.run()
-    assert result.stderr.lines[0] == (
+    assert given.usage_error() == [
         f"ERROR: worker_utils_redis_url (from --worker-utils-redis-url): "
         f"found {url.replace(':secret@', ':***@')!r} ({reason}); expected {FORMS}"
-    )
+    ]
 
 
 @pytest.mark.parametrize(
@@ -144,10 +131,7 @@ def test_a_bad_value_is_one_usage_error(
     given: Given, setting: Setting[object], text: str, source: str, message: str
 ) -> None:
     given(setting, text, source)
-    given.pytester.makepyfile("def test_it(): pass")
-    result = given.run()
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert result.stderr.lines == [f"ERROR: {message}", ""]
+    assert given.usage_error() == [f"ERROR: {message}"]
 
 
 def test_the_server_setting_from_the_ini_file_starts_the_embedded_server_of_every_worker(
