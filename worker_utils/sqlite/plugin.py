@@ -1,0 +1,186 @@
+"""Options and fixtures of the SQLite package: a database file per worker, reset after tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from worker_utils import sqlite
+from worker_utils._plugin import fail, find_setting, get_run, usage_error
+from worker_utils.run import coordination, paths
+
+_PRAGMAS_VAR = "WORKER_UTILS_SQLITE_PRAGMAS"
+_RESET_VAR = "WORKER_UTILS_SQLITE_RESET"
+_RESET_CHOICES = ("auto", *sqlite.RESET_MODES)
+_DEFAULT_PRAGMAS = " ".join(f"{name}={value}" for name, value in sqlite.DEFAULT_PRAGMAS)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("worker_utils")
+    group.addoption(
+        "--worker-utils-sqlite-pragmas",
+        dest="worker_utils_sqlite_pragmas",
+        default=None,
+        metavar="PRAGMAS",
+        help=f"PRAGMAs of every worker_sqlite connection (default: {_DEFAULT_PRAGMAS})",
+    )
+    group.addoption(
+        "--worker-utils-sqlite-reset",
+        dest="worker_utils_sqlite_reset",
+        default=None,
+        choices=_RESET_CHOICES,
+        help="How worker_sqlite tests are undone: auto, transaction, restore or none",
+    )
+    parser.addini(
+        "worker_utils_sqlite_pragmas",
+        f"PRAGMAs of every worker_sqlite connection, such as {_DEFAULT_PRAGMAS} (the default)",
+        default="",
+    )
+    parser.addini(
+        "worker_utils_sqlite_reset",
+        "How worker_sqlite tests are undone: auto (the default: transaction with worker_sqlite "
+        "alone, restore with worker_sqlite_path or worker_sqlite_url), transaction, restore, none",
+        default="",
+    )
+
+
+_reset_key = pytest.StashKey[str]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    __tracebackhide__ = True
+    setting, text = find_setting(config, "sqlite_pragmas", _PRAGMAS_VAR)
+    try:
+        pragmas = sqlite.parse_pragmas(text, setting=setting) if text else sqlite.DEFAULT_PRAGMAS
+    except ValueError as exc:
+        usage_error(exc)
+    sqlite._set_pragmas(pragmas)
+    setting, mode = find_setting(config, "sqlite_reset", _RESET_VAR)
+    if mode and mode not in _RESET_CHOICES:
+        usage_error(f"{setting}: found {mode!r}; use one of {', '.join(_RESET_CHOICES)}")
+    config.stash[_reset_key] = mode or "auto"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    sqlite._set_pragmas(sqlite.DEFAULT_PRAGMAS)
+
+
+@pytest.fixture(scope="session")
+def worker_sqlite_setup() -> Callable[[Any], object] | None:
+    """The fixture you want to override: a function that builds the template database.
+
+    Return a function taking a ``sqlite3`` connection; it runs once per run on a
+    template file (with the PRAGMAs applied) and is committed. Every worker
+    copies that file, and every test starts from its state. The default builds
+    nothing::
+
+        @pytest.fixture(scope="session")
+        def worker_sqlite_setup():
+            def migrate(conn):
+                conn.execute("CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT)")
+            return migrate
+    """
+    return None
+
+
+@pytest.fixture(scope="session")
+def worker_sqlite_database(
+    request: pytest.FixtureRequest, worker_sqlite_setup: Callable[[Any], object] | None
+) -> Iterator[sqlite.WorkerDatabase]:
+    """This worker's database for the session: its ``path``, ``url`` and ``connect()``.
+
+    A :class:`worker_utils.sqlite.WorkerDatabase`, for session fixtures that
+    configure an application once. Rows those fixtures write are undone by the
+    first test's reset: seed data belongs in ``worker_sqlite_setup``.
+    """
+    __tracebackhide__ = True
+    run = get_run(request.config)
+    try:
+        template = coordination.run_once(
+            "worker-utils-sqlite-template",
+            lambda: sqlite.build_template(
+                run.directory / "sqlite-template.db", worker_sqlite_setup
+            ),
+            run_dir=run.directory,
+        )
+        database = sqlite.WorkerDatabase(paths.worker_tmp_path() / "sqlite.db", template)
+    except (sqlite.SqliteError, coordination.RunOnceError) as exc:
+        fail(exc)
+    run.report.note("sqlite", str(database.path))
+    yield database
+    database.close()
+
+
+def _reset_mode(request: pytest.FixtureRequest) -> str:
+    mode = request.config.stash[_reset_key]
+    if mode == "auto":
+        # Connections the application opens commit for real, and in WAL a
+        # transaction on the fixture's connection would not see their rows.
+        names = request.fixturenames
+        by_path = "worker_sqlite_path" in names or "worker_sqlite_url" in names
+        return "restore" if by_path else "transaction"
+    return mode
+
+
+@pytest.fixture
+def _worker_sqlite_reset(
+    request: pytest.FixtureRequest, worker_sqlite_database: sqlite.WorkerDatabase
+) -> Iterator[str]:
+    __tracebackhide__ = True
+    mode = _reset_mode(request)
+    if mode != "none" and worker_sqlite_database.changed():
+        # Left by a test with reset none, or whose restore failed.
+        _reset(worker_sqlite_database)
+    yield mode
+    _reset(worker_sqlite_database, restore=mode != "none")
+
+
+def _reset(database: sqlite.WorkerDatabase, *, restore: bool = True) -> None:
+    __tracebackhide__ = True
+    try:
+        database.reset(restore=restore)
+    except sqlite.SqliteError as exc:
+        fail(exc)
+
+
+@pytest.fixture
+def worker_sqlite_path(
+    worker_sqlite_database: sqlite.WorkerDatabase, _worker_sqlite_reset: str
+) -> Path:
+    """The path of this worker's SQLite file, such as ``<run dir>/workers/gw0/sqlite.db``.
+
+    No other worker or run uses it. Open it with :func:`worker_utils.sqlite.connect`
+    for the production PRAGMAs. Whatever the test committed is undone after it
+    (reset ``restore``), so each test starts from ``worker_sqlite_setup``'s state.
+    """
+    return worker_sqlite_database.path
+
+
+@pytest.fixture
+def worker_sqlite_url(
+    worker_sqlite_database: sqlite.WorkerDatabase, _worker_sqlite_reset: str
+) -> str:
+    """``sqlite:///<worker_sqlite_path>``, for SQLAlchemy and other code that takes a URL.
+
+    Give an engine the PRAGMAs with
+    ``sqlalchemy.event.listen(engine, "connect", worker_utils.sqlite.on_connect)``.
+    Undone after the test like ``worker_sqlite_path``.
+    """
+    return worker_sqlite_database.url
+
+
+@pytest.fixture
+def worker_sqlite(worker_sqlite_database: sqlite.WorkerDatabase, _worker_sqlite_reset: str) -> Any:
+    """A ``sqlite3`` connection on this worker's file, with the production PRAGMAs.
+
+    Used alone, the test runs in a transaction that is rolled back after it
+    (reset ``transaction``); beside ``worker_sqlite_path`` or ``worker_sqlite_url``
+    it is a plain connection and the file is restored instead. Either way a
+    test that commits is undone.
+    """
+    if _worker_sqlite_reset == "transaction":
+        return worker_sqlite_database.begin()
+    return worker_sqlite_database.connection
