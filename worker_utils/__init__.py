@@ -21,6 +21,7 @@ from worker_utils.postgres import get_worker_postgres_schema, worker_postgres_na
 from worker_utils.redis import RedisLease, RedisSetupError, get_worker_redis_db, lease_redis
 from worker_utils.run.coordination import RunOnceError, run_once
 from worker_utils.run.paths import run_tmp_path, worker_tmp_path
+from worker_utils.sandbox import register_reset
 
 __all__ = [
     "PortLease",
@@ -40,6 +41,7 @@ __all__ = [
     "is_xdist_worker",
     "lease_port",
     "lease_redis",
+    "register_reset",
     "run_once",
     "run_tmp_path",
     "worker_postgres_name",

@@ -31,6 +31,8 @@ pytest_plugins = [
     "worker_utils.ports.plugin",
     "worker_utils.postgres.plugin",
     "worker_utils.redis.plugin",
+    "worker_utils.sqlite.plugin",
+    "worker_utils.sandbox.plugin",
     "worker_utils.guard.plugin",
 ]
 

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-FIX_DUPLICATE = "keep one definition in the conftest.py shared by both"
+FIX_DUPLICATE = (
+    "keep one definition in the conftest.py shared by both, "
+    "or declare a reset once with worker_utils.register_reset"
+)
 FIX_PLACE = "move it to conftest.py or make it function-scoped"
 FINDINGS = [
     f"sub/conftest.py:5: autouse fixture 'reset_cache' already defined at conftest.py:5; "

@@ -18,7 +18,7 @@ def test_find_leak_lists_set_changed_and_removed_variables_cwd_and_sys_path() ->
     assert guard.describe_leak("t.py::test", leak) == (
         "t.py::test: leaked os.environ (set ADD='1', changed CHANGE='new', removed DROP), "
         "cwd (changed from '/a' to '/b'), sys.path (added '/x', removed '/p'); "
-        "use monkeypatch or undo the change in the test (the guard restored it)"
+        "use the worker_env fixture or undo the change in the test (the guard restored it)"
     )
 
 
@@ -31,7 +31,7 @@ def test_a_reordered_sys_path_and_a_deleted_cwd_are_described() -> None:
     after = Snapshot(BEFORE.environ, None, ("/q", "/p"))
     assert guard.describe_leak("t", guard.find_leak(BEFORE, after)) == (
         "t: leaked cwd (changed from '/a' to a deleted directory), sys.path (reordered); "
-        "use monkeypatch or undo the change in the test (the guard restored it)"
+        "use the worker_env fixture or undo the change in the test (the guard restored it)"
     )
 
 
@@ -76,7 +76,8 @@ def test_autouse_findings_report_each_problem_once_in_path_order() -> None:
     findings = guard.autouse_findings([[conftest, module], [conftest, module]])
     assert [str(finding) for finding in findings] == [
         "test_a.py:7: autouse fixture 'f' already defined at conftest.py:3; "
-        "keep one definition in the conftest.py shared by both",
+        "keep one definition in the conftest.py shared by both, "
+        "or declare a reset once with worker_utils.register_reset",
         "test_a.py:7: module-scoped autouse fixture 'f' in a test module; "
         "move it to conftest.py or make it function-scoped",
     ]

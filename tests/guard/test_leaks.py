@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-HINT = "use monkeypatch or undo the change in the test (the guard restored it)"
+HINT = "use the worker_env fixture or undo the change in the test (the guard restored it)"
 LEAKS = [
     f"test_leaks.py::test_sets_a_variable: leaked os.environ (set GUARD_EXAMPLE_NEW='1'); {HINT}",
     f"test_leaks.py::test_removes_a_variable: leaked os.environ "

@@ -101,9 +101,9 @@ def test_the_file_is_in_the_worker_directory_and_the_url_names_it(
 
 # Each of these changes the data its own way; whichever runs later, in any order,
 # must still start from the template's rows.
-@pytest.mark.parametrize("commit", [False, True, False, True])
+@pytest.mark.parametrize(("n", "commit"), [(1, False), (2, True), (3, False), (4, True)])
 def test_a_test_on_the_fixture_connection_starts_from_the_template(
-    worker_sqlite: sqlite3.Connection, commit: bool
+    worker_sqlite: sqlite3.Connection, n: int, commit: bool
 ) -> None:
     assert _books(worker_sqlite) == BOOKS
     worker_sqlite.execute("INSERT INTO book (title, author_id) VALUES ('Always Coming Home', 1)")
@@ -112,9 +112,9 @@ def test_a_test_on_the_fixture_connection_starts_from_the_template(
         worker_sqlite.commit()
 
 
-@pytest.mark.parametrize("how", ["helper", "url", "helper", "url"])
+@pytest.mark.parametrize(("n", "how"), [(1, "helper"), (2, "url"), (3, "helper"), (4, "url")])
 def test_a_test_whose_application_commits_starts_from_the_template(
-    worker_sqlite_path: Path, worker_sqlite_url: str, how: str
+    worker_sqlite_path: Path, worker_sqlite_url: str, n: int, how: str
 ) -> None:
     path = worker_sqlite_path if how == "helper" else worker_sqlite_url.removeprefix("sqlite:///")
     with sqlite.connect(path) as conn:

@@ -211,7 +211,7 @@ def describe_leak(nodeid: str, leak: Leak) -> str:
         parts.append(f"sys.path ({', '.join(path)})")
     return (
         f"{nodeid}: leaked {', '.join(parts)}; "
-        f"use monkeypatch or undo the change in the test (the guard restored it)"
+        f"use the worker_env fixture or undo the change in the test (the guard restored it)"
     )
 
 
@@ -288,7 +288,8 @@ def autouse_findings(definitions: Iterable[Sequence[FixtureSite]]) -> list[Autou
                     site.path,
                     site.line,
                     f"autouse fixture {site.name!r} already defined at {autouse[0].location}; "
-                    f"keep one definition in the conftest.py shared by both",
+                    f"keep one definition in the conftest.py shared by both, or declare a "
+                    f"reset once with worker_utils.register_reset",
                 )
             )
     return sorted(found)

@@ -152,14 +152,14 @@ def build_template(path: str | Path, setup: Callable[[sqlite3.Connection], objec
     return str(path)
 
 
-class _Busy(Exception):  # noqa: N818 never leaves this module
-    pass
+class _Busy(WorkerUtilsError):
+    """The restore gave up on a locked file."""
 
 
 def _give_up_when_busy(status: int, remaining: int, total: int) -> None:
     # The destination's busy handler has waited busy_timeout already; Python's
     # backup loop would retry forever.
-    if status in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):  # type: ignore[attr-defined]
+    if status in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
         raise _Busy
 
 
