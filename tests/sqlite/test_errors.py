@@ -16,7 +16,6 @@ IN_ORDER = ("-p", "no:randomly", "-p", "no:xdist")
 @pytest.mark.parametrize(
     ("args", "ini", "env", "setting"),
     [
-        (["--worker-utils-sqlite-pragmas=journal_mode"], "", "", "--worker-utils-sqlite-pragmas"),
         ([], "worker_utils_sqlite_pragmas = journal_mode", "", "worker_utils_sqlite_pragmas"),
         ([], "", "journal_mode", "WORKER_UTILS_SQLITE_PRAGMAS"),
     ],
@@ -58,10 +57,7 @@ def test_pragmas_may_be_separated_by_commas_or_spaces() -> None:
 
 @pytest.mark.parametrize(
     ("ini", "env", "setting"),
-    [
-        ("worker_utils_sqlite_reset = rollback", "", "worker_utils_sqlite_reset"),
-        ("", "rollback", "WORKER_UTILS_SQLITE_RESET"),
-    ],
+    [("worker_utils_sqlite_reset = rollback", "", "worker_utils_sqlite_reset")],
 )
 def test_an_unknown_reset_mode_stops_the_run_naming_the_setting(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, ini: str, env: str, setting: str
