@@ -59,7 +59,7 @@ def make_setup(tables: int, rows: int) -> Callable[[sqlite3.Connection], None]:
 
 
 def best_of(rounds: int, loops: int, variants: dict[str, Callable[[], float]]) -> dict[str, float]:
-    """Milliseconds per reset of each variant; each call runs one test and returns its reset time."""
+    """Milliseconds per reset of each variant: each call runs one test, returns its reset time."""
     best = dict.fromkeys(variants, float("inf"))
     for _ in range(rounds):
         for name, one_test in variants.items():
