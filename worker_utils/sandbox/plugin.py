@@ -4,38 +4,46 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Generator, Iterator
+from typing import Any
 
 import pytest
 
-from worker_utils import sandbox
+from worker_utils import _settings, sandbox
 from worker_utils._plugin import usage_error
 
-_RESET_INI = "worker_utils_reset"
+RESETS = _settings.Setting[list[str]](
+    name="reset",
+    help="Resets called after every test (of an lru_cache function, its cache_clear)",
+    accepted="module:attribute or dotted paths to functions, separated by spaces or commas",
+    parse=_settings.words,
+    default=[],
+    default_text="none",
+    metavar="RESETS",
+    multiple=True,
+)
+SETTINGS: list[_settings.Setting[Any]] = [RESETS]
+_resets_key = pytest.StashKey[list[str]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addini(
-        _RESET_INI,
-        "Resets called after every test, one a line: module:attribute, or a dotted path "
-        "to a function (of an lru_cache function, its cache_clear)",
-        type="linelist",
-        default=[],
-    )
+    _settings.add_settings(parser, SETTINGS)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     # Not at configure time: the application's modules become importable once
     # the conftest files (and the paths they add) are loaded.
     __tracebackhide__ = True
-    for text in session.config.getini(_RESET_INI):
+    found = _settings.resolve(session.config, RESETS)
+    session.config.stash[_resets_key] = found.value
+    for text in found.value:
         try:
-            sandbox.register_reset(sandbox.resolve_reset(text, setting=_RESET_INI), name=text)
+            sandbox.register_reset(sandbox.resolve_reset(text, setting=RESETS.ini), name=text)
         except sandbox.ResetError as exc:
             usage_error(exc)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    for text in config.getini(_RESET_INI):
+    for text in config.stash.get(_resets_key, []):
         sandbox.unregister_reset(text)
 
 

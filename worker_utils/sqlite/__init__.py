@@ -54,11 +54,11 @@ class SqliteError(WorkerUtilsError, RuntimeError):
     """A worker's SQLite file could not be set up or put back in its template state."""
 
 
-def parse_pragmas(text: str, *, setting: str) -> Pragmas:
+def parse_pragmas(text: str) -> Pragmas:
     """Return the PRAGMAs in ``text``: ``name=value`` pairs separated by spaces or commas.
 
     Raises:
-        ValueError: A pair is malformed; the message names ``setting``.
+        ValueError: A pair is malformed; the message names it.
     """
     pragmas = []
     for item in re.split(r"[\s,]+", text.strip()):
@@ -67,10 +67,7 @@ def parse_pragmas(text: str, *, setting: str) -> Pragmas:
         name, _, value = item.partition("=")
         name = name.strip().lower()
         if not _NAME.fullmatch(name) or not _VALUE.fullmatch(value.strip()):
-            raise ValueError(
-                f"{setting}: found {item!r}; expected name=value pairs such as "
-                f"'journal_mode=WAL foreign_keys=ON'"
-            )
+            raise ValueError(f"{item!r} is not name=value")
         pragmas.append((name, value.strip()))
     return tuple(pragmas)
 

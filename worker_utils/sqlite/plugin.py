@@ -8,60 +8,46 @@ from typing import Any
 
 import pytest
 
-from worker_utils import sqlite
-from worker_utils._plugin import fail, find_setting, get_run, usage_error
+from worker_utils import _settings, sqlite
+from worker_utils._plugin import fail, get_run
 from worker_utils.run import coordination, paths
 
-_PRAGMAS_VAR = "WORKER_UTILS_SQLITE_PRAGMAS"
-_RESET_VAR = "WORKER_UTILS_SQLITE_RESET"
 _RESET_CHOICES = ("auto", *sqlite.RESET_MODES)
-_DEFAULT_PRAGMAS = " ".join(f"{name}={value}" for name, value in sqlite.DEFAULT_PRAGMAS)
+
+PRAGMAS = _settings.Setting[sqlite.Pragmas](
+    name="sqlite_pragmas",
+    help="PRAGMAs applied on every connection that worker_sqlite fixtures and "
+    "worker_utils.sqlite.connect open",
+    accepted="name=value pairs separated by spaces or commas, "
+    "such as 'journal_mode=WAL foreign_keys=ON'",
+    parse=sqlite.parse_pragmas,
+    default=sqlite.DEFAULT_PRAGMAS,
+    default_text=" ".join(f"{name}={value}" for name, value in sqlite.DEFAULT_PRAGMAS),
+    metavar="PRAGMAS",
+    multiple=True,
+)
+RESET = _settings.Setting[str](
+    name="sqlite_reset",
+    help="How worker_sqlite tests are undone (auto: transaction with worker_sqlite alone, "
+    "restore with worker_sqlite_path or worker_sqlite_url)",
+    accepted=_settings.one_of(_RESET_CHOICES),
+    parse=_settings.choice(_RESET_CHOICES),
+    default="auto",
+    metavar="MODE",
+)
+SETTINGS: list[_settings.Setting[Any]] = [PRAGMAS, RESET]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("worker_utils")
-    group.addoption(
-        "--worker-utils-sqlite-pragmas",
-        dest="worker_utils_sqlite_pragmas",
-        default=None,
-        metavar="PRAGMAS",
-        help=f"PRAGMAs of every worker_sqlite connection (default: {_DEFAULT_PRAGMAS})",
-    )
-    group.addoption(
-        "--worker-utils-sqlite-reset",
-        dest="worker_utils_sqlite_reset",
-        default=None,
-        choices=_RESET_CHOICES,
-        help="How worker_sqlite tests are undone: auto, transaction, restore or none",
-    )
-    parser.addini(
-        "worker_utils_sqlite_pragmas",
-        f"PRAGMAs of every worker_sqlite connection, such as {_DEFAULT_PRAGMAS} (the default)",
-        default="",
-    )
-    parser.addini(
-        "worker_utils_sqlite_reset",
-        "How worker_sqlite tests are undone: auto (the default: transaction with worker_sqlite "
-        "alone, restore with worker_sqlite_path or worker_sqlite_url), transaction, restore, none",
-        default="",
-    )
+    _settings.add_settings(parser, SETTINGS)
 
 
 _reset_key = pytest.StashKey[str]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    __tracebackhide__ = True
-    setting, text = find_setting(config, "sqlite_pragmas", _PRAGMAS_VAR)
-    try:
-        pragmas = sqlite.parse_pragmas(text, setting=setting) if text else sqlite.DEFAULT_PRAGMAS
-    except ValueError as exc:
-        usage_error(exc)
-    sqlite._set_pragmas(pragmas)
-    setting, mode = find_setting(config, "sqlite_reset", _RESET_VAR)
-    if mode and mode not in _RESET_CHOICES:
-        usage_error(f"{setting}: found {mode!r}; use one of {', '.join(_RESET_CHOICES)}")
-    config.stash[_reset_key] = mode or "auto"
+    sqlite._set_pragmas(_settings.resolve(config, PRAGMAS).value)
+    config.stash[_reset_key] = _settings.resolve(config, RESET).value
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
