@@ -34,6 +34,7 @@ pytest_plugins = [
     "worker_utils.sqlite.plugin",
     "worker_utils.sandbox.plugin",
     "worker_utils.guard.plugin",
+    "worker_utils.isolate.plugin",
 ]
 
 _RUN_DIR_INPUT = "worker_utils_run_dir"
@@ -88,8 +89,8 @@ def _start_run(config: pytest.Config, given_uid: str | None) -> Run:
 def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     # pytest imports the first conftest.py files before pytest_configure: start
     # the run now, so that helpers called at their import time see this run.
-    if _worker.WORKER_VAR in os.environ:
-        return  # an xdist worker, which learns its run from workerinput
+    if _worker.WORKER_VAR in os.environ or hasattr(early_config, "workerinput"):
+        return  # an xdist worker (or an isolated process), which learns its run from workerinput
     given = getattr(early_config.known_args_namespace, "testrunuid", None)
     early_config.stash[run_key] = _start_run(early_config, given)
 

@@ -1,0 +1,111 @@
+"""Tests that each need a fresh native state: they fail together, pass isolated, never forked."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+NO_PLUGINS = ("-p", "no:randomly", "-p", "no:cacheprovider")
+
+
+def test_without_isolation_the_second_test_fails(
+    pytester: pytest.Pytester, example: Callable[[str], Path]
+) -> None:
+    example("native")
+    result = pytester.runpytest_subprocess(*NO_PLUGINS, "-n", "0")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        ["E *RuntimeError: nativeonce: already initialised in this process"]
+    )
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_the_setting_isolates_every_test_under_a_path(
+    pytester: pytest.Pytester, example: Callable[[str], Path], workers: str
+) -> None:
+    example("native")
+    result = pytester.runpytest_subprocess(
+        *NO_PLUGINS, "-n", workers, "--worker-utils-isolate", "test_runtime_a.py,test_runtime_b.py"
+    )
+    result.assert_outcomes(passed=2)
+
+
+def test_the_marker_isolates_a_module(
+    pytester: pytest.Pytester, example: Callable[[str], Path]
+) -> None:
+    path = example("native")
+    for name in ("test_runtime_a.py", "test_runtime_b.py"):
+        module = path / name
+        module.write_text("import pytest\npytestmark = pytest.mark.isolated\n" + module.read_text())
+    pytester.runpytest_subprocess(*NO_PLUGINS, "-n", "2").assert_outcomes(passed=2)
+
+
+def test_a_fork_of_a_process_that_loaded_the_module_cannot_initialise_it(
+    native_module: Path,
+) -> None:
+    # What pytest-forked does: the fork inherits the runtime lock, not the thread holding it.
+    code = (
+        "import os, sys\n"
+        f"sys.path.insert(0, {str(native_module.parent)!r})\n"
+        "import nativeonce\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    try:\n"
+        "        nativeonce.init()\n"
+        "    except RuntimeError as exc:\n"
+        "        print(exc, flush=True)\n"
+        "        os._exit(1)\n"
+        "    os._exit(0)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "sys.exit(os.waitstatus_to_exitcode(status))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30
+    )
+    assert (result.returncode, result.stdout) == (
+        1,
+        "nativeonce: the runtime lock is held by a thread that does not exist in this process\n",
+    )
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pytest_forked") is None, reason="pytest-forked")
+def test_pytest_forked_fails_where_isolation_passes(
+    pytester: pytest.Pytester, example: Callable[[str], Path]
+) -> None:
+    example("native")
+    forked = pytester.runpytest_subprocess(
+        *NO_PLUGINS, "-p", "no:worker_utils", "--forked", timeout=60
+    )
+    assert forked.ret != 0
+    assert forked.parseoutcomes().get("passed", 0) == 0
+    isolated = pytester.runpytest_subprocess(*NO_PLUGINS, "--worker-utils-isolate", "*")
+    isolated.assert_outcomes(passed=2)
+
+
+def test_an_isolated_test_never_runs_in_the_test_process(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+        import os
+
+        def pytest_configure():
+            os.environ.setdefault("TEST_PROCESS_PID", str(os.getpid()))
+        """
+    )
+    pytester.makepyfile(
+        """
+        import os
+        import pytest
+
+        @pytest.mark.isolated
+        def test_elsewhere():
+            parent = int(os.environ["TEST_PROCESS_PID"])
+            assert os.getpid() != parent
+            assert os.getppid() != parent  # a fork of the zygote, not of the test process
+        """
+    )
+    pytester.runpytest_subprocess(*NO_PLUGINS).assert_outcomes(passed=1)

@@ -1,0 +1,216 @@
+"""The isolated process: one pytest session that runs the tests its parent names.
+
+It reads one request from its channel (the parent's environment, directory,
+``sys.path``, command line and worker), collects only the named tests, then
+runs each on command and sends back every report, warning and the phase it
+is in, so that a crash is reported against the right phase. It acts as an
+xdist worker of the parent's run (``config.workerinput``): plugins that write
+run-wide files (JUnit XML, HTML) leave them to the parent.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import faulthandler
+import importlib
+import itertools
+import os
+import socket
+import sys
+import warnings
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pytest
+
+from worker_utils.isolate import Channel, ChildGone
+
+# The modules the zygote imported before pytest marked them for rewriting.
+_ALREADY_IMPORTED = (
+    "ignore:Module already imported so cannot be rewritten; worker_utils"
+    ":pytest.PytestAssertRewriteWarning"
+)
+
+
+def serialize_warning(message: warnings.WarningMessage) -> dict[str, Any]:
+    """What :func:`unserialize_warning` needs to recreate a recorded warning."""
+    category = message.category
+    return {
+        "message": str(message.message),
+        "category": [category.__module__, category.__qualname__],
+        "filename": message.filename,
+        "lineno": message.lineno,
+    }
+
+
+def unserialize_warning(data: dict[str, Any]) -> warnings.WarningMessage:
+    """Recreate a warning :func:`serialize_warning` described, as the same category if it can."""
+    module, name = data["category"]
+    category: type[Warning] = UserWarning
+    with contextlib.suppress(Exception):
+        found = importlib.import_module(module)
+        for part in name.split("."):
+            found = getattr(found, part)
+        if isinstance(found, type) and issubclass(found, Warning):
+            category = found
+    try:
+        instance = category(data["message"])
+    except Exception:
+        instance = UserWarning(data["message"])
+    return warnings.WarningMessage(instance, category, data["filename"], data["lineno"])
+
+
+class ChildPlugin:
+    """Makes this session a worker of the parent's run that runs tests on command."""
+
+    def __init__(self, channel: Channel, request: dict[str, Any]) -> None:
+        self.channel = channel
+        self.nodeids: list[str] = request["nodeids"]
+        self.workerinput: dict[str, Any] = request["workerinput"]
+        self.basetemp: str | None = request["basetemp"]
+        self.collect_errors: list[str] = []
+        self.config: pytest.Config | None = None
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_load_initial_conftests(self, early_config: pytest.Config) -> Generator[None]:
+        # Before worker_utils' own hook, which starts a new run unless it sees a worker.
+        early_config.workerinput = self.workerinput  # type: ignore[attr-defined]
+        return (yield)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_cmdline_main(self, config: pytest.Config) -> Generator[None, object, object]:
+        # What xdist does on a worker: no distribution, no debugger, the parent's tests only.
+        option = config.option
+        for name, value in (
+            ("dist", "no"),
+            ("numprocesses", None),
+            ("maxprocesses", None),
+            ("looponfail", False),
+            ("usepdb", False),
+        ):
+            setattr(option, name, value)
+        if self.basetemp is not None:
+            option.basetemp = self.basetemp
+        root = str(config.rootpath)
+        config.args = [f"{root}{os.sep}{nodeid}" for nodeid in self.nodeids]
+        self.config = config
+        return (yield)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_configure(self, config: pytest.Config) -> None:
+        # The parent reports; this process's terminal would only bury a crash's last output.
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            config.pluginmanager.unregister(reporter)
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self.collect_errors.append(str(report.longrepr))
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> bool:
+        items = {item.nodeid: item for item in session.items}
+        self.channel.send({"ready": True, "errors": self.collect_errors})
+        while True:
+            try:
+                command = self.channel.receive()
+            except ChildGone:
+                return True
+            nodeid = command.get("run")
+            if nodeid is None:
+                return True
+            item = items.get(nodeid)
+            if item is None:
+                self.channel.send({"missing": nodeid, "errors": self.collect_errors})
+                continue
+            nextitem = items.get(command.get("next") or "")
+            item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+            self.channel.send({"done": nodeid})
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self) -> None:
+        self.channel.send({"phase": "setup"})
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_call(self) -> None:
+        self.channel.send({"phase": "call"})
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_teardown(self) -> None:
+        self.channel.send({"phase": "teardown"})
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        assert self.config is not None
+        data = self.config.hook.pytest_report_to_serializable(config=self.config, report=report)
+        self.channel.send({"report": data})
+
+    def pytest_warning_recorded(
+        self,
+        warning_message: warnings.WarningMessage,
+        when: str,
+        nodeid: str,
+        location: tuple[str, int, str] | None,
+    ) -> None:
+        self.channel.send(
+            {
+                "warning": serialize_warning(warning_message),
+                "when": when,
+                "nodeid": nodeid,
+                "location": location,
+            }
+        )
+
+
+def _keep_captured_output(scratch: Path) -> None:
+    """Make pytest's capture write to named files, which the parent reads if this process dies.
+
+    pytest captures into anonymous temporary files that vanish with a crashed
+    process; named ones keep the crashing test's output.
+    """
+    from _pytest import capture
+
+    if not hasattr(capture, "TemporaryFile"):
+        return  # another pytest: a crash report then shows no captured output
+    counter = itertools.count(1)
+
+    def named_file(buffering: int = -1) -> BinaryIO:
+        path = scratch / f"capture-{next(counter)}"
+        return open(path, "w+b", buffering=buffering)
+
+    capture.TemporaryFile = named_file
+
+
+def serve(fd: int) -> int:
+    """Read the request on channel ``fd``, run its pytest session, return the exit code."""
+    channel = Channel(socket.socket(fileno=fd))
+    try:
+        request = channel.receive()
+    except ChildGone:
+        return 0  # a spare interpreter nobody needed
+    os.environ.clear()
+    os.environ.update(request["env"])
+    os.chdir(request["cwd"])
+    sys.path[:] = request["path"]
+    faulthandler.enable(all_threads=True)  # to fd 2: the output the parent reads
+    _keep_captured_output(Path(request["scratch"]))
+    args = [*request["args"], "-W", _ALREADY_IMPORTED]
+    try:
+        return int(pytest.main(args, plugins=[ChildPlugin(channel, request)]))
+    finally:
+        channel.close()
+
+
+def exit(code: int) -> None:
+    """End a forked child as an interpreter would end, without unwinding into the zygote."""
+    with contextlib.suppress(Exception):
+        atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    sys.exit(serve(int(sys.argv[1])))
