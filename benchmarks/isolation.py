@@ -3,18 +3,25 @@
 The same trivial tests run in process, isolated by worker_utils (zygote, pool
 and spawn-per-test), under pytest-forked (``--forked``) and under
 pytest-isolate (``--isolate``); the rounds alternate so that load on the
-machine hits every way alike. Overhead per test is (wall time - in-process
-wall time) / tests, the median over the rounds.
+machine hits every way alike. Overhead per test is (time - in-process time) /
+tests, the median over the rounds, of wall time and of CPU time (the runs'
+processes and all their children): on a loaded machine the CPU figure is the
+steadier one. Each way runs without the other ways' plugins, and with
+bytecode caching on (``PYTHONDONTWRITEBYTECODE`` removed), as on a developer's
+machine.
+
+pytest-forked and pytest-isolate may not run on the newest pytest; give them
+another interpreter that has them (and an older pytest) with ``--compare-python``.
 
     pip install -e '.[bench]'
-    python benchmarks/isolation.py [--tests 200] [--rounds 3] [-n 0]
+    python benchmarks/isolation.py [--tests 200] [--rounds 3] [-n 0] [--compare-python PATH]
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -44,15 +51,27 @@ def write_tests(directory: Path, count: int) -> None:
     (directory / "test_trivial.py").write_text(body)
 
 
-def run_once(directory: Path, args: list[str], workers: str) -> float:
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider"]
-    command += ["-n", workers, *args, "test_trivial.py"]
+_OTHERS = {
+    "pytest-forked": ["-p", "no:worker_utils", "-p", "no:isolate"],
+    "pytest-isolate": ["-p", "no:worker_utils", "-p", "no:forked"],
+}
+
+
+def run_once(directory: Path, python: str, name: str, workers: str) -> tuple[float, float]:
+    """Run the tests one way; return its wall time and CPU time in seconds."""
+    command = [python, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider"]
+    command += ["-n", workers, *_OTHERS.get(name, ["-p", "no:forked", "-p", "no:isolate"])]
+    command += [*WAYS[name], "test_trivial.py"]
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    result = subprocess.run(command, cwd=directory, capture_output=True, text=True)
+    result = subprocess.run(command, cwd=directory, capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{result.stdout[-2000:]}{result.stderr}")
-    return elapsed
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return elapsed, cpu
 
 
 def main() -> None:
@@ -60,31 +79,47 @@ def main() -> None:
     parser.add_argument("--tests", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("-n", dest="workers", default="0", help="xdist workers (default 0)")
+    parser.add_argument(
+        "--compare-python",
+        default=sys.executable,
+        help="the interpreter that runs pytest-forked and pytest-isolate (default: this one)",
+    )
     options = parser.parse_args()
-    ways = {
-        name: args
-        for name, args in WAYS.items()
-        if name not in _NEEDS or importlib.util.find_spec(_NEEDS[name]) is not None
-    }
+    pythons = {name: options.compare_python if name in _NEEDS else sys.executable for name in WAYS}
+    ways = [name for name in WAYS if name not in _NEEDS or _has_module(pythons[name], _NEEDS[name])]
     missing = sorted(set(WAYS) - set(ways))
     if missing:
         print(f"not installed (pip install -e '.[bench]'): {', '.join(missing)}")
-    times: dict[str, list[float]] = {name: [] for name in ways}
+    walls: dict[str, list[float]] = {name: [] for name in ways}
+    cpus: dict[str, list[float]] = {name: [] for name in ways}
     with tempfile.TemporaryDirectory(prefix="wu-bench-isolation-") as tmp:
         directory = Path(tmp)
         write_tests(directory, options.tests)
         for _ in range(options.rounds):
-            for name, args in ways.items():
-                times[name].append(run_once(directory, args, options.workers))
-    base = statistics.median(times["in process"])
+            for name in ways:
+                wall, cpu = run_once(directory, pythons[name], name, options.workers)
+                walls[name].append(wall)
+                cpus[name].append(cpu)
     print(
         f"{options.tests} trivial tests, -n {options.workers}, {options.rounds} rounds, "
-        f"{os.cpu_count()} cores; median wall time and overhead per test"
+        f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; medians"
     )
-    for name, values in times.items():
-        wall = statistics.median(values)
-        per_test = (wall - base) / options.tests * 1000
-        print(f"  {name:<22} {wall:7.2f} s   {per_test:6.1f} ms/test")
+    print(f"  {'':<22} {'wall':>8} {'per test':>9} {'CPU':>8} {'per test':>9}")
+    base_wall, base_cpu = (
+        statistics.median(walls["in process"]),
+        statistics.median(cpus["in process"]),
+    )
+    for name in ways:
+        wall, cpu = statistics.median(walls[name]), statistics.median(cpus[name])
+        print(
+            f"  {name:<22} {wall:7.2f}s {(wall - base_wall) / options.tests * 1000:6.1f} ms"
+            f" {cpu:7.2f}s {(cpu - base_cpu) / options.tests * 1000:6.1f} ms"
+        )
+
+
+def _has_module(python: str, module: str) -> bool:
+    code = f"import importlib.util, sys; sys.exit(importlib.util.find_spec({module!r}) is None)"
+    return subprocess.run([python, "-c", code]).returncode == 0
 
 
 if __name__ == "__main__":

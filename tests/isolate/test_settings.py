@@ -47,19 +47,20 @@ def test_exit_codes_and_signals_are_described() -> None:
         (
             ["--worker-utils-isolate-timeout", "soon"],
             {},
-            "ERROR: --worker-utils-isolate-timeout: found 'soon'; expected a number of seconds "
-            "greater than 0, such as 300",
+            "ERROR: worker_utils_isolate_timeout (from --worker-utils-isolate-timeout): "
+            "found 'soon'; expected a number of seconds greater than 0, such as 300",
         ),
         (
             [],
             {"WORKER_UTILS_ISOLATE_TIMEOUT": "0"},
-            "ERROR: WORKER_UTILS_ISOLATE_TIMEOUT: found '0'; expected a number of seconds "
-            "greater than 0, such as 300",
+            "ERROR: worker_utils_isolate_timeout (from WORKER_UTILS_ISOLATE_TIMEOUT): "
+            "found '0'; expected a number of seconds greater than 0, such as 300",
         ),
         (
             ["-o", "worker_utils_isolate_start=fork"],
             {},
-            "ERROR: worker_utils_isolate_start: found 'fork'; expected zygote, pool or spawn",
+            "ERROR: worker_utils_isolate_start (from -o): found 'fork'; "
+            "expected zygote, pool or spawn",
         ),
     ],
 )

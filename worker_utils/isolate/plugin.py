@@ -17,59 +17,48 @@ from typing import Any
 
 import pytest
 
-from worker_utils import isolate
-from worker_utils._plugin import find_setting, get_run, usage_error
+from worker_utils import _settings, isolate
+from worker_utils._plugin import get_run, usage_error
 from worker_utils.isolate import Child, ChildGone, IsolateError, Launcher
 
 _MARKER = "isolated"
 _SCOPES = ("function", "class", "module")
-_PATTERNS_VAR = "WORKER_UTILS_ISOLATE"
-_TIMEOUT_VAR = "WORKER_UTILS_ISOLATE_TIMEOUT"
-_START_VAR = "WORKER_UTILS_ISOLATE_START"
-_DEFAULT_TIMEOUT = 300.0
 _CHILD_INPUT = "worker_utils_isolated"  # in the child's workerinput: it runs no children
 _PLUGIN = "worker_utils.isolate"
 
+PATTERNS = _settings.Setting[list[str]](
+    name="isolate",
+    help="Tests to run each in a fresh interpreter",
+    accepted="node-id globs or paths separated by spaces or commas, such as tests/native/",
+    parse=_settings.words,
+    default=[],
+    default_text="none",
+    metavar="PATTERNS",
+    multiple=True,
+)
+TIMEOUT = _settings.Setting[float](
+    name="isolate_timeout",
+    help="Seconds an isolated test may run before its process is ended",
+    accepted="a number of seconds greater than 0, such as 300",
+    parse=isolate.parse_timeout,
+    default=300.0,
+    default_text="300",
+    metavar="SECONDS",
+)
+START = _settings.Setting[isolate.StartMethod](
+    name="isolate_start",
+    help="How isolated processes start",
+    accepted="zygote, pool or spawn",
+    parse=isolate.parse_start_method,
+    default=isolate.default_start_method(),
+    default_text="zygote on Linux, else pool",
+    metavar="METHOD",
+)
+SETTINGS: list[_settings.Setting[Any]] = [PATTERNS, TIMEOUT, START]
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("worker_utils")
-    group.addoption(
-        "--worker-utils-isolate",
-        dest="worker_utils_isolate",
-        default=None,
-        metavar="PATTERNS",
-        help="Run the tests these node-id globs or paths select (comma-separated) each in "
-        "a fresh interpreter",
-    )
-    group.addoption(
-        "--worker-utils-isolate-timeout",
-        dest="worker_utils_isolate_timeout",
-        default=None,
-        metavar="SECONDS",
-        help="Seconds an isolated test may run before its process is ended (default 300)",
-    )
-    group.addoption(
-        "--worker-utils-isolate-start",
-        dest="worker_utils_isolate_start",
-        default=None,
-        metavar="METHOD",
-        help="How isolated processes start: zygote (the default on Linux), pool or spawn",
-    )
-    parser.addini(
-        "worker_utils_isolate",
-        "Node-id globs or paths of tests to run each in a fresh interpreter",
-        default="",
-    )
-    parser.addini(
-        "worker_utils_isolate_timeout",
-        "Seconds an isolated test may run before its process is ended (default 300)",
-        default="",
-    )
-    parser.addini(
-        "worker_utils_isolate_start",
-        "How isolated processes start: zygote (the default on Linux), pool or spawn",
-        default="",
-    )
+    _settings.add_settings(parser, SETTINGS)
 
 
 class _IsolateSettings:
@@ -77,23 +66,11 @@ class _IsolateSettings:
 
     def __init__(self, config: pytest.Config) -> None:
         __tracebackhide__ = True
-        _, text = find_setting(config, "isolate", _PATTERNS_VAR)
-        self.patterns = isolate.parse_patterns(text)
-        setting, text = find_setting(config, "isolate_timeout", _TIMEOUT_VAR)
-        self.timeout = _DEFAULT_TIMEOUT
-        self.timeout_setting = "--worker-utils-isolate-timeout (default 300)"
-        setting_start, start = find_setting(config, "isolate_start", _START_VAR)
-        try:
-            if text:
-                self.timeout = isolate.parse_timeout(text, setting=setting)
-                self.timeout_setting = setting
-            self.start = (
-                isolate.parse_start_method(start, setting=setting_start)
-                if start
-                else isolate.default_start_method()
-            )
-        except IsolateError as exc:
-            usage_error(exc)
+        self.patterns: list[str] = _settings.resolve(config, PATTERNS).value
+        found = _settings.resolve(config, TIMEOUT)
+        self.timeout: float = found.value
+        self.timeout_setting = found.where or f"{TIMEOUT.ini} (default 300)"
+        self.start = _settings.resolve(config, START).value
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -135,8 +112,8 @@ def _check_marker(item: pytest.Item) -> str | None:
     timeout = marker.kwargs.get("timeout")
     if timeout is not None:
         try:
-            isolate.parse_timeout(str(timeout), setting="timeout")
-        except IsolateError:
+            isolate.parse_timeout(str(timeout))
+        except ValueError:
             return f"found timeout={timeout!r}; expected a number of seconds greater than 0"
     return None
 
