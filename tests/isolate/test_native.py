@@ -24,18 +24,17 @@ def test_without_isolation_the_second_test_fails(
     )
 
 
-@pytest.mark.parametrize("workers", ["0", "2"])
 def test_the_setting_isolates_every_test_under_a_path(
-    pytester: pytest.Pytester, example: Callable[[str], Path], workers: str
+    pytester: pytest.Pytester, example: Callable[[str], Path]
 ) -> None:
     example("native")
     result = pytester.runpytest_subprocess(
-        *NO_PLUGINS, "-n", workers, "--worker-utils-isolate", "test_runtime_a.py,test_runtime_b.py"
+        *NO_PLUGINS, "-n", "0", "--worker-utils-isolate", "test_runtime_a.py,test_runtime_b.py"
     )
     result.assert_outcomes(passed=2)
 
 
-def test_the_marker_isolates_a_module(
+def test_the_marker_isolates_a_module_under_xdist(
     pytester: pytest.Pytester, example: Callable[[str], Path]
 ) -> None:
     path = example("native")
