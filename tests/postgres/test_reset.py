@@ -12,6 +12,7 @@ import pytest
 
 from tests.postgres.conftest import URL, execute
 from worker_utils import postgres
+from worker_utils.postgres import _clone
 
 Conn = psycopg.Connection[Any]
 
@@ -251,10 +252,10 @@ def test_a_changed_seeded_parent_brings_back_the_rows_that_refer_to_it(
 
 def test_a_template_with_what_a_schema_copy_cannot_reproduce_is_named(prefix: str) -> None:
     with made(prefix, "schema") as namespace, namespace.connect(autocommit=True) as conn:
-        assert postgres._unclonable(conn, namespace.name) is None
+        assert _clone.unclonable(conn, namespace.name) is None
         make_shop(conn)
         conn.execute("CREATE VIEW names AS SELECT name FROM customer")
-        assert postgres._unclonable(conn, namespace.name) is None
+        assert _clone.unclonable(conn, namespace.name) is None
         conn.execute(
             """
             CREATE TYPE mood AS ENUM ('ok');
@@ -264,11 +265,11 @@ def test_a_template_with_what_a_schema_copy_cannot_reproduce_is_named(prefix: st
                 AS 'BEGIN RETURN NEW; END';
             """
         )
-        assert postgres._unclonable(conn, namespace.name) == (
+        assert _clone.unclonable(conn, namespace.name) == (
             "it holds collation nocase, function touch, type mood"
         )
         conn.execute("DROP TYPE mood; DROP COLLATION nocase; CREATE SEQUENCE loose")
         conn.execute("CREATE TRIGGER touched BEFORE INSERT ON customer EXECUTE FUNCTION touch()")
-        assert postgres._unclonable(conn, namespace.name) == (
+        assert _clone.unclonable(conn, namespace.name) == (
             "it holds function touch, sequence loose, trigger touched"
         )

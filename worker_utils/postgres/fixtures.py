@@ -139,13 +139,10 @@ def worker_postgres_namespace(
             namespace.snapshot()
     except (postgres.PostgresError, coordination.RunOnceError) as exc:
         namespace.drop()
-        error = str(exc)
-    else:
-        run.report.note("postgres", namespace.name)
-        yield namespace
-        namespace.drop()
-        return
-    _pg_fail(settings, error)
+        _pg_fail(settings, exc)
+    run.report.note("postgres", namespace.name)
+    yield namespace
+    namespace.drop()
 
 
 @pytest.fixture(scope="session")

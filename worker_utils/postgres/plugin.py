@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 import pytest
 
 from worker_utils import _settings, postgres
-from worker_utils._plugin import get_run
+from worker_utils._plugin import fail, get_run, usage_error
 
 pytest_plugins = ["worker_utils.postgres.fixtures"]
 
@@ -181,10 +181,7 @@ class _PostgresRunHooks:
             )
             postgres.reap(url)  # what crashed runs left behind
         except postgres.PostgresError as exc:
-            error = str(exc)
-        else:
-            return
-        raise pytest.UsageError(error)
+            usage_error(exc)
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         # Namespaces of this run's workers that crashed (kill -9) are dead now.
@@ -193,15 +190,16 @@ class _PostgresRunHooks:
                 postgres.reap(self.settings.url)
 
 
-def _pg_fail(settings: _PostgresSettings, error: str) -> NoReturn:
+def _pg_fail(settings: _PostgresSettings, error: BaseException | str) -> NoReturn:
+    """Fail the test with the run's first PostgreSQL setup error; later ones repeat it."""
     __tracebackhide__ = True
-    settings.failure = settings.failure or error
-    pytest.fail(settings.failure, pytrace=False)
+    settings.failure = settings.failure or str(error)
+    fail(settings.failure)
 
 
 def _pg_settings(request: pytest.FixtureRequest) -> _PostgresSettings:
     __tracebackhide__ = True
     settings = request.config.stash[_pg_key]
     if settings.failure is not None:
-        pytest.fail(settings.failure, pytrace=False)
+        fail(settings.failure)
     return settings

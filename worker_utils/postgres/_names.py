@@ -1,0 +1,156 @@
+"""Names of worker namespaces, and the ownership records and lock keys that go with them.
+
+A worker's schema (or database) is ``<prefix>_<run tag>_<worker id>``: unique
+per worker and per run, so concurrent runs and CI shards can share one server.
+Every namespace made here carries an ownership record (a JSON comment on the
+schema or database) naming it, and its owner holds a session advisory lock on
+the record's key for as long as it lives.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import re
+import socket
+from collections.abc import Mapping
+from typing import Any
+
+from worker_utils._worker import get_worker_id
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "RECORD_PATTERN",
+    "get_worker_postgres_schema",
+    "lock_key",
+    "parse_record",
+    "record",
+    "template_name",
+    "worker_postgres_name",
+]
+
+DEFAULT_PREFIX = "test_worker"
+#: A comment that may be a record: ``LIKE`` pattern for the catalogs.
+RECORD_PATTERN = '{"worker_utils":%'
+
+_PREFIX = re.compile(r"[a-z_][a-z0-9_]*")
+_NAME_MAX = 63
+_WORKER_MAX = len("gw999999")
+_TAG_LEN = 10
+_PREFIX_MAX = _NAME_MAX - 1 - _TAG_LEN - 1 - _WORKER_MAX
+_RECORD_KEY = "worker_utils"
+
+
+def get_worker_postgres_schema(
+    prefix: str = DEFAULT_PREFIX, env: Mapping[str, str] | None = None
+) -> str:
+    """Return ``<prefix>_<worker id>``, e.g. ``"test_worker_gw0"`` or ``"test_worker_master"``.
+
+    The classic deterministic name, the same in every run: two concurrent runs
+    against one server get the same name. The ``worker_postgres_schema`` fixture
+    inserts a tag of the run id (:func:`worker_postgres_name`) to make names
+    unique across runs.
+
+    Raises:
+        ValueError: ``prefix`` is not a lower-case identifier, starts with
+            ``pg_``, or makes the name longer than 63 bytes.
+    """
+    _check_prefix(prefix, "get_worker_postgres_schema", _NAME_MAX - 1 - _WORKER_MAX)
+    name = f"{prefix}_{get_worker_id(env)}"
+    if len(name) > _NAME_MAX:
+        raise ValueError(
+            f"get_worker_postgres_schema: {name!r} is longer than PostgreSQL's "
+            f"{_NAME_MAX}-byte limit; use a shorter prefix"
+        )
+    return name
+
+
+def _check_prefix(prefix: str, setting: str, longest: int) -> None:
+    if not _PREFIX.fullmatch(prefix) or prefix.startswith("pg_"):
+        raise ValueError(
+            f"{setting}: prefix {prefix!r} must be a lower-case identifier "
+            f"(letters, digits, '_') that does not start with 'pg_'"
+        )
+    if len(prefix) > longest:
+        raise ValueError(
+            f"{setting}: prefix {prefix!r} is {len(prefix)} bytes; use at most {longest} "
+            f"so that names fit PostgreSQL's {_NAME_MAX}-byte limit"
+        )
+
+
+def worker_postgres_name(
+    run_uid: str, worker_id: str | None = None, prefix: str = DEFAULT_PREFIX
+) -> str:
+    """Return ``<prefix>_<run tag>_<worker id>``, the schema or database of one worker in one run.
+
+    ``get_worker_postgres_schema(prefix)`` is the same name without the run tag.
+
+    Args:
+        run_uid: The run id (:func:`worker_utils.get_testrun_uid`).
+        worker_id: ``gw0``, ``gw1``, ... or ``master``; this process's by default.
+        prefix: A lower-case identifier of at most 43 bytes, not starting with ``pg_``.
+
+    Raises:
+        ValueError: A bad prefix.
+    """
+    _check_prefix(prefix, "worker_utils_postgres_prefix", _PREFIX_MAX)
+    return f"{prefix}_{run_tag(run_uid)}_{worker_id or get_worker_id()}"
+
+
+def run_tag(run_uid: str) -> str:
+    """Return the 10 lower-case hex digits of ``run_uid`` used in namespace names.
+
+    xdist's run ids are hex already and keep their first digits, so a name can
+    be matched with its run directory; any other id is hashed.
+    """
+    lowered = run_uid.lower()
+    if re.fullmatch(r"[0-9a-f]{10,}", lowered):
+        return lowered[:_TAG_LEN]
+    return hashlib.sha256(run_uid.encode()).hexdigest()[:_TAG_LEN]
+
+
+def template_name(run_uid: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """Return the name of the run's template namespace, ``<prefix>_<run tag>_template``."""
+    return worker_postgres_name(run_uid, "template", prefix)
+
+
+def lock_key(kind: str, name: str) -> int:
+    """The advisory lock key of a namespace: 64 bits of a hash of its kind and name."""
+    digest = hashlib.sha256(f"worker_utils:{kind}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def record(kind: str, name: str, database: str, run_uid: str) -> dict[str, Any]:
+    """The ownership record of a namespace this process is about to create."""
+    return {
+        _RECORD_KEY: 1,
+        "kind": kind,
+        "name": name,
+        "database": database,
+        "run": run_uid,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "lock": lock_key(kind, name),
+    }
+
+
+def parse_record(text: str | None, kind: str, name: str) -> dict[str, Any] | None:
+    """Return the ownership record in a comment, or None if the comment is not ours."""
+    if not text or not text.startswith('{"worker_utils"'):
+        return None
+    try:
+        found = json.loads(text)
+    except ValueError:
+        return None
+    if (
+        not isinstance(found, dict)
+        or found.get(_RECORD_KEY) != 1
+        or found.get("kind") != kind
+        or found.get("name") != name
+        or not isinstance(found.get("lock"), int)
+    ):
+        return None
+    return found

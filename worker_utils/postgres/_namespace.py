@@ -1,0 +1,556 @@
+"""A worker's namespace: its schema, or in database mode its database, for the life of the worker.
+
+:class:`WorkerNamespace` makes it (with its ownership record), resets it after
+tests and drops it. What differs between a schema and a database lives in two
+implementations of :class:`NamespaceKind`, picked once by name: how the
+namespace is created, found, dropped and emptied, and where connections land.
+Nothing without a worker_utils record is ever dropped, truncated or emptied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from worker_utils.postgres._clone import clone_schema, unclonable
+from worker_utils.postgres._dsn import connect, first_line, namespace_dsn, psycopg_module
+from worker_utils.postgres._errors import NamespaceNotOursError, PostgresError
+from worker_utils.postgres._names import lock_key, parse_record, record
+from worker_utils.postgres._reset import ResetError, Resetter
+
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = [
+    "KINDS",
+    "RESET_MODES",
+    "DatabaseKind",
+    "NamespaceKind",
+    "SchemaKind",
+    "WorkerNamespace",
+    "create_extensions",
+    "kind_of",
+]
+
+#: How a test's changes are undone: see :meth:`WorkerNamespace.reset`.
+RESET_MODES = ("transaction", "delete", "truncate", "none")
+_LOCK_TIMEOUT = "2s"
+
+
+class NamespaceKind(ABC):
+    """What a worker's namespace is: a schema (:class:`SchemaKind`) or a database.
+
+    Stateless: one instance of each serves every namespace of its kind, picked
+    by :func:`kind_of` from the ``kind`` setting or from an ownership record.
+    """
+
+    #: ``"schema"`` or ``"database"``: the setting's value and the record's ``kind``.
+    name: ClassVar[str]
+
+    @abstractmethod
+    def search_path(self, name: str, extension_schema: str) -> tuple[str, ...]:
+        """The schemas a connection to namespace ``name`` looks in; empty for the default."""
+
+    @abstractmethod
+    def schema(self, name: str) -> str:
+        """The schema the tables of namespace ``name`` land in."""
+
+    @abstractmethod
+    def dbname(self, name: str) -> str | None:
+        """The database a connection to namespace ``name`` opens; None for the URL's own."""
+
+    @abstractmethod
+    def comment(self, conn: psycopg.Connection[Any], name: str) -> tuple[str | None] | None:
+        """The comment of namespace ``name`` as a row, or None if no such namespace exists."""
+
+    @abstractmethod
+    def create(
+        self,
+        namespace: WorkerNamespace,
+        keeper: psycopg.Connection[Any],
+        owner: dict[str, Any],
+        template: Mapping[str, Any] | None,
+    ) -> None:
+        """Create ``namespace`` with the record ``owner``, a copy of ``template`` if given.
+
+        Sets the namespace's admin connection, that it was created (as soon as
+        it exists, so that a failure after it still drops it) and ``seeded``.
+        """
+
+    @abstractmethod
+    def drop(self, conn: psycopg.Connection[Any], name: str) -> None:
+        """Drop namespace ``name``, ending whatever holds locks on it rather than waiting."""
+
+    @abstractmethod
+    def terminate_lockers(self, conn: psycopg.Connection[Any], name: str) -> None:
+        """End other backends that use namespace ``name``, so that no drop or reset waits."""
+
+    @abstractmethod
+    def resetter(self, name: str) -> Resetter:
+        """A :class:`Resetter` for the schemas of namespace ``name``."""
+
+    @abstractmethod
+    def template_facts(self, template: WorkerNamespace) -> tuple[str | None, bool]:
+        """What workers need to know of a built template: why it cannot be copied, if
+        it cannot, and whether its copies hold rows before any test."""
+
+    def lock_database(self, owner: Mapping[str, Any], current_db: str) -> str:
+        """The database where the owner of a namespace holds its advisory lock."""
+        return current_db
+
+    def foreign(self, owner: Mapping[str, Any], current_db: str) -> str | None:
+        """Why a reaper connected to ``current_db`` must leave the namespace alone, if it must."""
+        return None
+
+    #: A SQL expression: may the current role create a namespace of this kind?
+    may_create_sql: ClassVar[str]
+
+    @abstractmethod
+    def cannot_create(self, setting: str, user: str, database: str) -> str:
+        """The preflight error for a role that may not create a namespace of this kind."""
+
+
+class SchemaKind(NamespaceKind):
+    """A schema in the URL's database: needs only ``CREATE`` on the database."""
+
+    name = "schema"
+    may_create_sql = "has_database_privilege(current_database(), 'CREATE')"
+
+    def search_path(self, name: str, extension_schema: str) -> tuple[str, ...]:
+        if extension_schema and extension_schema != name:
+            return (name, extension_schema)
+        return (name,)
+
+    def schema(self, name: str) -> str:
+        return name
+
+    def dbname(self, name: str) -> str | None:
+        return None
+
+    def comment(self, conn: psycopg.Connection[Any], name: str) -> tuple[str | None] | None:
+        row: tuple[str | None] | None = conn.execute(
+            "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = %s",
+            [name],
+        ).fetchone()
+        return row
+
+    def create(
+        self,
+        namespace: WorkerNamespace,
+        keeper: psycopg.Connection[Any],
+        owner: dict[str, Any],
+        template: Mapping[str, Any] | None,
+    ) -> None:
+        sql = psycopg_module().sql
+        ident = sql.Identifier(namespace.name)
+        with keeper.transaction():
+            keeper.execute(sql.SQL("CREATE SCHEMA {}").format(ident))
+            namespace._created = True
+            keeper.execute(
+                sql.SQL("COMMENT ON SCHEMA {} IS {}").format(ident, sql.Literal(json.dumps(owner)))
+            )
+            if template is not None:
+                namespace.seeded = clone_schema(
+                    keeper, template["name"], namespace.name, namespace.extension_schema
+                )
+        namespace._admin = keeper
+
+    def drop(self, conn: psycopg.Connection[Any], name: str) -> None:
+        psycopg = psycopg_module()
+        sql = psycopg.sql
+        statement = sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name))
+        conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(_LOCK_TIMEOUT)))
+        for attempt in range(3):
+            try:
+                conn.execute(statement)
+                return
+            except psycopg.errors.LockNotAvailable:
+                if attempt == 2:
+                    raise
+                # An idle-in-transaction connection the test leaked: end it, then retry.
+                self.terminate_lockers(conn, name)
+
+    def terminate_lockers(self, conn: psycopg.Connection[Any], name: str) -> None:
+        with contextlib.suppress(psycopg_module().Error):
+            conn.execute(
+                """
+                SELECT pg_terminate_backend(pid) FROM (
+                    SELECT a.pid FROM pg_stat_activity a
+                    WHERE a.application_name = %(name)s AND a.pid <> pg_backend_pid()
+                    UNION
+                    SELECT l.pid FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+                    WHERE c.relnamespace = to_regnamespace(%(name)s)
+                      AND l.pid <> pg_backend_pid()
+                ) AS lockers
+                """,
+                {"name": name},
+            )
+
+    def resetter(self, name: str) -> Resetter:
+        return Resetter(lambda _: [name], database=False)
+
+    def template_facts(self, template: WorkerNamespace) -> tuple[str | None, bool]:
+        # A copy counts the rows it copies itself.
+        return unclonable(template._require_admin(), template.name), False
+
+    def foreign(self, owner: Mapping[str, Any], current_db: str) -> str | None:
+        if owner.get("database") != current_db:
+            return f"its record names database {owner.get('database')!r}"
+        return None
+
+    def cannot_create(self, setting: str, user: str, database: str) -> str:
+        return (
+            f'{setting}: role "{user}" may not create schemas in database "{database}"; '
+            f'GRANT CREATE ON DATABASE "{database}" TO "{user}", or point {setting} at a '
+            f"database where it may"
+        )
+
+
+class DatabaseKind(NamespaceKind):
+    """A database of its own: needs ``CREATEDB``; extensions are made in each one."""
+
+    name = "database"
+    may_create_sql = "(SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user)"
+
+    def search_path(self, name: str, extension_schema: str) -> tuple[str, ...]:
+        return ()
+
+    def schema(self, name: str) -> str:
+        return "public"
+
+    def dbname(self, name: str) -> str | None:
+        return name
+
+    def comment(self, conn: psycopg.Connection[Any], name: str) -> tuple[str | None] | None:
+        row: tuple[str | None] | None = conn.execute(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+            [name],
+        ).fetchone()
+        return row
+
+    def create(
+        self,
+        namespace: WorkerNamespace,
+        keeper: psycopg.Connection[Any],
+        owner: dict[str, Any],
+        template: Mapping[str, Any] | None,
+    ) -> None:
+        sql = psycopg_module().sql
+        ident = sql.Identifier(namespace.name)
+        owner["lockdb"] = owner["database"]
+        create = sql.SQL("CREATE DATABASE {}").format(ident)
+        if template is not None:
+            create += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template["name"]))
+            namespace.seeded = bool(template["seeded"])
+        keeper.execute(create)
+        namespace._created = True
+        keeper.execute(
+            sql.SQL("COMMENT ON DATABASE {} IS {}").format(ident, sql.Literal(json.dumps(owner)))
+        )
+        admin = namespace._admin = connect(
+            namespace_dsn(namespace.url, dbname=namespace.name, application_name=namespace.name),
+            autocommit=True,
+        )
+        if namespace.extensions and template is None:  # a copy has its template's extensions
+            create_extensions(admin, namespace.extensions, namespace.extension_schema)
+
+    def drop(self, conn: psycopg.Connection[Any], name: str) -> None:
+        sql = psycopg_module().sql
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+    def terminate_lockers(self, conn: psycopg.Connection[Any], name: str) -> None:
+        with contextlib.suppress(psycopg_module().Error):
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                [name],
+            )
+
+    def resetter(self, name: str) -> Resetter:
+        return Resetter(_user_schemas, database=True)
+
+    def template_facts(self, template: WorkerNamespace) -> tuple[str | None, bool]:
+        return None, template._reset_state().holds_rows(template._require_admin())
+
+    def lock_database(self, owner: Mapping[str, Any], current_db: str) -> str:
+        return str(owner.get("lockdb", current_db))
+
+    def cannot_create(self, setting: str, user: str, database: str) -> str:
+        return (
+            f'{setting}: role "{user}" may not create databases; ALTER ROLE "{user}" CREATEDB, '
+            f"or set worker_utils_postgres_mode = schema"
+        )
+
+
+def _user_schemas(conn: psycopg.Connection[Any]) -> list[str]:
+    rows = conn.execute(
+        "SELECT nspname FROM pg_namespace WHERE nspname !~ '^pg_' "
+        "AND nspname <> 'information_schema'"
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+_KINDS: dict[str, NamespaceKind] = {kind.name: kind for kind in (SchemaKind(), DatabaseKind())}
+#: The values of ``worker_utils_postgres_mode``.
+KINDS = tuple(_KINDS)
+
+
+def kind_of(kind: str) -> NamespaceKind:
+    """Return the :class:`NamespaceKind` named ``kind``: ``"schema"`` or ``"database"``.
+
+    Raises:
+        ValueError: Another name.
+    """
+    try:
+        return _KINDS[kind]
+    except KeyError:
+        raise ValueError(
+            f"worker_utils_postgres_mode: found {kind!r}; use one of {', '.join(KINDS)}"
+        ) from None
+
+
+@dataclass
+class WorkerNamespace:
+    """One worker's schema or database for the life of the worker.
+
+    :meth:`create` makes it (with its ownership record) and takes its liveness
+    lock; :meth:`reset` undoes a test's changes; :meth:`drop` removes it.
+
+    Args:
+        url: The server, as a libpq URL or connection string; in schema mode the
+            schema is made in its database.
+        name: From :func:`worker_postgres_name`.
+        run_uid: The run id recorded as the owner.
+        kind: ``"schema"`` or ``"database"``.
+        extension_schema: Kept on the search path after the worker's schema, so
+            that extension types and functions (installed there, usually in
+            ``public``) stay reachable.
+
+    Raises:
+        ValueError: An unknown ``kind``.
+    """
+
+    url: str
+    name: str
+    run_uid: str
+    kind: str = "schema"
+    extension_schema: str = "public"
+    #: Database mode: extensions to create in each new database (they are per database).
+    extensions: Sequence[str] = ()
+    _keeper: psycopg.Connection[Any] | None = field(default=None, repr=False)
+    _admin: psycopg.Connection[Any] | None = field(default=None, repr=False)
+    _resetter: Resetter | None = field(default=None, repr=False)
+    #: Set when a test may have moved sequences on without leaving rows (a
+    #: rolled-back transaction); the next ``delete`` test resets before it starts.
+    sequences_advanced: bool = field(default=False, repr=False)
+    #: Set by :meth:`create` when the copy of its template holds rows.
+    seeded: bool = field(default=False, repr=False)
+    _created: bool = field(default=False, repr=False)
+    _kind: NamespaceKind = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._kind = kind_of(self.kind)
+
+    @property
+    def search_path(self) -> tuple[str, ...]:
+        """The schemas a connection to this namespace looks in, first to last."""
+        return self._kind.search_path(self.name, self.extension_schema)
+
+    @property
+    def schema(self) -> str:
+        """The schema tables land in: the worker's own, or ``public`` of its own database."""
+        return self._kind.schema(self.name)
+
+    @property
+    def dsn(self) -> str:
+        """A connection string whose connections land in this namespace."""
+        return namespace_dsn(
+            self.url,
+            dbname=self._kind.dbname(self.name),
+            search_path=self.search_path,
+            application_name=self.name,
+        )
+
+    @property
+    def database(self) -> str:
+        """The database the namespace's tables live in."""
+        own = self._kind.dbname(self.name)
+        if own is not None:
+            return own
+        return str(psycopg_module().conninfo.conninfo_to_dict(self.url).get("dbname") or "")
+
+    def create(self, template: Mapping[str, Any] | None = None) -> None:
+        """Take the namespace's liveness lock, then create it with its ownership record.
+
+        A leftover of the same name and record (a previous run with the same run
+        id, now dead: its lock was free) is dropped first.
+
+        Args:
+            template: What :func:`build_template` returned: the new namespace is a
+                copy of it (when it is ``clonable``), and holds a shared lock on
+                it so that no other run reaps it while this worker lives.
+
+        Raises:
+            NamespaceNotOursError: The name is taken by a schema or database that
+                worker_utils did not create.
+            PostgresError: A live process of another run holds the name.
+        """
+        sql = psycopg_module().sql
+        keeper = self._keeper = connect(self.url, autocommit=True)
+        if not keeper.execute(
+            "SELECT pg_try_advisory_lock(%s)", [lock_key(self.kind, self.name)]
+        ).fetchone()[0]:  # type: ignore[index]
+            raise PostgresError(
+                f'worker_postgres: {self.kind} "{self.name}" is in use by a live run with the '
+                f"same run id; give each concurrent run its own --testrunuid"
+            )
+        if template is not None:
+            keeper.execute(
+                "SELECT pg_advisory_lock_shared(%s)", [lock_key(self.kind, template["name"])]
+            )
+        current_db = keeper.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+        existing = self._kind.comment(keeper, self.name)
+        if existing is not None:
+            if parse_record(existing[0], self.kind, self.name) is None:
+                raise NamespaceNotOursError(
+                    f'worker_postgres: {self.kind} "{self.name}" exists and was not created by '
+                    f"worker_utils; drop it yourself or set worker_utils_postgres_prefix to "
+                    f"another prefix"
+                )
+            self._kind.drop(keeper, self.name)
+        clone = template if template is not None and template["clonable"] else None
+        owner = record(self.kind, self.name, current_db, self.run_uid)
+        self._kind.create(self, keeper, owner, clone)
+        admin = self._require_admin()
+        admin.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(_LOCK_TIMEOUT)))
+        # Resets need no durability (a crash loses the namespace anyway), and not
+        # waiting for the WAL flush saves a good part of each one. Others see a
+        # commit at once either way.
+        admin.execute("SET synchronous_commit = off")
+
+    def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
+        """Open a new psycopg connection that lands in this namespace."""
+        return connect(self.dsn, **kwargs)
+
+    def snapshot(self) -> None:
+        """Take the rows the namespace holds now (the setup's) as what resets return to.
+
+        After it, a ``delete`` or ``truncate`` reset leaves a table holding such
+        rows alone if no test changed it, and otherwise refills it with them;
+        sequences go back to where they are now. Without it, resets empty every
+        table.
+        """
+        self._reset_state().snapshot(self._require_admin())
+
+    def reset(self, mode: str) -> None:
+        """Undo what tests stored in the namespace.
+
+        ``delete`` empties the tables that hold rows and sets their sequences
+        back; ``truncate`` truncates every table; both then refill the tables
+        that held rows at :meth:`snapshot`. ``transaction`` and ``none`` do
+        nothing here (the test connection's rollback undoes a ``transaction`` test).
+
+        Raises:
+            PostgresError: The namespace could not be brought back (a row outside
+                it refers to a row inside, say); the message has the server's words.
+        """
+        if mode not in ("delete", "truncate"):
+            return
+        psycopg = psycopg_module()
+        admin = self._require_admin()
+        resetter = self._reset_state()
+        try:
+            try:
+                resetter.reset(admin, mode)
+            except psycopg.errors.LockNotAvailable:
+                # A connection the test left idle in a transaction holds a lock.
+                self._kind.terminate_lockers(admin, self.name)
+                resetter.reset(admin, mode)
+        except ResetError as exc:
+            raise PostgresError(
+                f"worker_postgres: the {mode} reset of {self.kind} {self.name!r} failed: {exc}"
+            ) from exc
+        self.sequences_advanced = False
+
+    def template_facts(self) -> tuple[str | None, bool]:
+        """For a template: why it cannot be copied (None if it can), and whether it holds rows."""
+        return self._kind.template_facts(self)
+
+    def _reset_state(self) -> Resetter:
+        if self._resetter is None:
+            self._resetter = self._kind.resetter(self.name)
+        return self._resetter
+
+    def _require_admin(self) -> psycopg.Connection[Any]:
+        if self._admin is None:
+            raise PostgresError(f"worker_postgres: {self.kind} {self.name!r} was not created")
+        return self._admin
+
+    def drop(self, *, keep: bool = False) -> None:
+        """Drop the namespace and release its lock; never waits on a leaked connection.
+
+        Args:
+            keep: Release the lock and connections but leave the namespace (a
+                template, dropped at the end of the run).
+        """
+        keeper = self._keeper
+        if keeper is None:
+            return
+        try:
+            if self._admin is not None and self._admin is not keeper:
+                self._admin.close()
+            # Only what this object created: never a name it found taken.
+            if self._created and not keep and not keeper.closed:
+                self._kind.drop(keeper, self.name)
+        finally:
+            self._admin = self._keeper = None
+            self._resetter = None
+            self._created = False
+            keeper.close()  # releases the advisory lock
+
+
+def create_extensions(
+    target: str | psycopg.Connection[Any], names: Sequence[str], schema: str = "public"
+) -> list[str]:
+    """Create ``names`` in ``schema`` of a database unless they exist; return the names.
+
+    Extensions are per database, not per schema: in schema mode they are made
+    once per run where every worker's search path reaches them, and left in
+    place after the run; in database mode, in each worker's database.
+
+    Args:
+        target: A URL, or an autocommit connection to the database.
+    """
+    psycopg = psycopg_module()
+    sql = psycopg.sql
+    conn = connect(target, autocommit=True) if isinstance(target, str) else target
+    try:
+        for name in names:
+            try:
+                conn.execute(
+                    sql.SQL("CREATE EXTENSION IF NOT EXISTS {} SCHEMA {}").format(
+                        sql.Identifier(name), sql.Identifier(schema)
+                    )
+                )
+            except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateObject):
+                pass  # another run created it at the same moment: IF NOT EXISTS is not atomic
+            except psycopg.errors.InvalidSchemaName:
+                raise PostgresError(
+                    f"worker_utils_postgres_extension_schema: schema {schema!r} does not exist; "
+                    f"create it (CREATE SCHEMA {schema}) or leave the setting at public"
+                ) from None
+            except psycopg.Error as exc:
+                raise PostgresError(
+                    f"worker_utils_postgres_extensions: cannot create extension {name!r} "
+                    f"({first_line(exc)}); install it on the server or remove it from the setting"
+                ) from None
+    finally:
+        if conn is not target:
+            conn.close()
+    return list(names)

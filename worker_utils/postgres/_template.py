@@ -1,0 +1,61 @@
+"""The run's template namespace: ``worker_postgres_setup`` runs there once, workers copy it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from worker_utils.postgres._dsn import connect
+from worker_utils.postgres._names import parse_record, template_name
+from worker_utils.postgres._namespace import WorkerNamespace, kind_of
+from worker_utils.postgres._reap import drop_if_unlocked
+
+__all__ = ["build_template", "drop_template"]
+
+
+def build_template(
+    url: str,
+    run_uid: str,
+    prefix: str,
+    kind: str,
+    extension_schema: str,
+    setup: Callable[[Any], object],
+    extensions: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Run ``setup`` once for the run, in a template namespace that workers copy.
+
+    Returns:
+        JSON data for :meth:`WorkerNamespace.create` and :func:`drop_template`:
+        ``clonable`` is False (with a ``reason``) when the template holds objects
+        a schema copy cannot reproduce; workers then run the setup themselves.
+        ``seeded`` (database mode) is True when the setup left rows.
+    """
+    template = WorkerNamespace(
+        url, template_name(run_uid, prefix), run_uid, kind, extension_schema, extensions
+    )
+    template.create()
+    try:
+        with template.connect() as conn:  # committed on leaving the block
+            setup(conn)
+        reason, seeded = template.template_facts()
+    except BaseException:
+        template.drop()
+        raise
+    template.drop(keep=True)
+    return {
+        "url": url,
+        "name": template.name,
+        "kind": kind,
+        "clonable": reason is None,
+        "reason": reason,
+        "seeded": seeded,
+    }
+
+
+def drop_template(value: Mapping[str, Any]) -> None:
+    """Drop a template made by :func:`build_template`; the run's controller calls it at the end."""
+    with connect(value["url"], autocommit=True) as conn:
+        row = kind_of(value["kind"]).comment(conn, value["name"])
+        owner = parse_record(row[0] if row else None, value["kind"], value["name"])
+        if owner is not None:
+            drop_if_unlocked(conn, conn, owner, dry_run=False)
