@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
 import pytest
 
 from tests.postgres.conftest import Example, execute, schemas
@@ -29,6 +35,91 @@ def test_an_unreachable_server_is_one_usage_error_naming_the_setting(
             "or point WORKER_UTILS_POSTGRES_URL at one that accepts connections"
         ]
     )
+
+
+@contextlib.contextmanager
+def not_postgres(greeting: bytes | None) -> Iterator[int]:
+    """A TCP server that is not PostgreSQL: it says ``greeting`` and closes (None: it is silent)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = server.accept()
+                with conn:
+                    conn.sendall(greeting or b"")
+                    while greeting is None and conn.recv(64):
+                        pass  # silent until the client gives up and closes
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield port
+    finally:
+        server.shutdown(socket.SHUT_RDWR)  # ends the accept() above
+        server.close()
+        thread.join(5)
+
+
+@pytest.mark.parametrize(
+    ("greeting", "problem"),
+    [
+        (None, "it accepted a connection but gave no PostgreSQL answer within 1.5 s"),
+        (
+            b"SSH-2.0-OpenSSH_9.6\r\n",
+            "it answered 'SSH-2.0-OpenSSH_9.6\\r\\n', which is not PostgreSQL's protocol",
+        ),
+        (b"", "it closed the connection without a PostgreSQL answer"),
+    ],
+)
+def test_a_port_where_another_server_listens_is_named_within_two_seconds(
+    greeting: bytes | None, problem: str
+) -> None:
+    with not_postgres(greeting) as port:
+        started = time.monotonic()
+        with pytest.raises(postgres.PostgresError) as failed:
+            postgres.preflight(f"postgresql://postgres@127.0.0.1:{port}/test", setting="the_url")
+        assert time.monotonic() - started < 2.0
+    assert str(failed.value) == (
+        f"the_url: 127.0.0.1:{port} is not a PostgreSQL server ({problem}); "
+        f"point the_url at PostgreSQL's port, 5432 by default"
+    )
+
+
+def test_the_redis_port_is_one_quick_usage_error_saying_it_is_not_postgres(
+    example: Example, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The machine's Redis: libpq alone would wait its 10 s connect timeout, twice.
+    monkeypatch.setenv(postgres.URL_VAR, "postgresql://postgres@127.0.0.1:6379/test")  # noqa: WU202
+    started = time.monotonic()
+    result = run_one(example, "-n", "2")
+    assert time.monotonic() - started < 10  # no second wait in the end-of-run reaping
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: WORKER_UTILS_POSTGRES_URL: 127.0.0.1:6379 is not a PostgreSQL server "  # noqa: WU202
+            "(it accepted a connection but gave no PostgreSQL answer within 1.5 s); point "
+            "WORKER_UTILS_POSTGRES_URL at PostgreSQL's port, 5432 by default"
+        ]
+    )
+
+
+def test_a_database_that_does_not_exist_is_named_with_how_to_create_it(
+    example: Example, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = "postgresql://postgres@127.0.0.1:5432/wu_no_such_db"  # noqa: WU202 the shared server
+    monkeypatch.setenv(postgres.URL_VAR, url)
+    result = run_one(example)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            'ERROR: WORKER_UTILS_POSTGRES_URL: database "wu_no_such_db" does not exist on the '
+            "server; create it (createdb -h 127.0.0.1 -p 5432 -U postgres wu_no_such_db) or "  # noqa: WU202
+            "name another database in WORKER_UTILS_POSTGRES_URL"
+        ]
+    )
+    result.stderr.no_fnmatch_line("*start the server*")
 
 
 def test_a_malformed_url_names_the_option_and_hides_the_password(example: Example) -> None:

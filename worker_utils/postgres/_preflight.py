@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shlex
+import socket
+import struct
+
 from worker_utils._util import mask_password
 from worker_utils.postgres._dsn import connect, first_line, psycopg_module
 from worker_utils.postgres._errors import PostgresError
@@ -12,14 +18,21 @@ __all__ = ["CONNECTIONS_PER_WORKER", "preflight"]
 #: Connections one worker may open: its keeper, its test connection, and the
 #: application's own (a pool or two).
 CONNECTIONS_PER_WORKER = 4
+#: Seconds a server has to answer the opening message; PostgreSQL answers at once.
+PROBE_TIMEOUT = 1.5
+# The first message of every libpq connection; a PostgreSQL server answers it
+# with one byte (S or N), or an error message (E) if it is very old.
+_SSL_REQUEST = struct.pack("!ii", 8, 80877103)
+_NO_DATABASE = re.compile(r'database "(?P<name>[^"]+)" does not exist')
 
 
 def preflight(url: str, *, setting: str, kind: str = "schema", workers: int = 1) -> None:
     """Check once, before any test, that the server can give every worker its namespace.
 
     Raises:
-        PostgresError: A bad URL, an unreachable server, a missing privilege or
-            too few free connections; the message names the setting to change.
+        PostgresError: A bad URL, an unreachable server, something else than
+            PostgreSQL at the address, a missing database or privilege, or too
+            few free connections; the message names the setting to change.
     """
     psycopg = psycopg_module()
     try:
@@ -32,9 +45,23 @@ def preflight(url: str, *, setting: str, kind: str = "schema", workers: int = 1)
             f"{setting}: {mask_password(url)!r} is not a PostgreSQL URL ({first_line(exc)}); "
             f"use postgresql://USER@HOST:PORT/DBNAME"
         ) from None
+    for host, port in _tcp_addresses(params):
+        problem = _not_postgres(host, port)
+        if problem:
+            raise PostgresError(
+                f"{setting}: {host}:{port} is not a PostgreSQL server ({problem}); "
+                f"point {setting} at PostgreSQL's port, 5432 by default"
+            )
     try:
         conn = connect(url, autocommit=True)
     except psycopg.OperationalError as exc:
+        missing = _NO_DATABASE.search(str(exc))
+        if missing:
+            name = missing["name"]
+            raise PostgresError(
+                f'{setting}: database "{name}" does not exist on the server; create it '
+                f"({_createdb(params, name)}) or name another database in {setting}"
+            ) from None
         raise PostgresError(
             f"{setting}: cannot connect to {mask_password(url)} ({first_line(exc)}); "
             f"start the server or point {setting} at one that accepts connections"
@@ -64,3 +91,54 @@ def preflight(url: str, *, setting: str, kind: str = "schema", workers: int = 1)
             f"worker(s) need about {needed}; raise max_connections in postgresql.conf "
             f"or run fewer workers (-n)"
         )
+
+
+def _tcp_addresses(params: dict[str, str]) -> list[tuple[str, int]]:
+    """The hosts and ports libpq will reach over TCP (a Unix socket needs no probe)."""
+    hosts = params.get("hostaddr") or params.get("host") or os.environ.get("PGHOST", "")
+    ports = params.get("port") or os.environ.get("PGPORT") or "5432"
+    host_list, port_list = hosts.split(","), ports.split(",")
+    if len(port_list) == 1:  # one port for every host
+        port_list *= len(host_list)
+    return [
+        (host, int(port))
+        for host, port in zip(host_list, port_list, strict=False)
+        if host and not host.startswith(("/", "@")) and port.isdigit()
+    ]
+
+
+def _not_postgres(host: str, port: int) -> str | None:
+    """What the server at ``host:port`` did instead of answering as PostgreSQL, or None.
+
+    None too when nothing listens there: libpq then says so in its own words.
+    """
+    try:
+        sock = socket.create_connection((host, port), timeout=PROBE_TIMEOUT)
+    except OSError:
+        return None
+    with sock:
+        try:
+            sock.sendall(_SSL_REQUEST)
+            answer = sock.recv(64)
+        except TimeoutError:
+            return (
+                f"it accepted a connection but gave no PostgreSQL answer within {PROBE_TIMEOUT} s"
+            )
+        except OSError:  # reset: it closed the connection with our message unread
+            answer = b""
+    # PostgreSQL sends exactly one byte and waits; other servers say more.
+    if answer in (b"S", b"N") or answer[:1] == b"E":
+        return None
+    if not answer:
+        return "it closed the connection without a PostgreSQL answer"
+    text = answer[:24].decode("ascii", "replace")
+    return f"it answered {text!r}, which is not PostgreSQL's protocol"
+
+
+def _createdb(params: dict[str, str], name: str) -> str:
+    """The ``createdb`` command for database ``name`` on the URL's server, as its role."""
+    words = ["createdb"]
+    for flag, key in (("-h", "host"), ("-p", "port"), ("-U", "user")):
+        if params.get(key):
+            words += [flag, params[key]]
+    return shlex.join([*words, name])

@@ -169,6 +169,7 @@ class _PostgresRunHooks:
 
     def __init__(self, settings: _PostgresSettings) -> None:
         self.settings = settings
+        self.usable = False  # the server passed the check: worth reaping at the end
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         # Once, before any test: a bad server is one clear message, not one error per test.
@@ -179,13 +180,14 @@ class _PostgresRunHooks:
             postgres.preflight(
                 url, setting=setting, kind=self.settings.mode, workers=_worker_count(session.config)
             )
+            self.usable = True
             postgres.reap(url)  # what crashed runs left behind
         except postgres.PostgresError as exc:
             usage_error(exc)
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         # Namespaces of this run's workers that crashed (kill -9) are dead now.
-        if self.settings.url:
+        if self.settings.url and self.usable:
             with contextlib.suppress(Exception):
                 postgres.reap(self.settings.url)
 
