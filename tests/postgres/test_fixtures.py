@@ -49,3 +49,71 @@ def test_session_fixtures_give_each_worker_its_namespace_and_the_configured_url(
     result = example.pytester.runpytest_subprocess("-n", workers)
     result.assert_outcomes(passed=5)
     assert schemas(example.prefix) == []
+
+
+AUTOCOMMIT_SUITE = """
+import asyncio
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def worker_postgres_setup():
+    def setup(conn):
+        conn.execute("CREATE TABLE note (id int PRIMARY KEY)")
+
+    return setup
+
+
+def test_switching_to_autocommit_keeps_what_the_test_did(worker_postgres):
+    worker_postgres.execute("INSERT INTO note VALUES (1)")
+    worker_postgres.autocommit = True
+    worker_postgres.execute("VACUUM note")  # refused inside a transaction
+    assert worker_postgres.execute("SELECT id FROM note").fetchall() == [(1,)]
+
+
+def test_the_next_test_is_in_a_transaction_again_and_the_row_is_gone(worker_postgres):
+    assert not worker_postgres.autocommit
+    assert worker_postgres.info.transaction_status.name == "INTRANS"
+    assert worker_postgres.execute("SELECT count(*) FROM note").fetchone() == (0,)
+    worker_postgres.execute("INSERT INTO note VALUES (2)")
+    worker_postgres.set_autocommit(True)
+
+
+def test_the_method_switches_too(worker_postgres):
+    assert worker_postgres.execute("SELECT count(*) FROM note").fetchone() == (0,)
+
+
+def test_the_async_twin_switches_with_set_autocommit(worker_postgres_async):
+    async def main():
+        async with worker_postgres_async() as conn:
+            await conn.execute("INSERT INTO note VALUES (3)")
+            await conn.set_autocommit(True)
+            await conn.execute("VACUUM note")
+
+    asyncio.run(main())
+
+
+def test_and_is_undone_as_well(worker_postgres):
+    assert worker_postgres.execute("SELECT count(*) FROM note").fetchone() == (0,)
+
+
+@pytest.mark.worker_postgres(reset="delete")
+def test_a_plain_connection_keeps_psycopgs_rule(worker_postgres):
+    import psycopg
+
+    worker_postgres.execute("INSERT INTO note VALUES (4)")
+    with pytest.raises(psycopg.ProgrammingError, match="can't change 'autocommit' now"):
+        worker_postgres.autocommit = True
+"""
+
+
+def test_a_transaction_test_may_switch_to_autocommit_and_gets_a_delete_reset(
+    example: Example,
+) -> None:
+    example.copy("pollution")
+    (example.pytester.path / "test_pollution.py").unlink()
+    example.pytester.makepyfile(test_autocommit=AUTOCOMMIT_SUITE)
+    result = example.pytester.runpytest_subprocess("-n", "0", "-p", "no:randomly")
+    result.assert_outcomes(passed=6)
+    assert schemas(example.prefix) == []

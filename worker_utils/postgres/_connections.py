@@ -7,11 +7,12 @@ import select
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from worker_utils.postgres._dsn import psycopg_module
+from worker_utils.postgres._dsn import CONNECT_TIMEOUT, psycopg_module
 
 if TYPE_CHECKING:
     import psycopg
 
+    from worker_utils.postgres._fixture_connection import FixtureConnection
     from worker_utils.postgres._namespace import WorkerNamespace
 
 __all__ = ["AsyncConnector", "SharedConnection"]
@@ -28,29 +29,25 @@ class SharedConnection:
     prepared-statement cache, which costs about 0.4 ms in the next test. The
     ``ROLLBACK`` of one test and the ``BEGIN`` of the next are sent together as
     the test ends; their results are read as the next test begins, so no test
-    waits for that round trip.
+    waits for that round trip. A test that commits, or switches the connection
+    to autocommit (which commits what it did so far), is reported by
+    :meth:`end` so that a delete reset undoes it.
     """
 
     def __init__(self, namespace: WorkerNamespace) -> None:
         self.namespace = namespace
-        self._conn: psycopg.Connection[Any] | None = None
+        self._conn: FixtureConnection | None = None
         self._begun = False  # a BEGIN sent ahead, with the previous test's ROLLBACK
         self._pending = False  # ... whose results are still to be read
-        self._committed = False
 
-    def _open(self) -> psycopg.Connection[Any]:
-        conn = self.namespace.connect()
-        commit = conn.commit
+    def _open(self) -> FixtureConnection:
+        from worker_utils.postgres._fixture_connection import FixtureConnection
 
-        def tracked_commit() -> None:
-            self._committed = True
-            commit()
-
-        conn.commit = tracked_commit  # type: ignore[method-assign]
+        conn = FixtureConnection.connect(self.namespace.dsn, connect_timeout=CONNECT_TIMEOUT)
         self._begun = False
         return conn
 
-    def begin(self, *, transaction: bool) -> psycopg.Connection[Any]:
+    def begin(self, *, transaction: bool) -> FixtureConnection:
         """Return the connection, inside a transaction if ``transaction``."""
         psycopg = psycopg_module()
         conn = self._conn
@@ -60,7 +57,8 @@ class SharedConnection:
         if conn is None or conn.closed or conn.broken or conn.pgconn.status != _CONNECTION_OK:
             self.close()
             conn = self._conn = self._open()
-        self._committed = False
+        conn.committed = False
+        conn.fixture_transaction = transaction
         # The pgconn's own status: conn.info builds a new object at every call.
         in_transaction = conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.INTRANS
         if transaction:
@@ -79,7 +77,8 @@ class SharedConnection:
         if conn is None or conn.closed or conn.broken:
             self.close()
             return transaction  # closed by the test: a commit cannot be ruled out
-        escaped = transaction and self._committed
+        escaped = transaction and conn.committed
+        conn.fixture_transaction = False
         if conn.pgconn.transaction_status == status.ACTIVE:
             conn.cancel_safe()  # a query still running: stop it rather than wait
         if conn.pgconn.transaction_status in (status.INTRANS, status.INERROR):
@@ -136,7 +135,8 @@ class AsyncConnector:
 
     ``async with connector() as conn:`` yields a connection; in a
     transaction-mode test it is inside ``BEGIN`` and everything it did is rolled
-    back when the block ends.
+    back when the block ends. ``await conn.set_autocommit(True)`` commits that
+    transaction instead, and the test is undone by a delete reset.
     """
 
     def __init__(self, namespace: WorkerNamespace, *, transaction: bool) -> None:
@@ -149,11 +149,14 @@ class AsyncConnector:
     async def __call__(self, **kwargs: Any) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """Open a connection for the ``async with`` block; ``kwargs`` go to ``connect``."""
         psycopg = psycopg_module()
-        conn = await psycopg.AsyncConnection.connect(self.namespace.dsn, **kwargs)
+        from worker_utils.postgres._fixture_connection import FixtureAsyncConnection
+
+        conn = await FixtureAsyncConnection.connect(self.namespace.dsn, **kwargs)
         try:
             if self.transaction:
                 # Begun here, so that the code under test's transaction() is a savepoint.
                 await conn.execute("SELECT 'worker_utils: begin'")
+                conn.fixture_transaction = True
             yield conn
         finally:
             idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE

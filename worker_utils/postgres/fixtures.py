@@ -245,7 +245,9 @@ def worker_postgres(
 
     Everything the test does is rolled back after it (reset ``transaction``);
     code under test that uses ``with conn.transaction():`` on this connection
-    gets a savepoint inside that transaction. With another reset mode
+    gets a savepoint inside that transaction. A test that commits, or switches
+    to autocommit (which commits what it did so far), is undone by a delete
+    reset instead. With another reset mode
     (``@pytest.mark.worker_postgres(reset="delete")``) the connection is a plain
     one and the test may commit.
     """
