@@ -9,6 +9,7 @@ from an outer run and publishes this run's id in ``WORKER_UTILS_TESTRUN_UID``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import uuid
@@ -23,6 +24,7 @@ __all__ = [
     "get_worker_id",
     "get_worker_num",
     "is_xdist_worker",
+    "run_tag",
 ]
 
 WORKER_VAR = "PYTEST_XDIST_WORKER"
@@ -33,6 +35,11 @@ MASTER = "master"
 
 _WORKER_ID = re.compile(r"gw(0|[1-9][0-9]{0,5})")
 _RUN_UID = re.compile(r"[0-9A-Za-z_-]{1,64}")
+_RANDOM_UID = re.compile(r"[0-9a-f]{32}")
+#: The longest run tag, and the shortest a caller may ask for.
+RUN_TAG_MAX = 24
+RUN_TAG_MIN = 10
+_TAG_HASH = 6
 
 # One id for a process that runs outside pytest (a script importing a settings
 # module): stable for the life of the process, as a run id must be.
@@ -125,3 +132,28 @@ def get_testrun_uid(env: Mapping[str, str] | None = None) -> str:
                 )
             return value
     return _PROCESS_RUN_UID
+
+
+def run_tag(run_uid: str, max_length: int = RUN_TAG_MAX) -> str:
+    """Return the part of the run id that goes into the names of the run's resources.
+
+    A random id (32 hex digits, as xdist and the plugin make them) gives its
+    first 10 digits. Any other id stays readable: lower-case, with ``-`` as
+    ``_`` (``ci-job-4711`` gives ``ci_job_4711``); one longer than
+    ``max_length`` keeps its start and ends in 6 hex digits of a hash of the
+    whole id, so that two long ids with the same start still differ. The tag
+    holds only ``[a-z0-9_]``: it fits in a PostgreSQL name and a Redis key.
+
+    Args:
+        run_uid: The run id (:func:`get_testrun_uid`).
+        max_length: The longest tag the caller has room for, from 10 to 24.
+    """
+    if not RUN_TAG_MIN <= max_length <= RUN_TAG_MAX:
+        raise ValueError(f"run_tag: max_length {max_length} is not from 10 to 24")
+    if _RANDOM_UID.fullmatch(run_uid):
+        return run_uid[:RUN_TAG_MIN]
+    readable = re.sub(r"[^a-z0-9_]", "_", run_uid.lower())
+    if len(readable) <= max_length:
+        return readable
+    digest = hashlib.sha256(run_uid.encode()).hexdigest()[:_TAG_HASH]
+    return f"{readable[: max_length - _TAG_HASH - 1].rstrip('_')}_{digest}"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import worker_utils as wu
+from worker_utils._worker import run_tag
 
 WORKER = {"PYTEST_XDIST_WORKER": "gw3", "PYTEST_XDIST_WORKER_COUNT": "4"}
 
@@ -117,3 +120,40 @@ def test_the_schema_helper_refuses_names_over_63_bytes() -> None:
 def test_the_port_offset_rejects_a_stride_below_one() -> None:
     with pytest.raises(ValueError, match="stride must be at least 1, got 0"):
         wu.get_worker_port_offset(stride=0, env={})
+
+
+@pytest.mark.parametrize(
+    ("run_uid", "tag"),
+    [
+        ("3f2a9c01be5d4e6f8a7b9c0d1e2f3a4b", "3f2a9c01be"),  # random, as xdist makes them
+        ("ci-job-4711", "ci_job_4711"),
+        ("CI_Job-4711", "ci_job_4711"),
+        ("12345678901", "12345678901"),  # a numeric job id keeps every digit
+        ("x" * 24, "x" * 24),
+    ],
+)
+def test_the_run_tag_keeps_a_given_run_id_readable(run_uid: str, tag: str) -> None:
+    assert run_tag(run_uid) == tag
+
+
+def test_a_run_id_too_long_for_the_tag_keeps_its_start_and_a_hash_of_the_whole() -> None:
+    first, second = "ci-pipeline-123456-job-7", "ci-pipeline-123456-job-8"
+    assert run_tag(first).startswith("ci_pipeline_12345")
+    assert len(run_tag(first)) == 24
+    assert run_tag(first) != run_tag(second)
+    assert re.fullmatch(r"ci_[0-9a-f]{6}", run_tag(first, max_length=10))
+
+
+def test_the_run_tag_refuses_a_length_outside_10_to_24() -> None:
+    with pytest.raises(ValueError) as excinfo:
+        run_tag("ci-job-4711", max_length=9)
+    assert str(excinfo.value) == "run_tag: max_length 9 is not from 10 to 24"
+
+
+@pytest.mark.parametrize("prefix", ["test_worker", "p" * 43])
+def test_postgres_names_carry_the_run_tag_within_63_bytes(prefix: str) -> None:
+    name = wu.worker_postgres_name("ci-job-4711", "gw999999", prefix)
+    assert len(name) <= 63
+    assert name.startswith(prefix + "_ci_")
+    if prefix == "test_worker":
+        assert name == "test_worker_ci_job_4711_gw999999"

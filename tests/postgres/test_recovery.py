@@ -69,9 +69,10 @@ def test_reap_drops_what_a_killed_run_left_and_nothing_else(
     example: Example, scratch_database: str, record_dir: Path, read_records: Records
 ) -> None:
     url = scratch_database
-    kill_run_when_ready(example, record_dir)
+    kill_run_when_ready(example, record_dir, "--testrunuid=ci-job-4711")
     left = sorted({r["schema"] for r in read_records()})
-    assert len(left) == 2
+    # The run id given on the command line is readable in the names.
+    assert left == [f"{example.prefix}_ci_job_4711_gw0", f"{example.prefix}_ci_job_4711_gw1"]
     assert schemas(example.prefix, url) == left
     wait_for_backends_to_exit(left, url)
     user_schema = f"{example.prefix}_gw0"

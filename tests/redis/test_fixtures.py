@@ -91,10 +91,12 @@ def test_prefix_mode_cleans_only_the_workers_prefix(
         "2",
         "--worker-utils-redis-mode=prefix",
         f"--worker-utils-redis-url={redis_server.url}",
+        "--testrunuid=ci-job-4711",
     )
     result.assert_outcomes(passed=2)
+    # The run tag of the given run id, the same as in PostgreSQL names.
     result.stdout.fnmatch_lines(
-        ["worker_utils: 2 worker(s): gw0 (redis prefix wu:*:gw0: in db 0)*"]
+        ["worker_utils: 2 worker(s): gw0 (redis prefix wu:ci_job_4711:gw0: in db 0)*"]
     )
     assert redis_server.keys_by_db() == {0: [b"theirs", b"wu:someone-elses-run:gw0:a"]}
 

@@ -18,7 +18,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
-from worker_utils._worker import get_worker_id
+from worker_utils._worker import RUN_TAG_MAX, RUN_TAG_MIN, get_worker_id, run_tag
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -38,8 +38,8 @@ RECORD_PATTERN = '{"worker_utils":%'
 _PREFIX = re.compile(r"[a-z_][a-z0-9_]*")
 _NAME_MAX = 63
 _WORKER_MAX = len("gw999999")
-_TAG_LEN = 10
-_PREFIX_MAX = _NAME_MAX - 1 - _TAG_LEN - 1 - _WORKER_MAX
+# A prefix leaves room for the shortest run tag; a shorter prefix, for a longer one.
+_PREFIX_MAX = _NAME_MAX - 1 - RUN_TAG_MIN - 1 - _WORKER_MAX
 _RECORD_KEY = "worker_utils"
 
 
@@ -85,6 +85,10 @@ def worker_postgres_name(
 ) -> str:
     """Return ``<prefix>_<run tag>_<worker id>``, the schema or database of one worker in one run.
 
+    The run tag is readable for a run id given with ``--testrunuid``
+    (``ci-job-4711`` gives ``test_worker_ci_job_4711_gw0``) and the first 10
+    digits of a random one (``test_worker_3f2a9c01be_gw0``); an id too long for
+    the name is shortened and ends in a hash of the whole id.
     ``get_worker_postgres_schema(prefix)`` is the same name without the run tag.
 
     Args:
@@ -96,19 +100,9 @@ def worker_postgres_name(
         ValueError: A bad prefix.
     """
     _check_prefix(prefix, "worker_utils_postgres_prefix", _PREFIX_MAX)
-    return f"{prefix}_{run_tag(run_uid)}_{worker_id or get_worker_id()}"
-
-
-def run_tag(run_uid: str) -> str:
-    """Return the 10 lower-case hex digits of ``run_uid`` used in namespace names.
-
-    xdist's run ids are hex already and keep their first digits, so a name can
-    be matched with its run directory; any other id is hashed.
-    """
-    lowered = run_uid.lower()
-    if re.fullmatch(r"[0-9a-f]{10,}", lowered):
-        return lowered[:_TAG_LEN]
-    return hashlib.sha256(run_uid.encode()).hexdigest()[:_TAG_LEN]
+    room = _NAME_MAX - len(prefix) - 2 - _WORKER_MAX
+    tag = run_tag(run_uid, min(RUN_TAG_MAX, room))
+    return f"{prefix}_{tag}_{worker_id or get_worker_id()}"
 
 
 def template_name(run_uid: str, prefix: str = DEFAULT_PREFIX) -> str:

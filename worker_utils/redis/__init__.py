@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from worker_utils._util import mask_password
-from worker_utils._worker import get_testrun_uid, get_worker_id, get_worker_num
+from worker_utils._worker import get_testrun_uid, get_worker_id, get_worker_num, run_tag
 from worker_utils.errors import WorkerUtilsError
 from worker_utils.servers._process import pid_alive
 
@@ -458,7 +458,7 @@ def lease_redis(
         notify = _print_to_stderr
     worker = get_worker_id(env)
     run_uid = get_testrun_uid(env)
-    prefix = f"wu:{run_uid[:12]}:{worker}:"
+    prefix = f"wu:{run_tag(run_uid)}:{worker}:"
     try:
         count, cluster = _database_count(redis_mod, url)
         if not cluster and url.db >= count:

@@ -229,7 +229,7 @@ def worker_redis_db(_worker_redis_clean: Any) -> int:
 
 @pytest.fixture
 def worker_redis_prefix(_worker_redis_clean: Any) -> str:
-    """A key and channel prefix private to this worker, such as ``wu:1a2b3c4d5e6f:gw0:``.
+    """A key and channel prefix private to this worker, such as ``wu:1a2b3c4d5e:gw0:``.
 
     In prefix mode applications must put it in front of every key; in both
     modes use it for pub/sub channel names, which Redis shares across databases.
