@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 
 from tests.postgres.conftest import Example, execute, schemas
 from worker_utils import postgres
+from worker_utils._util import wait_until
 from worker_utils.servers._process import pid_alive
 
 Records = Callable[[], list[dict[str, Any]]]
@@ -25,24 +25,27 @@ def kill_run_when_ready(example: Example, record_dir: Path, *args: str) -> None:
     """Start the crash suite hanging in two workers, then SIGKILL the whole run."""
     directory = example.copy("crash", example.pytester.path / "killed")
     run = example.popen(directory, "-n", "2", *args, env={"WU_TEST_HANG": "1"})
-    deadline = time.monotonic() + 60
-    while len(list(record_dir.glob("ready-*"))) < 2:
+
+    def ready() -> bool | None:
         assert run.poll() is None, run.communicate()[0]
-        assert time.monotonic() < deadline, "the workers never became ready"
-        time.sleep(0.1)
+        return len(list(record_dir.glob("ready-*"))) >= 2 or None
+
+    assert wait_until(ready, timeout=60), "the workers never became ready"
     os.killpg(run.pid, signal.SIGKILL)
     run.communicate()
 
 
 def wait_for_backends_to_exit(names: list[str], url: str) -> None:
     """The server notices a killed client's closed socket a moment later."""
-    deadline = time.monotonic() + 10
     with psycopg.connect(url, autocommit=True) as conn:
-        while conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = ANY(%s)", [names]
-        ).fetchone() != (0,):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+
+        def gone() -> bool | None:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = ANY(%s)", [names]
+            ).fetchone()
+            return row == (0,) or None
+
+        assert wait_until(gone, timeout=10), f"backends of {names} still running"
 
 
 def reap_command(url: str, *args: str) -> subprocess.CompletedProcess[str]:
