@@ -50,6 +50,9 @@ class NamespaceKind(ABC):
 
     #: ``"schema"`` or ``"database"``: the setting's value and the record's ``kind``.
     name: ClassVar[str]
+    #: Extensions are made once per run where every namespace reaches them; if
+    #: False, :meth:`create` makes them in each namespace.
+    extensions_per_run: ClassVar[bool]
 
     @abstractmethod
     def search_path(self, name: str, extension_schema: str) -> tuple[str, ...]:
@@ -63,9 +66,13 @@ class NamespaceKind(ABC):
     def dbname(self, name: str) -> str | None:
         """The database a connection to namespace ``name`` opens; None for the URL's own."""
 
-    @abstractmethod
+    #: A query for the comment of the namespace named by its one parameter.
+    comment_sql: ClassVar[str]
+
     def comment(self, conn: psycopg.Connection[Any], name: str) -> tuple[str | None] | None:
         """The comment of namespace ``name`` as a row, or None if no such namespace exists."""
+        row: tuple[str | None] | None = conn.execute(self.comment_sql, [name]).fetchone()
+        return row
 
     @abstractmethod
     def create(
@@ -118,6 +125,8 @@ class SchemaKind(NamespaceKind):
     """A schema in the URL's database: needs only ``CREATE`` on the database."""
 
     name = "schema"
+    extensions_per_run = True
+    comment_sql = "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = %s"
     may_create_sql = "has_database_privilege(current_database(), 'CREATE')"
 
     def search_path(self, name: str, extension_schema: str) -> tuple[str, ...]:
@@ -130,13 +139,6 @@ class SchemaKind(NamespaceKind):
 
     def dbname(self, name: str) -> str | None:
         return None
-
-    def comment(self, conn: psycopg.Connection[Any], name: str) -> tuple[str | None] | None:
-        row: tuple[str | None] | None = conn.execute(
-            "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = %s",
-            [name],
-        ).fetchone()
-        return row
 
     def create(
         self,
@@ -214,6 +216,8 @@ class DatabaseKind(NamespaceKind):
     """A database of its own: needs ``CREATEDB``; extensions are made in each one."""
 
     name = "database"
+    extensions_per_run = False
+    comment_sql = "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s"
     may_create_sql = "(SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user)"
 
     def search_path(self, name: str, extension_schema: str) -> tuple[str, ...]:
@@ -224,13 +228,6 @@ class DatabaseKind(NamespaceKind):
 
     def dbname(self, name: str) -> str | None:
         return name
-
-    def comment(self, conn: psycopg.Connection[Any], name: str) -> tuple[str | None] | None:
-        row: tuple[str | None] | None = conn.execute(
-            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
-            [name],
-        ).fetchone()
-        return row
 
     def create(
         self,
@@ -341,7 +338,7 @@ class WorkerNamespace:
     run_uid: str
     kind: str = "schema"
     extension_schema: str = "public"
-    #: Database mode: extensions to create in each new database (they are per database).
+    #: Extensions to create in each new namespace, unless :attr:`extensions_per_run`.
     extensions: Sequence[str] = ()
     _keeper: psycopg.Connection[Any] | None = field(default=None, repr=False)
     _admin: psycopg.Connection[Any] | None = field(default=None, repr=False)
@@ -356,6 +353,11 @@ class WorkerNamespace:
 
     def __post_init__(self) -> None:
         self._kind = kind_of(self.kind)
+
+    @property
+    def extensions_per_run(self) -> bool:
+        """True in schema mode: extensions are per database, made once per run for all workers."""
+        return self._kind.extensions_per_run
 
     @property
     def search_path(self) -> tuple[str, ...]:

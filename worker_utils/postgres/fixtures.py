@@ -96,10 +96,10 @@ def worker_postgres_namespace(
         run.uid,
         kind=settings.mode,
         extension_schema=settings.extension_schema,
-        extensions=settings.extensions if settings.mode == "database" else (),
+        extensions=settings.extensions,
     )
     try:
-        if settings.extensions and settings.mode == "schema":
+        if settings.extensions and namespace.extensions_per_run:
             coordination.run_once(
                 "worker-utils-postgres-extensions",
                 functools.partial(
@@ -124,7 +124,7 @@ def worker_postgres_namespace(
                     settings.mode,
                     settings.extension_schema,
                     worker_postgres_setup,
-                    settings.extensions if settings.mode == "database" else (),
+                    settings.extensions,
                 ),
                 teardown=postgres.drop_template,
                 run_dir=run.directory,
