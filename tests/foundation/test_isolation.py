@@ -105,7 +105,7 @@ def test_two_concurrent_runs_never_hold_the_same_port_and_share_nothing(
     once_log = pytester.path / "once.log"
     monkeypatch.setenv("WU_TEST_ONCE_LOG", str(once_log))
     pytester.makepyfile(test_ports=PORT_SUITE)
-    pytester.makeini("[pytest]\nworker_utils_port_range = 29100-29129\n")
+    pytester.makeini("[pytest]\nworker_utils_port_range = 19100-19129\n")
     command = [sys.executable, "-m", "pytest", "-n", "2", "-p", "no:cacheprovider", "-q"]
     runs = [
         subprocess.Popen(command, cwd=pytester.path, stdout=subprocess.PIPE, text=True)
@@ -124,7 +124,7 @@ def test_two_concurrent_runs_never_hold_the_same_port_and_share_nothing(
     for r in records:
         assert len(set(r["ports"])) == 5
         for port in r["ports"]:
-            assert 29100 <= port <= 29129
+            assert 19100 <= port <= 19129
             holds[port].append((r["start"], r["end"]))
     assert any(len(spans) > 1 for spans in holds.values()), "ports were reused across tests"
     for port, spans in holds.items():

@@ -1,11 +1,13 @@
 """TCP port leases that no other worker or concurrent run on this host receives while held.
 
-A candidate port comes from portpicker (free for TCP and UDP when checked). The
-lease is an exclusive ``flock`` on ``<lock dir>/<port>.lock``, a directory
-shared by every user and run on the host. Lock files stay after release:
-unlinking a lock file while another process opens it would let two processes
-lock two different files of the same name. The kernel drops the lock when the
-holder dies, so a crashed worker never keeps a port reserved.
+Ports come from a range, by default one below the kernel's ephemeral range
+(see :func:`default_port_range`): a port there is never taken as the local
+port of an outgoing connection. The lease is an exclusive ``flock`` on
+``<lock dir>/<port>.lock``, a directory shared by every user and run on the
+host. Lock files stay after release: unlinking a lock file while another
+process opens it would let two processes lock two different files of the
+same name. The kernel drops the lock when the holder dies, so a crashed
+worker never keeps a port reserved.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import os
 import random
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +30,9 @@ from worker_utils.errors import WorkerUtilsError
 __all__ = [
     "PortLease",
     "PortsExhaustedError",
+    "count_ports",
+    "default_port_range",
+    "describe_range",
     "get_worker_port_offset",
     "lease_port",
     "parse_port_range",
@@ -36,11 +41,44 @@ __all__ = [
 
 LOCK_DIR_VAR = "WORKER_UTILS_PORT_LOCK_DIR"
 _RANGE = re.compile(r"\s*(\d{1,5})\s*-\s*(\d{1,5})\s*")
-_PICK_ATTEMPTS = 200
+_EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_DEFAULT_RANGE = range(20000, 30000)
+_RANDOM_ATTEMPTS = 20
+
+# The ports this process holds leases on, to tell in an error whose they are.
+_held: set[int] = set()
+
+
+def describe_range(ports: range) -> str:
+    """Return ``"LOW-HIGH"`` for an inclusive port range, the form the settings take."""
+    return f"{ports.start}-{ports.stop - 1}"
+
+
+def count_ports(count: int) -> str:
+    """Return ``"1 port"`` or ``"N ports"``."""
+    return f"{count} port{'' if count == 1 else 's'}"
 
 
 class PortsExhaustedError(WorkerUtilsError, RuntimeError):
-    """No free, unleased port could be found."""
+    """Every port of the range is bound, or leased by this or another process.
+
+    Attributes:
+        port_range: The range that was searched.
+        held_here: How many of its ports this process holds leases on.
+    """
+
+    def __init__(self, port_range: range, held_here: int) -> None:
+        self.port_range = port_range
+        self.held_here = held_here
+        super().__init__(
+            f"lease_port: every port of {describe_range(port_range)} is taken, "
+            f"{count_ports(len(port_range))}: {held_here} held by this process, "
+            f"{len(port_range) - held_here} bound or leased elsewhere; pass a wider "
+            f"port_range, or release leases"
+        )
+
+    def __reduce__(self) -> tuple[type[PortsExhaustedError], tuple[range, int]]:
+        return type(self), (self.port_range, self.held_here)
 
 
 @dataclass
@@ -55,6 +93,7 @@ class PortLease:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = None
+            _held.discard(self.port)
 
     @property
     def held(self) -> bool:
@@ -141,38 +180,56 @@ def _try_lease(port: int, lock_dir: Path) -> PortLease | None:
     return PortLease(port, fd)
 
 
+def default_port_range(ephemeral: Path = _EPHEMERAL) -> range:
+    """Return the ports leased when no range is configured: 20000-29999 on most hosts.
+
+    The kernel takes the local port of every outgoing connection from its
+    ephemeral range (read from ``ephemeral``; 32768-60999 by default on Linux),
+    so a port leased there can be taken before the test binds it. When that
+    range starts below 30000, the default is instead the (up to) 10000 ports
+    just below it, from 1024; when fewer than 1000 ports are left there,
+    20000-29999 is kept all the same. Every run on the host computes the same
+    range, and the host-wide lock files keep their leases apart.
+    """
+    try:
+        low = int(ephemeral.read_text().split()[0])
+    except (OSError, ValueError, IndexError):  # no such file: not Linux
+        return _DEFAULT_RANGE
+    if low >= _DEFAULT_RANGE.stop or low - 1024 < 1000:
+        return _DEFAULT_RANGE
+    return range(max(1024, low - len(_DEFAULT_RANGE)), low)
+
+
+def _candidates(ports: range) -> Iterator[int]:
+    """A few random ports, then every port of the range once, from a random start.
+
+    The random picks spread concurrent callers over the range; the scan makes
+    sure a lease fails only when every port is taken, however many are held.
+    """
+    for _ in range(min(_RANDOM_ATTEMPTS, len(ports))):
+        yield random.choice(ports)
+    start = random.randrange(len(ports)) if ports else 0
+    for offset in range(len(ports)):
+        yield ports[(start + offset) % len(ports)]
+
+
 def lease_port(*, port_range: range | None = None, lock_dir: Path | None = None) -> PortLease:
     """Reserve a free TCP port for this process.
 
     Args:
-        port_range: Take ports only from this range; portpicker's choice otherwise.
+        port_range: Take ports only from this range; by default a range below
+            the kernel's ephemeral range, 20000-29999 on most hosts.
         lock_dir: The host-wide lock directory; :func:`port_lock_dir` by default.
 
     Raises:
-        PortsExhaustedError: Every candidate was bound or leased by someone else.
+        PortsExhaustedError: Every port of the range is bound, or leased by
+            this or another process.
     """
     directory = lock_dir or port_lock_dir()
-    if port_range is not None:
-        candidates = list(port_range)
-        random.shuffle(candidates)  # concurrent callers start at different ports
-        for port in candidates:
-            lease = _try_lease(port, directory)
-            if lease is not None:
-                return lease
-        raise PortsExhaustedError(
-            f"worker_port: all {len(port_range)} ports in {port_range.start}-"
-            f"{port_range.stop - 1} are bound or leased by other workers; widen "
-            f"worker_utils_port_range (ini) or WORKER_UTILS_PORT_RANGE, or use fewer ports"
-        )
-    for _ in range(_PICK_ATTEMPTS):
-        try:
-            port = portpicker.pick_unused_port()
-        except portpicker.NoFreePortFoundError:
-            break
+    ports = default_port_range() if port_range is None else port_range
+    for port in _candidates(ports):
         lease = _try_lease(port, directory)
         if lease is not None:
+            _held.add(port)
             return lease
-    raise PortsExhaustedError(
-        f"worker_port: portpicker found no free, unleased port in {_PICK_ATTEMPTS} attempts; "
-        f"set worker_utils_port_range (ini) or WORKER_UTILS_PORT_RANGE to a range with free ports"
-    )
+    raise PortsExhaustedError(ports, sum(port in ports for port in _held))

@@ -10,8 +10,14 @@ import pytest
 
 from worker_utils import _settings
 from worker_utils._plugin import fail, get_run
-from worker_utils._report import WorkerReport
-from worker_utils.ports._leases import PortLease, PortsExhaustedError, lease_port, parse_port_range
+from worker_utils.ports._leases import (
+    PortLease,
+    PortsExhaustedError,
+    count_ports,
+    describe_range,
+    lease_port,
+    parse_port_range,
+)
 from worker_utils.ports._sockets import SocketPathFactory
 
 
@@ -28,12 +34,13 @@ PORT_RANGE = _settings.Setting[range | None](
     accepted="LOW-HIGH with 1 <= LOW <= HIGH <= 65535, such as 20000-20999",
     parse=_port_range,
     default=None,
-    default_text="any free port",
+    default_text="20000-29999, below the kernel's ephemeral range",
     metavar="LOW-HIGH",
 )
 SETTINGS: list[_settings.Setting[Any]] = [PORT_RANGE]
 
 _range_key = pytest.StashKey["range | None"]()
+_range_source_key = pytest.StashKey[str]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -41,7 +48,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[_range_key] = _settings.resolve(config, PORT_RANGE).value
+    found = _settings.resolve(config, PORT_RANGE)
+    config.stash[_range_key] = found.value
+    config.stash[_range_source_key] = found.where
 
 
 @pytest.fixture
@@ -61,9 +70,12 @@ def worker_socket_path(worker_tmp_path: Path) -> Iterator[SocketPathFactory]:
 class PortFactory:
     """Leases free TCP ports; each stays reserved until the factory is closed."""
 
-    def __init__(self, report: WorkerReport, port_range: range | None) -> None:
-        self._report = report
-        self._range = port_range
+    def __init__(self, config: pytest.Config, *, name: str, holder: str) -> None:
+        self._report = get_run(config).report
+        self._range = config.stash[_range_key]
+        self._source = config.stash[_range_source_key]
+        self._name = name
+        self._holder = holder
         self.leases: list[PortLease] = []
 
     def __call__(self) -> int:
@@ -72,10 +84,23 @@ class PortFactory:
         try:
             lease = lease_port(port_range=self._range)
         except PortsExhaustedError as exc:
-            fail(exc)
+            fail(self._exhausted(exc))
         self.leases.append(lease)
         self._report.note("ports", lease.port)
         return lease.port
+
+    def _exhausted(self, error: PortsExhaustedError) -> str:
+        ports = error.port_range
+        mine = sum(lease.port in ports for lease in self.leases)
+        here, elsewhere = error.held_here - mine, len(ports) - error.held_here
+        source = f"set by {self._source}" if self._source else "the default"
+        return (
+            f"{self._name}: every port of {describe_range(ports)} ({source}) is taken, "
+            f"{count_ports(len(ports))}: {mine} held by {self._holder}, {here} by other "
+            f"leases of this process, {elsewhere} bound or leased elsewhere; widen the range "
+            f"with --worker-utils-port-range, WORKER_UTILS_PORT_RANGE or the "
+            f"worker_utils_port_range ini option, or hold fewer ports at once"
+        )
 
     def close(self) -> None:
         """Release every port this factory leased."""
@@ -90,7 +115,7 @@ def worker_port_factory(request: pytest.FixtureRequest) -> Iterator[PortFactory]
 
     Use it from session fixtures that start servers.
     """
-    factory = PortFactory(get_run(request.config).report, request.config.stash[_range_key])
+    factory = PortFactory(request.config, name="worker_port_factory", holder="this session")
     yield factory
     factory.close()
 
@@ -103,6 +128,6 @@ def worker_port(request: pytest.FixtureRequest) -> Iterator[PortFactory]:
     while this test holds it; the ports are released when the test ends, or
     by the kernel if the worker dies.
     """
-    factory = PortFactory(get_run(request.config).report, request.config.stash[_range_key])
+    factory = PortFactory(request.config, name="worker_port", holder="this test")
     yield factory
     factory.close()
