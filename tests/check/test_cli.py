@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from worker_utils.check import RULES
 from worker_utils.cli import main
@@ -51,14 +53,60 @@ def run_module(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_it_prints_findings_like_ruff_and_exits_1_through_python_m(project: Path) -> None:
     result = run_module("check", cwd=project)
     assert (result.returncode, result.stderr) == (1, "")
-    assert result.stdout.splitlines() == [ENV_WRITE_FINDING, TMP_FINDING, "Found 2 problems."]
+    assert result.stdout.splitlines() == [
+        ENV_WRITE_FINDING,
+        TMP_FINDING,
+        "Found 2 problems in 2 files (3 files checked)",
+    ]
 
 
-def test_it_exits_0_and_prints_nothing_when_clean(
+def test_it_exits_0_and_says_how_many_files_it_checked_when_clean(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["check", "test_clean.py"]) == 0
-    assert capsys.readouterr() == ("", "")
+    assert capsys.readouterr() == ("All checks passed: 1 file checked\n", "")
+
+
+def test_it_says_so_when_no_path_given_is_a_test_file(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "helpers.py").write_text(TMP_PATH)
+    assert main(["check", "helpers.py"]) == 0
+    assert capsys.readouterr() == (
+        "All checks passed: 0 files checked (no file matches test-patterns)\n",
+        "",
+    )
+
+
+def test_it_counts_the_files_with_problems_apart_from_the_problems(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "test_env.py").write_text(ENV_WRITE + ENV_WRITE)
+    assert main(["check"]) == 1
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "Found 3 problems in 2 files (3 files checked)"
+    )
+
+
+def test_it_prints_the_installed_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with (ROOT / "pyproject.toml").open("rb") as stream:
+        version = tomllib.load(stream)["project"]["version"]
+    assert main(["--version"]) == 0
+    assert capsys.readouterr() == (f"worker-utils {version}\n", "")
+
+
+def test_it_prints_an_unknown_version_when_the_distribution_is_not_installed(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def not_installed(name: str) -> str:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", not_installed)
+    assert main(["--version"]) == 0
+    assert capsys.readouterr() == (
+        "worker-utils unknown (pytest-worker-utils is not installed)\n",
+        "",
+    )
 
 
 def test_it_prints_the_paths_as_given(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -72,7 +120,10 @@ def test_it_counts_a_single_problem_in_the_singular(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["check", "test_tmp.py"]) == 1
-    assert capsys.readouterr().out.splitlines() == [TMP_FINDING, "Found 1 problem."]
+    assert capsys.readouterr().out.splitlines() == [
+        TMP_FINDING,
+        "Found 1 problem in 1 file (1 file checked)",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -142,7 +193,7 @@ def test_it_reports_a_syntax_error_checks_the_other_files_and_exits_2(
         "test_broken.py:1:12: WU000 syntax error: invalid syntax (the file was not checked)",
         ENV_WRITE_FINDING,
         TMP_FINDING,
-        "Found 3 problems.",
+        "Found 3 problems in 3 files (4 files checked)",
     ]
 
 
@@ -150,7 +201,7 @@ def test_it_honours_noqa_comments(project: Path, capsys: pytest.CaptureFixture[s
     (project / "test_env.py").write_text(ENV_WRITE.replace("'1'\n", "'1'  # noqa: WU101\n"))
     (project / "test_tmp.py").write_text(TMP_PATH.replace("\n", "  # noqa\n"))
     assert main(["check"]) == 0
-    assert capsys.readouterr().out == ""
+    assert capsys.readouterr().out == "All checks passed: 3 files checked\n"
 
 
 def test_it_skips_files_that_are_not_tests_and_hidden_or_virtualenv_directories(
@@ -164,7 +215,7 @@ def test_it_skips_files_that_are_not_tests_and_hidden_or_virtualenv_directories(
     assert capsys.readouterr().out.splitlines() == [
         ENV_WRITE_FINDING,
         TMP_FINDING,
-        "Found 2 problems.",
+        "Found 2 problems in 2 files (3 files checked)",
     ]
 
 
@@ -187,7 +238,7 @@ def test_it_reads_its_configuration_from_pyproject(
         "tests/helpers.py:3:5: WU401 fixed temporary path '/tmp/x' "  # noqa: WU401
         "(use tmp_path, worker_tmp_path or run_tmp_path)",
         "    2  WU401  fixed temporary path {path!r}",
-        "Found 2 problems.",
+        "Found 2 problems in 2 files (2 files checked)",
     ]
 
 

@@ -92,5 +92,27 @@ def test_the_pre_commit_hook_runs_the_checker_on_the_files_it_is_given(tmp_path:
     assert (result.returncode, result.stderr) == (1, "")
     assert result.stdout.splitlines() == [
         "test_app.py:2:1: WU101 os.environ item set outside monkeypatch (use monkeypatch.setenv())",
-        "Found 1 problem.",
+        "Found 1 problem in 1 file (1 file checked)",
     ]
+
+
+def test_the_pre_commit_hook_passes_when_only_non_test_files_are_given(tmp_path: Path) -> None:
+    [hook] = read_hooks((ROOT / ".pre-commit-hooks.yaml").read_text())
+    (tmp_path / "app.py").write_text("import os\nos.environ['A'] = '1'\n")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    result = subprocess.run(
+        [*entry_command(hook["entry"]), "app.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (result.returncode, result.stderr, result.stdout) == (
+        0,
+        "",
+        "All checks passed: 0 files checked (no file matches test-patterns)\n",
+    )

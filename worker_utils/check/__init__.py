@@ -114,6 +114,13 @@ def check_paths(
     Raises:
         CheckError: A path does not exist.
     """
+    return _check_paths(paths, settings)[0]
+
+
+def _check_paths(
+    paths: Iterable[str | os.PathLike[str]], settings: Settings | None = None
+) -> tuple[list[Finding], int]:
+    """:func:`check_paths`, also returning how many files were checked."""
     settings = settings or Settings()
     plan = _Plan.of(settings)
     results = []
@@ -125,7 +132,7 @@ def check_paths(
                 results.append(_unreadable(str(path), error))
                 continue
             results.append(_check_file(source, str(path), plan))
-    return _finish(results, settings)
+    return _finish(results, settings), len(results)
 
 
 @contextmanager

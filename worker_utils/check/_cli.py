@@ -46,7 +46,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def run(args: argparse.Namespace) -> int:
     """Check the paths in ``args``, print the findings and return the exit status."""
     # Imported here so that `worker-utils --help` and other commands stay fast.
-    from worker_utils.check import RULES, CheckError, check_paths
+    from worker_utils.check import RULES, CheckError, _check_paths
     from worker_utils.check._config import (
         find_pyproject,
         load_settings,
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         select = None if args.select is None else validate_codes("--select", _split(args.select))
         ignore = validate_codes("--ignore", _split(args.ignore or ""))
         settings = with_options(load_settings(pyproject), select, ignore)
-        findings = check_paths(args.paths or ["."], settings)
+        findings, checked = _check_paths(args.paths or ["."], settings)
     except CheckError as error:
         print(f"worker-utils check: error: {error}", file=sys.stderr)
         return 2
@@ -75,11 +75,25 @@ def run(args: argparse.Namespace) -> int:
         counts = Counter(finding.code for finding in findings)
         for code, count in sorted(counts.items()):
             print(f"{count:5d}  {code}  {RULES[code].message}")
-    if findings:
-        print(f"Found {len(findings)} problem{'s' if len(findings) != 1 else ''}.")
+    print(_summary(len(findings), len({finding.path for finding in findings}), checked))
     if any(finding.code in ("WU000", "WU001") for finding in findings):
         return 2
     return 1 if findings else 0
+
+
+def _summary(problems: int, files: int, checked: int) -> str:
+    """The closing line: what was found, in how many of how many files checked."""
+    checked_text = f"{_count(checked, 'file')} checked"
+    if problems:
+        return f"Found {_count(problems, 'problem')} in {_count(files, 'file')} ({checked_text})"
+    if checked:
+        return f"All checks passed: {checked_text}"
+    # pre-commit passes every changed Python file; helpers are skipped by design.
+    return "All checks passed: 0 files checked (no file matches test-patterns)"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _split(codes: str) -> list[str]:
