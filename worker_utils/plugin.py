@@ -1,6 +1,7 @@
 """The pytest plugin: the run's lifecycle, and the resource plugins it registers.
 
-Registered through the ``pytest11`` entry point. The run (its id, directory and
+Registered by the ``pytest11`` entry point (:mod:`worker_utils._entry`, named
+``worker_utils``) under this module's name. The run (its id, directory and
 liveness lock) is started here in the process that owns it and handed to xdist
 workers through ``workerinput``. Each resource lives in its own package, whose
 ``plugin`` module holds its options, settings, hooks and fixtures; pytest loads
