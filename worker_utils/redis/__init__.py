@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import re
 import socket
 import sys
@@ -35,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from worker_utils._util import mask_password
+from worker_utils._util import mask_password, wait_until
 from worker_utils._worker import get_testrun_uid, get_worker_id, get_worker_num, run_tag
 from worker_utils.errors import WorkerUtilsError
 from worker_utils.servers._process import pid_alive
@@ -503,35 +502,37 @@ def lease_redis(
         candidates = candidates[at:] + candidates[:at]
     announced = False
     busy = f"({len(candidates)} leasable, all leased or holding other users' keys)"
+
+    def claim() -> tuple[int, bool] | None:
+        nonlocal announced
+        claimed = _claim(redis_mod, keeper, url, candidates, value, ttl_ms)
+        if claimed is None and not announced and time.monotonic() < deadline:
+            notify(
+                f"worker_utils: {worker}: no free Redis database on {url.masked} {busy}; "
+                f"waiting up to {wait:g}s for one to be released"
+            )
+            announced = True
+        return claimed
+
     try:
-        while True:
-            claimed = _claim(redis_mod, keeper, url, candidates, value, ttl_ms)
-            if claimed is not None:
-                index, reclaimed = claimed
-                break
-            if time.monotonic() >= deadline:
-                keeper.close()
-                if mode == "index":
-                    raise RedisSetupError(
-                        f"worker_redis: no free database on {url.masked} after {wait:g}s "
-                        f"{busy}; raise worker_utils_redis_wait, use fewer workers, start "
-                        f"the server with more --databases, or set worker_utils_redis_mode "
-                        f"to auto to fall back to a key prefix"
-                    )
-                lease = _prefix_lease(redis_mod, url, prefix, count, cluster=False)
-                lease.waited = time.monotonic() - started
-                notify(
-                    f"worker_utils: {worker}: no free Redis database on {url.masked} after "
-                    f"{wait:g}s; using key prefix {prefix!r} in database {url.db}"
+        claimed = wait_until(claim, timeout=wait, interval=0.1, max_interval=0.4)
+        if claimed is None:
+            keeper.close()
+            if mode == "index":
+                raise RedisSetupError(
+                    f"worker_redis: no free database on {url.masked} after {wait:g}s "
+                    f"{busy}; raise worker_utils_redis_wait, use fewer workers, start "
+                    f"the server with more --databases, or set worker_utils_redis_mode "
+                    f"to auto to fall back to a key prefix"
                 )
-                return lease
-            if not announced:
-                notify(
-                    f"worker_utils: {worker}: no free Redis database on {url.masked} {busy}; "
-                    f"waiting up to {wait:g}s for one to be released"
-                )
-                announced = True
-            time.sleep(random.uniform(0.1, 0.4))
+            lease = _prefix_lease(redis_mod, url, prefix, count, cluster=False)
+            lease.waited = time.monotonic() - started
+            notify(
+                f"worker_utils: {worker}: no free Redis database on {url.masked} after "
+                f"{wait:g}s; using key prefix {prefix!r} in database {url.db}"
+            )
+            return lease
+        index, reclaimed = claimed
         leased_url = redis_url_with_db(url.url, index)
         janitor = redis_mod.Redis.from_url(
             leased_url, single_connection_client=True, **_ADMIN_TIMEOUTS
