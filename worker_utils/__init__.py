@@ -3,6 +3,9 @@
 The helpers below are pure: they need no running pytest and can be called at
 import time, for example from a settings module. The fixtures live in
 :mod:`worker_utils.plugin`, which pytest loads through its entry point.
+
+PYTEST_DONT_REWRITE: this module has no assert for pytest to rewrite, and an
+editable install's import hook loads it before pytest could (pytest would warn).
 """
 
 from __future__ import annotations
