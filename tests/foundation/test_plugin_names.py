@@ -14,6 +14,8 @@ RESOURCE_FIXTURES = {
     "worker_utils.ports.plugin": "worker_port",
     "worker_utils.postgres.plugin": "worker_postgres_dsn",
     "worker_utils.redis.plugin": "worker_redis_url",
+    "worker_utils.sqlite.plugin": "worker_sqlite_path",
+    "worker_utils.sandbox.plugin": "worker_env",
 }
 
 
