@@ -8,7 +8,8 @@ from worker_utils import plugin
 
 USES_A_PORT = "def test_it(worker_port):\n    assert worker_port()\n"
 
-# One fixture each resource plugin provides (the guard provides an option instead).
+# One fixture each resource plugin provides (the guard and isolation provide options and a
+# marker instead).
 RESOURCE_FIXTURES = {
     "worker_utils.run.plugin": "run_tmp_path",
     "worker_utils.ports.plugin": "worker_port",
@@ -49,7 +50,7 @@ def test_blocking_the_plugin_switches_every_resource_off(
 
 def test_every_resource_plugin_is_covered_here() -> None:
     assert sorted(plugin.pytest_plugins) == sorted(
-        [*RESOURCE_FIXTURES, "worker_utils.guard.plugin"]
+        [*RESOURCE_FIXTURES, "worker_utils.guard.plugin", "worker_utils.isolate.plugin"]
     )
 
 
