@@ -35,7 +35,7 @@ import redis  # noqa: E402
 
 from worker_utils import ports  # noqa: E402
 from worker_utils.redis import delete_prefix, lease_redis, parse_redis_url  # noqa: E402
-from worker_utils.servers._process import wait_for_port  # noqa: E402
+from worker_utils.servers._process import ProcessId, wait_for_port  # noqa: E402
 
 
 def start_server() -> tuple[subprocess.Popen[bytes], int]:
@@ -46,7 +46,7 @@ def start_server() -> tuple[subprocess.Popen[bytes], int]:
          "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
-    wait_for_port("127.0.0.1", lease.port, 10, pid=process.pid)
+    wait_for_port("127.0.0.1", lease.port, 10, process=ProcessId.of(process.pid))
     lease.release()
     return process, lease.port
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -110,3 +111,16 @@ def all_settings() -> list[Setting[Any]]:
 def given(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Given:
     """Give settings to an inner run; see :class:`Given`."""
     return Given(pytester, monkeypatch)
+
+
+@pytest.fixture
+def private_tmp_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A temp dir of this test's own, here and in inner runs: no other run on the host reaps theirs.
+
+    The run directories of both live under it, and a reaper called here sees only those.
+    """
+    directory = tmp_path / "tmp"
+    directory.mkdir()
+    monkeypatch.setenv("TMPDIR", str(directory))
+    monkeypatch.setattr(tempfile, "tempdir", str(directory))  # gettempdir() caches it
+    return directory

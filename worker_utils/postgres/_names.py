@@ -12,13 +12,12 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import os
 import re
-import socket
 from collections.abc import Mapping
 from typing import Any
 
 from worker_utils._worker import RUN_TAG_MAX, RUN_TAG_MIN, get_worker_id, run_tag
+from worker_utils.servers._process import owner_record
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -124,8 +123,7 @@ def record(kind: str, name: str, database: str, run_uid: str) -> dict[str, Any]:
         "name": name,
         "database": database,
         "run": run_uid,
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
+        **owner_record(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "lock": lock_key(kind, name),
     }

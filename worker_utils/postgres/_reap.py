@@ -7,7 +7,6 @@ record naming it and the advisory lock its owner held is free.
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from worker_utils.postgres._dsn import connect, namespace_dsn
 from worker_utils.postgres._names import RECORD_PATTERN, parse_record
 from worker_utils.postgres._namespace import kind_of
+from worker_utils.servers._process import owner_alive
 
 if TYPE_CHECKING:
     import psycopg
@@ -31,15 +31,7 @@ class ReapResult:
 
 
 def _owner_alive(owner: Mapping[str, Any]) -> bool:
-    from worker_utils.servers._process import pid_alive
-
-    pid = owner.get("pid")
-    return (
-        owner.get("host") == socket.gethostname()
-        and isinstance(pid, int)
-        and pid != os.getpid()
-        and pid_alive(pid)
-    )
+    return owner.get("pid") != os.getpid() and owner_alive(owner) is True
 
 
 def _records(conn: psycopg.Connection[Any]) -> Iterator[tuple[str, str, str | None]]:

@@ -34,24 +34,14 @@ def worker_postgres_url(request: pytest.FixtureRequest) -> str:
     settings = _pg_settings(request)
     if settings.url:
         return settings.url
-    from worker_utils.servers import postgres as server
-    from worker_utils.servers._process import ServerStartError
+    from worker_utils.servers import ServerStartError
+    from worker_utils.servers.postgres import PostgresServer
 
-    workers = _worker.get_worker_count()
+    connections = 20 + _worker.get_worker_count() * postgres.CONNECTIONS_PER_WORKER
     try:
-        value = coordination.run_once(
-            server.RUN_ONCE_KEY,
-            functools.partial(
-                server.start_server,
-                max_connections=max(100, 20 + workers * postgres.CONNECTIONS_PER_WORKER),
-            ),
-            teardown=server.stop_server,
-            run_dir=get_run(request.config).directory,
-        )
-    except (ServerStartError, coordination.RunOnceError) as exc:
+        return PostgresServer(max(100, connections)).url(get_run(request.config).directory)
+    except ServerStartError as exc:
         error = str(exc)
-    else:
-        return str(value["url"])
     _pg_fail(settings, error)
 
 

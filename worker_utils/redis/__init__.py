@@ -24,7 +24,6 @@ import contextlib
 import json
 import os
 import re
-import socket
 import sys
 import threading
 import time
@@ -37,7 +36,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from worker_utils._util import mask_password, wait_until
 from worker_utils._worker import get_testrun_uid, get_worker_id, get_worker_num, run_tag
 from worker_utils.errors import WorkerUtilsError
-from worker_utils.servers._process import pid_alive
+from worker_utils.servers._process import owner_alive, owner_record
 
 if TYPE_CHECKING:
     import redis
@@ -193,13 +192,6 @@ def _print_to_stderr(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def _pid_namespace() -> str:
-    try:
-        return os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return ""
-
-
 @dataclass
 class RedisLease:
     """A Redis database (or key prefix) that belongs to this worker until :meth:`release`.
@@ -350,15 +342,16 @@ class _Refresher:
 
 
 def _owner_is_dead(raw: bytes | None) -> bool:
-    """Return True if a lease value names a process on this host that no longer exists."""
+    """Return True if a lease value names a process on this host that no longer runs."""
     if raw is None:
         return False
     try:
         owner = json.loads(raw)
-        same_host = owner["host"] == socket.gethostname() and owner["pidns"] == _pid_namespace()
-        return bool(same_host) and owner["pid"] != os.getpid() and not pid_alive(int(owner["pid"]))
-    except (ValueError, KeyError, TypeError):
+    except ValueError:
         return False
+    return (
+        isinstance(owner, dict) and owner.get("pid") != os.getpid() and owner_alive(owner) is False
+    )
 
 
 def _database_count(redis_mod: Any, url: RedisUrl) -> tuple[int, bool]:
@@ -485,9 +478,7 @@ def lease_redis(
         {
             "run": run_uid,
             "worker": worker,
-            "host": socket.gethostname(),
-            "pidns": _pid_namespace(),
-            "pid": os.getpid(),
+            **owner_record(),
             "time": time.time(),
             "token": uuid.uuid4().hex,
         }

@@ -143,13 +143,13 @@ def worker_redis_server_url(request: pytest.FixtureRequest) -> str:
     settings = request.config.stash[_redis_key]
     if settings.url is not None:
         return settings.url.url
-    from worker_utils.servers import _process
-    from worker_utils.servers import redis as redis_server
+    from worker_utils.servers import ServerStartError
+    from worker_utils.servers.redis import RedisServer
 
     try:
-        settings.embedded_url = redis_server.shared_url(get_run(request.config).directory)
+        settings.embedded_url = RedisServer().url(get_run(request.config).directory)
         return settings.embedded_url
-    except (_process.ServerStartError, coordination.RunOnceError) as exc:
+    except ServerStartError as exc:
         fail(exc)
 
 

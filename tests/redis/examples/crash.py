@@ -7,6 +7,7 @@ import time
 import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 
 RECORDS = Path(os.environ["WU_TEST_RECORD_DIR"])
@@ -22,6 +23,7 @@ def test_the_database_is_empty_and_ours(worker_redis, worker_redis_lease, n):
         reclaimed=worker_redis_lease.reclaimed,
         count=worker_redis_lease.database_count,
         server=worker_redis.info("server")["process_id"],
+        server_started=psutil.Process(worker_redis.info("server")["process_id"]).create_time(),
         run=os.environ["WORKER_UTILS_TESTRUN_UID"],
         worker=os.environ.get("PYTEST_XDIST_WORKER", "master"),
         pid=os.getpid(),
