@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 import uuid
 from pathlib import Path
@@ -24,7 +25,7 @@ import pytest
 from worker_utils import _settings, _worker
 from worker_utils._plugin import Run, run_key, usage_error
 from worker_utils._report import WorkerReport
-from worker_utils.run import coordination
+from worker_utils.run import _signals, coordination
 
 #: The resource plugins, in the order their options appear in ``pytest --help``.
 pytest_plugins = [
@@ -40,6 +41,7 @@ pytest_plugins = [
 
 _RUN_DIR_INPUT = "worker_utils_run_dir"
 _REPORT_OUTPUT = "worker_utils_report"
+_sigterm_key = pytest.StashKey[_signals.SigtermAsInterrupt]()
 
 
 def resource_plugins() -> list[ModuleType]:
@@ -77,6 +79,11 @@ def _start_run(config: pytest.Config, given_uid: str | None) -> Run:
     coordination.reap_dead_runs()
     lock = coordination.RunLock(uid)
     run = Run(uid, lock.acquire(), lock)
+    sigterm = _signals.SigtermAsInterrupt(
+        lambda: _signals.signal_workers(run.directory, signal.SIGTERM)
+    )
+    sigterm.install()
+    config.stash[_sigterm_key] = sigterm
     # Variables inherited from an outer pytest (this run started inside a
     # worker of another) would make the helpers report that outer worker.
     for name in (_worker.WORKER_VAR, _worker.COUNT_VAR, _worker.XDIST_RUN_VAR):
@@ -106,6 +113,9 @@ def pytest_configure(config: pytest.Config) -> None:
         run = Run(uid, Path(workerinput[_RUN_DIR_INPUT]), lock=None)
         run.set_env(_worker.RUN_VAR, uid)
         run.set_env(coordination.RUN_DIR_VAR, str(run.directory))
+        _signals.register_worker(run.directory)
+        config.stash[_sigterm_key] = _signals.SigtermAsInterrupt()
+        config.stash[_sigterm_key].install()
     elif run is None:
         run = _start_run(config, getattr(config.option, "testrunuid", None))
     if workerinput is None and config.pluginmanager.hasplugin("xdist"):
@@ -125,6 +135,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         for failure in coordination.run_teardowns(run.directory):
             sys.stderr.write(f"worker_utils: {failure}\n")
         run.lock.release()
+    sigterm = config.stash.get(_sigterm_key, None)
+    if sigterm is not None:
+        sigterm.restore()
     run.restore_env()
     del config.stash[run_key]
 
