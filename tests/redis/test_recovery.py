@@ -37,6 +37,7 @@ def test_a_killed_workers_replacement_gets_a_valid_unshared_database(
     assert redis_server.keys_by_db() == {}
 
 
+@pytest.mark.usefixtures("private_tmp_root")
 def test_a_crashed_runs_leftovers_and_leases_are_removed_by_the_next_run(
     example: Example, redis_server: Server, record_dir: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

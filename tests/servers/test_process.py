@@ -20,10 +20,14 @@ from worker_utils.servers._process import ProcessId, owner_alive, owner_record, 
 @pytest.fixture
 def sleeper() -> Iterator[subprocess.Popen[bytes]]:
     """A child process that runs until it is signalled."""
-    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    yield process
-    process.kill()
-    process.wait()
+    script = "import time; print(flush=True); time.sleep(60)"
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    assert process.stdout is not None
+    with process.stdout:
+        process.stdout.readline()  # it runs its own command line now, not pytest's
+        yield process
+        process.kill()
+        process.wait()
 
 
 def test_a_live_process_is_alive_and_stops_when_stopped(
