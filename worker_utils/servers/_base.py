@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import functools
 import importlib
 import json
@@ -104,9 +105,12 @@ class Server(abc.ABC):
             record = self.start(directory, save)
             save(record)
         except BaseException:
-            if saved:
-                type(self).stop(saved)
-            state.unlink(missing_ok=True)
+            # A stop that fails too leaves the record for the run's teardown to retry;
+            # the start's own error is the one to report.
+            with contextlib.suppress(Exception):
+                if saved:
+                    type(self).stop(saved)
+                state.unlink(missing_ok=True)
             raise
         return record
 

@@ -236,7 +236,10 @@ class PostgresServer(Server):
             lease.release()
         process = _postmaster(data)
         if process is None:
-            raise ServerStartError(f"worker_postgres: the server exited after starting; see {log}")
+            raise ServerStartError(
+                f"worker_postgres: pg_ctl start succeeded but no server runs in {data}:\n"
+                f"{_tail(log)}"
+            )
         record["process"] = process.as_record()
         record["url"] = f"postgresql://{_SUPERUSER}@127.0.0.1:{lease.port}/postgres"
         return record
@@ -277,9 +280,15 @@ def _run(
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip()
         if log is not None:
-            with contextlib.suppress(OSError):
-                tail = "\n".join(log.read_text().splitlines()[-10:]) or tail
+            tail = _tail(log) or tail
         raise ServerStartError(f"worker_postgres: {what} exited with {done.returncode}:\n{tail}")
+
+
+def _tail(log: Path) -> str:
+    """The end of the server's log, which goes with its data directory when the start fails."""
+    with contextlib.suppress(OSError):
+        return "\n".join(log.read_text().splitlines()[-10:])
+    return ""
 
 
 def _postmaster(data: Path) -> ProcessId | None:
