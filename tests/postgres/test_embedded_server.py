@@ -108,12 +108,15 @@ def test_a_pg_ctl_that_starts_no_server_is_reported_with_the_servers_log(
     monkeypatch.setenv(server.BINDIR_VAR, str(bindir))
     monkeypatch.setattr(server, "_server_user", lambda: None)  # as root: no user switch
     saved: list[dict[str, Any]] = []
-    with pytest.raises(ServerStartError) as raised:
-        server.PostgresServer().start(no_binaries, lambda record: saved.append(dict(record)))
+    try:
+        with pytest.raises(ServerStartError) as raised:
+            server.PostgresServer().start(no_binaries, lambda record: saved.append(dict(record)))
+    finally:
+        server.PostgresServer.stop(saved[-1])  # what Server.url does after a failed start
     data = Path(saved[-1]["data_parent"]) / "data"
     assert str(raised.value) == (
         f"worker_postgres: pg_ctl start succeeded but no server runs in {data}:\n"
         "LOG:  database system is ready to accept connections"
     )
-    server.PostgresServer.stop(saved[-1])
     assert not data.parent.exists()
+    assert not Path(saved[-1]["socket_dir"]).exists()
