@@ -18,6 +18,7 @@ from psycopg import sql
 from tests.postgres.conftest import Example, execute, schemas
 from worker_utils import postgres
 from worker_utils._util import wait_until
+from worker_utils.postgres import _names
 from worker_utils.servers._process import ProcessId
 
 Records = Callable[[], list[dict[str, Any]]]
@@ -158,7 +159,7 @@ def test_reap_drops_a_namespace_only_when_its_owner_is_gone(
         owner = ProcessId.of(child.pid)
         assert owner is not None
         with psycopg.connect(url, autocommit=True) as conn:
-            record = postgres._record("schema", name, conn.info.dbname, "x")
+            record = _names.record("schema", name, conn.info.dbname, "x")
             # An owner on this host whose pid was, or still is, the child's.
             record.update(pid=owner.pid, started=owner.started - 30 if reused else owner.started)
             conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
