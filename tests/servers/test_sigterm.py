@@ -19,6 +19,7 @@ import redis
 
 from tests.postgres.conftest import URL as POSTGRES_URL
 from worker_utils import postgres
+from worker_utils._worker import run_tag
 from worker_utils.run import coordination
 from worker_utils.servers._process import ProcessId
 
@@ -123,7 +124,7 @@ def test_sigterm_leaves_no_process_server_schema_lease_or_directory(
             path for path in (records[0]["data"], records[0]["sockets"]) if Path(path).exists()
         ]
     else:
-        left += names_with(postgres.run_tag(uid))
+        left += names_with(run_tag(uid))
         left += [f"redis key {key!r}" for key in lease_keys_of(uid)]
     assert left == []
     assert "PluggyTeardownRaisedWarning" not in output
