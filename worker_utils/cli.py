@@ -12,7 +12,7 @@ import importlib
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, Protocol, cast
 
-__all__ = ["main"]
+__all__ = ["main", "version"]
 
 _SUBCOMMANDS = ("worker_utils.check._cli", "worker_utils.postgres._cli")
 _DISTRIBUTION = "pytest-worker-utils"
@@ -35,14 +35,18 @@ class _Version(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
 
     def __call__(self, parser: argparse.ArgumentParser, *args: object) -> NoReturn:
-        from importlib import metadata
-
-        try:
-            version = metadata.version(_DISTRIBUTION)
-        except metadata.PackageNotFoundError:
-            version = f"unknown ({_DISTRIBUTION} is not installed)"
-        print(f"{parser.prog} {version}")
+        print(f"{parser.prog} {version()}")
         parser.exit()
+
+
+def version() -> str:
+    """The installed distribution's version, read from its metadata (pyproject.toml sets it)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(_DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return f"unknown ({_DISTRIBUTION} is not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,26 +32,44 @@ class Finding:
 
 @dataclass(frozen=True)
 class Rule:
-    """A rule: a stable code, a message template (``str.format`` fields) and a fix hint."""
+    """A rule: a stable code, a message template (``str.format`` fields) and a fix hint.
+
+    ``name`` is the rule's kebab-case name and ``summary`` one sentence on why
+    it matters, for statistics and machine-readable reports.
+    """
 
     code: str
     message: str
     hint: str
+    name: str
+    summary: str
 
 
 RULES: dict[str, Rule] = {}
 
 
-def rule(code: str, message: str, hint: str) -> Rule:
-    """Register and return a rule; codes are unique."""
-    if code in RULES:
-        raise ValueError(f"rule code {code} is registered twice")
-    RULES[code] = registered = Rule(code, message, hint)
+def rule(code: str, message: str, hint: str, *, name: str, summary: str) -> Rule:
+    """Register and return a rule; codes and names are unique."""
+    if code in RULES or any(known.name == name for known in RULES.values()):
+        raise ValueError(f"rule {code} {name} is registered twice")
+    RULES[code] = registered = Rule(code, message, hint, name, summary)
     return registered
 
 
-SYNTAX_ERROR = rule("WU000", "syntax error: {error}", "the file was not checked")
-UNREADABLE = rule("WU001", "cannot read the file: {error}", "the file was not checked")
+SYNTAX_ERROR = rule(
+    "WU000",
+    "syntax error: {error}",
+    "the file was not checked",
+    name="syntax-error",
+    summary="A file that does not parse, so nothing in it was checked.",
+)
+UNREADABLE = rule(
+    "WU001",
+    "cannot read the file: {error}",
+    "the file was not checked",
+    name="unreadable-file",
+    summary="A file that could not be read, so nothing in it was checked.",
+)
 
 # The flake8 form: a bare noqa comment silences every code on the line, "noqa: A1, B2" only those.
 _NOQA = re.compile(r"#\s*noqa(?::\s*(?P<codes>[A-Z]+[0-9]+(?:[\s,]+[A-Z]+[0-9]+)*))?", re.I)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import Counter
 from pathlib import Path
 
 __all__ = ["add_parser", "run"]
@@ -37,7 +36,19 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     config.add_argument("--isolated", action="store_true", help="Ignore every pyproject.toml")
     parser.add_argument(
-        "--statistics", action="store_true", help="Print the number of findings per rule"
+        "--output-format",
+        default="text",
+        metavar="FORMAT",
+        help="How to print the findings: text (default), github (workflow annotations), "
+        "json or sarif (code scanning)",
+    )
+    parser.add_argument(
+        "--statistics",
+        action="store_true",
+        help="Print the number of findings per rule instead of the findings",
+    )
+    parser.add_argument(
+        "--exit-zero", action="store_true", help="Exit with status 0 even when there are findings"
     )
     parser.add_argument("--list-rules", action="store_true", help="Print every rule and exit")
     parser.set_defaults(handler=run)
@@ -53,12 +64,28 @@ def run(args: argparse.Namespace) -> int:
         validate_codes,
         with_options,
     )
+    from worker_utils.check._output import (
+        FORMATS,
+        STATISTICS_FORMATS,
+        render,
+        render_statistics,
+    )
 
     if args.list_rules:
         for found in sorted(RULES.values(), key=lambda found: found.code):
             print(f"{found.code} {found.message} ({found.hint})")
         return 0
     try:
+        if args.output_format not in FORMATS:
+            raise CheckError(
+                f"--output-format: unknown format {args.output_format!r}; "
+                f"use one of {', '.join(FORMATS)}"
+            )
+        if args.statistics and args.output_format not in STATISTICS_FORMATS:
+            raise CheckError(
+                f"--statistics: not available with --output-format {args.output_format}; "
+                f"use {' or '.join(STATISTICS_FORMATS)}"
+            )
         pyproject = None if args.isolated else args.config or find_pyproject(Path.cwd())
         if args.config and not args.config.is_file():
             raise CheckError(f"--config: {args.config} is not a file; give a pyproject.toml")
@@ -69,13 +96,14 @@ def run(args: argparse.Namespace) -> int:
     except CheckError as error:
         print(f"worker-utils check: error: {error}", file=sys.stderr)
         return 2
-    for finding in findings:
-        print(finding.format())
     if args.statistics:
-        counts = Counter(finding.code for finding in findings)
-        for code, count in sorted(counts.items()):
-            print(f"{count:5d}  {code}  {RULES[code].message}")
-    print(_summary(len(findings), len({finding.path for finding in findings}), checked))
+        sys.stdout.write(render_statistics(findings, args.output_format))
+    else:
+        sys.stdout.write(render(findings, args.output_format, _version()))
+    if args.output_format == "text":
+        print(_summary(len(findings), len({finding.path for finding in findings}), checked))
+    if args.exit_zero:
+        return 0
     if any(finding.code in ("WU000", "WU001") for finding in findings):
         return 2
     return 1 if findings else 0
@@ -90,6 +118,12 @@ def _summary(problems: int, files: int, checked: int) -> str:
         return f"All checks passed: {checked_text}"
     # pre-commit passes every changed Python file; helpers are skipped by design.
     return "All checks passed: 0 files checked (no file matches test-patterns)"
+
+
+def _version() -> str:
+    from worker_utils.cli import version
+
+    return version()
 
 
 def _count(number: int, noun: str) -> str:

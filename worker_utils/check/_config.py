@@ -105,7 +105,7 @@ def find_pyproject(start: Path) -> Path | None:
     """The nearest pyproject.toml at or above ``start`` that has a ``[tool.worker_utils]`` table."""
     for directory in (start, *start.parents):
         candidate = directory / "pyproject.toml"
-        if candidate.is_file() and _TABLE in candidate.read_text(encoding="utf-8"):
+        if candidate.is_file() and _TABLE.encode() in _read(candidate):
             return candidate
     return None
 
@@ -122,11 +122,14 @@ def load_settings(pyproject: Path | None) -> Settings:
     where = f"{pyproject} [tool.worker_utils]"
     toml = _toml_module(where)
     try:
-        with pyproject.open("rb") as stream:
-            document = toml.load(stream)
+        document = toml.loads(_read(pyproject).decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise CheckError(f"{pyproject}: not UTF-8 ({error.reason}); save it as UTF-8") from error
     except toml.TOMLDecodeError as error:
         raise CheckError(f"{pyproject}: invalid TOML: {error}; fix the file") from error
     table = document.get("tool", {}).get("worker_utils", {})
+    if not isinstance(table, dict):
+        raise CheckError(f"{where}: must be a table, found {table!r}; write [tool.worker_utils]")
     for key in table:
         if key not in _KEYS:
             raise CheckError(f"{where}: unknown key {key!r}; expected one of {', '.join(_KEYS)}")
@@ -197,10 +200,26 @@ def _relative(path: Path, root: Path) -> str:
         return Path(absolute).as_posix()
 
 
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise CheckError(f"{path}: cannot read it: {error.strerror}; fix or remove it") from error
+
+
 def _strings(where: str, key: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise CheckError(
+            f"{where}: {key} must be a list of strings, found {value!r}; "
+            f"write {key} = [{_quoted(value)}]"
+        )
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise CheckError(f"{where}: {key} must be a list of strings, found {value!r}")
     return tuple(value)
+
+
+def _quoted(value: str) -> str:
+    return ", ".join(f'"{item.strip()}"' for item in value.split(",") if item.strip())
 
 
 def _toml_module(where: str) -> Any:

@@ -17,11 +17,15 @@ IN_TEST_MODULE = rule(
     "WU501",
     "{scope}-scoped autouse fixture {name!r} in a test module",
     "move it to conftest.py or make it function-scoped",
+    name="broad-autouse-in-test-module",
+    summary="A broad autouse fixture in a test module runs once per worker collecting it.",
 )
 DUPLICATE = rule(
     "WU502",
     "autouse fixture {name!r} already defined at {first}",
     "keep one definition in the conftest.py shared by both",
+    name="duplicate-autouse-fixture",
+    summary="An autouse fixture defined twice: one overrides or doubles the other.",
 )
 RULES = (IN_TEST_MODULE, DUPLICATE)
 MARKERS = ("autouse",)

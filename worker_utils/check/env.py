@@ -14,13 +14,41 @@ from worker_utils.check._base import Context, rule
 __all__ = ["MARKERS", "RULES", "WHOLE_FILE", "check"]
 
 _HINT = "use monkeypatch.setenv() or monkeypatch.delenv()"
-ITEM_SET = rule("WU101", "os.environ item set outside monkeypatch", "use monkeypatch.setenv()")
-ITEM_DELETED = rule(
-    "WU102", "os.environ item deleted outside monkeypatch", "use monkeypatch.delenv()"
+ITEM_SET = rule(
+    "WU101",
+    "os.environ item set outside monkeypatch",
+    "use monkeypatch.setenv()",
+    name="environ-item-set",
+    summary="An os.environ item set by hand leaks into every later test on the worker.",
 )
-METHOD = rule("WU103", "os.environ.{method}() changes the environment outside monkeypatch", _HINT)
-PUTENV = rule("WU104", "{function}() changes the environment outside monkeypatch", _HINT)
-PATCH_DICT = rule("WU105", "patch.dict() of os.environ instead of monkeypatch", _HINT)
+ITEM_DELETED = rule(
+    "WU102",
+    "os.environ item deleted outside monkeypatch",
+    "use monkeypatch.delenv()",
+    name="environ-item-deleted",
+    summary="An os.environ item deleted by hand stays deleted for every later test on the worker.",
+)
+METHOD = rule(
+    "WU103",
+    "os.environ.{method}() changes the environment outside monkeypatch",
+    _HINT,
+    name="environ-method-call",
+    summary="An os.environ method call changes the environment for later tests.",
+)
+PUTENV = rule(
+    "WU104",
+    "{function}() changes the environment outside monkeypatch",
+    _HINT,
+    name="putenv-call",
+    summary="os.putenv() or os.unsetenv() changes the process environment and is never undone.",
+)
+PATCH_DICT = rule(
+    "WU105",
+    "patch.dict() of os.environ instead of monkeypatch",
+    _HINT,
+    name="environ-patch-dict",
+    summary="patch.dict() of os.environ restores it by clearing and refilling it.",
+)
 RULES = (ITEM_SET, ITEM_DELETED, METHOD, PUTENV, PATCH_DICT)
 MARKERS = ("environ", "putenv", "unsetenv")
 WHOLE_FILE = False

@@ -28,8 +28,20 @@ def _hint(port: object, address: str = "") -> str | None:
     return _SERVER_HINTS.get(known)
 
 
-PORT_ARGUMENT = rule("WU201", "hard-coded port {port} passed to {function}()", _HINT)
-PORT_IN_URL = rule("WU202", "hard-coded port {port} in {address!r}", _HINT)
+PORT_ARGUMENT = rule(
+    "WU201",
+    "hard-coded port {port} passed to {function}()",
+    _HINT,
+    name="hard-coded-port",
+    summary="A port passed to a call: every worker and concurrent run uses it.",
+)
+PORT_IN_URL = rule(
+    "WU202",
+    "hard-coded port {port} in {address!r}",
+    _HINT,
+    name="port-in-url",
+    summary="A port in a URL or address: every worker and concurrent run uses it.",
+)
 RULES = (PORT_ARGUMENT, PORT_IN_URL)
 
 _FUNCTIONS = frozenset(

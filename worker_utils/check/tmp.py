@@ -14,7 +14,11 @@ from worker_utils.check._base import Context, rule
 __all__ = ["MARKERS", "RULES", "WHOLE_FILE", "check"]
 
 FIXED_PATH = rule(
-    "WU401", "fixed temporary path {path!r}", "use tmp_path, worker_tmp_path or run_tmp_path"
+    "WU401",
+    "fixed temporary path {path!r}",
+    "use tmp_path, worker_tmp_path or run_tmp_path",
+    name="fixed-tmp-path",
+    summary="A fixed path under /tmp shared by every worker and every concurrent run.",
 )
 RULES = (FIXED_PATH,)
 

@@ -17,12 +17,22 @@ ENV_READ = rule(
     "WU301",
     "{name} read from the environment by hand",
     "use worker_utils.get_worker_id(), get_worker_num() or get_worker_count()",
+    name="worker-env-read",
+    summary="An xdist variable read from the environment by hand, without the master case.",
 )
-ID_PARSED = rule("WU302", "worker id parsed by hand", "use worker_utils.get_worker_num()")
+ID_PARSED = rule(
+    "WU302",
+    "worker id parsed by hand",
+    "use worker_utils.get_worker_num()",
+    name="worker-id-parsed",
+    summary="A worker id taken apart by hand.",
+)
 NUMBER_ARITHMETIC = rule(
     "WU303",
     "resource number computed from the worker number",
     "use the worker_port fixture or worker_utils.lease_port()",
+    name="worker-number-arithmetic",
+    summary="A resource number computed from the worker number: restarts collide.",
 )
 RULES = (ENV_READ, ID_PARSED, NUMBER_ARITHMETIC)
 MARKERS = ("worker_id", "workerid", "XDIST", "worker_num", "worker_i", "worker_no")
