@@ -330,3 +330,26 @@ def test_it_lists_every_rule_in_code_order(capsys: pytest.CaptureFixture[str]) -
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == sorted(RULES)
     assert lines[1] == "WU001 cannot read the file: {error} (the file was not checked)"
+
+
+def test_it_rejects_a_tool_worker_utils_value_that_is_not_a_table(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "pyproject.toml").write_text('[tool]\nworker_utils = "WU1"\n')
+    assert main(["check", "--config", "pyproject.toml"]) == 2
+    assert capsys.readouterr().err == (
+        "worker-utils check: error: pyproject.toml [tool.worker_utils]: must be a table, "
+        "found 'WU1'; write [tool.worker_utils]\n"
+    )
+
+
+def test_it_rejects_a_configuration_that_is_not_utf8(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "pyproject.toml").write_bytes(b'[tool.worker_utils]\nselect = ["WU1"] # \xff\n')
+    assert main(["check"]) == 2
+    assert capsys.readouterr().err == (
+        f"worker-utils check: error: {project / 'pyproject.toml'}: not UTF-8 "
+        "(invalid start byte); save it as UTF-8\n"
+    )
+

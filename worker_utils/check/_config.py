@@ -105,7 +105,7 @@ def find_pyproject(start: Path) -> Path | None:
     """The nearest pyproject.toml at or above ``start`` that has a ``[tool.worker_utils]`` table."""
     for directory in (start, *start.parents):
         candidate = directory / "pyproject.toml"
-        if candidate.is_file() and _TABLE.encode() in _read(candidate):
+        if candidate.is_file() and _TABLE.encode() in candidate.read_bytes():
             return candidate
     return None
 
@@ -122,7 +122,7 @@ def load_settings(pyproject: Path | None) -> Settings:
     where = f"{pyproject} [tool.worker_utils]"
     toml = _toml_module(where)
     try:
-        document = toml.loads(_read(pyproject).decode("utf-8"))
+        document = toml.loads(pyproject.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as error:
         raise CheckError(f"{pyproject}: not UTF-8 ({error.reason}); save it as UTF-8") from error
     except toml.TOMLDecodeError as error:
@@ -198,13 +198,6 @@ def _relative(path: Path, root: Path) -> str:
         return Path(absolute).relative_to(os.path.abspath(root)).as_posix()
     except ValueError:
         return Path(absolute).as_posix()
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as error:
-        raise CheckError(f"{path}: cannot read it: {error.strerror}; fix or remove it") from error
 
 
 def _strings(where: str, key: str, value: Any) -> tuple[str, ...]:
