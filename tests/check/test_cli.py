@@ -281,7 +281,7 @@ def test_it_reads_an_explicit_config_file(
         (
             'selct = ["WU1"]',
             "pyproject.toml [tool.worker_utils]: unknown key 'selct'; "
-            "expected one of select, ignore, test-patterns, exclude",
+            "expected one of select, ignore, per-file-ignores, test-patterns, exclude",
         ),
         (
             'select = "WU1"',
@@ -297,6 +297,22 @@ def test_it_reads_an_explicit_config_file(
             'ignore = ["WU7"]',
             "pyproject.toml [tool.worker_utils] ignore: unknown rule code or prefix 'WU7'; "
             "run 'worker-utils check --list-rules' to see them",
+        ),
+        (
+            'per-file-ignores = ["WU6"]',
+            "pyproject.toml [tool.worker_utils]: per-file-ignores must be a table of patterns "
+            "and code lists, found ['WU6']; "
+            'write per-file-ignores = {"tests/legacy/*" = ["WU6"]}',
+        ),
+        (
+            'per-file-ignores = {"tests/*" = "WU6,WU4"}',
+            "pyproject.toml [tool.worker_utils]: per-file-ignores 'tests/*' must be a list of "
+            """strings, found 'WU6,WU4'; write "tests/*" = ["WU6", "WU4"]""",
+        ),
+        (
+            'per-file-ignores = {"tests/*" = ["WU9"]}',
+            "pyproject.toml [tool.worker_utils] per-file-ignores 'tests/*': unknown rule code "
+            "or prefix 'WU9'; run 'worker-utils check --list-rules' to see them",
         ),
     ],
 )
@@ -353,3 +369,19 @@ def test_it_rejects_a_configuration_that_is_not_utf8(
         "(invalid start byte); save it as UTF-8\n"
     )
 
+
+def test_it_ignores_codes_per_file_pattern(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "pyproject.toml").write_text(
+        '[tool.worker_utils.per-file-ignores]\n"legacy/*" = ["WU1"]\n"test_tmp.py" = ["WU4"]\n'
+    )
+    (project / "legacy").mkdir()
+    (project / "legacy" / "test_old.py").write_text(ENV_WRITE + TMP_PATH)
+    assert main(["check"]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        "legacy/test_old.py:3:5: WU401 fixed temporary path '/tmp/x' "  # noqa: WU401
+        "(use tmp_path, worker_tmp_path or run_tmp_path)",
+        ENV_WRITE_FINDING,
+        "Found 2 problems in 2 files (4 files checked)",
+    ]

@@ -102,7 +102,7 @@ def format_one(source: str, path: str = "test_x.py") -> list[str]:
             "(use the worker_port fixture or worker_utils.lease_port())",
         ),
         (
-            "URL = 'redis://127.0.0.1:6379/0'\n",  # noqa: WU202
+            "URL = 'redis://127.0.0.1:6379'\n",  # noqa: WU202
             "test_x.py:1:7: WU202 hard-coded port 6379 in 'redis://127.0.0.1:6379' "  # noqa: WU202
             "(use the worker_redis_url or worker_redis fixture)",
         ),
@@ -151,6 +151,21 @@ def format_one(source: str, path: str = "test_x.py") -> list[str]:
             "class TestA:\n    @pytest.fixture(autouse=True)\n    def db(self): pass\n",
             "test_x.py:6:5: WU502 autouse fixture 'db' already defined at test_x.py:3 "
             "(keep one definition in the conftest.py shared by both)",
+        ),
+        (
+            "import redis\nredis.StrictRedis(host='cache', db=15)\n",
+            "test_x.py:2:36: WU601 hard-coded Redis database 15 passed to StrictRedis() "
+            "(use the worker_redis_url or worker_redis_db fixture)",
+        ),
+        (
+            "URL = 'redis://cache/15'\n",  # noqa: WU602
+            "test_x.py:1:7: WU602 hard-coded Redis database 15 in 'redis://cache/15' "  # noqa: WU602
+            "(use the worker_redis_url or worker_redis_db fixture)",
+        ),
+        (
+            "def test_it(redis_client):\n    redis_client.execute_command('SELECT', 15)\n",
+            "test_x.py:2:5: WU603 SELECT 15 switches to a hard-coded Redis database "
+            "(use the worker_redis_url or worker_redis_db fixture)",
         ),
     ],
 )
@@ -224,3 +239,27 @@ def test_walking_only_marked_lines_finds_what_a_full_walk_finds(
 ) -> None:
     monkeypatch.setattr("worker_utils.check._Plan.lines", lambda self, text: None)
     assert check_paths([CORPUS], Settings(root=CORPUS)) == corpus_findings
+
+
+def test_it_reports_a_redis_database_only_in_a_file_that_names_redis() -> None:
+    source = "def test_it(store):\n    store.open(db=3)\n    store.select(2)\n"
+    assert format_one(source) == []
+    assert [finding.code for finding in check_source(f"import redis\n{source}")] == [
+        "WU601",
+        "WU603",
+    ]
+
+
+def test_it_resolves_a_database_held_by_a_base_class_in_another_statement() -> None:
+    source = (
+        "import redis\n"
+        "class Base:\n"
+        "    DB = 9\n"
+        "class TestCache(Base):\n"
+        "    def test_it(self):\n"
+        "        redis.Redis(db=self.DB)\n"
+    )
+    assert format_one(source) == [
+        "test_x.py:6:24: WU601 hard-coded Redis database 9 passed to Redis() "
+        "(use the worker_redis_url or worker_redis_db fixture)"
+    ]

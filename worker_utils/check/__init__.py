@@ -2,8 +2,9 @@
 
 It parses test files and conftest.py files with :mod:`ast` (nothing is
 imported or run) and reports environment writes outside monkeypatch,
-hard-coded ports, hand-rolled worker arithmetic, fixed temporary paths and
-misplaced autouse fixtures. ``worker-utils check`` is its command line::
+hard-coded ports, hand-rolled worker arithmetic, fixed temporary paths,
+misplaced autouse fixtures and hard-coded Redis databases.
+``worker-utils check`` is its command line::
 
     from worker_utils.check import check_paths
 
@@ -24,14 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
-from worker_utils.check import autouse, env, ports, tmp, worker
+from worker_utils.check import autouse, env, ports, redis_db, tmp, worker
 from worker_utils.check._base import RULES, SYNTAX_ERROR, UNREADABLE, Context, Finding, Rule
 from worker_utils.check._base import noqa_lines as _noqa_lines
 from worker_utils.check._config import CheckError, Settings, iter_files
 
 __all__ = ["RULES", "CheckError", "Finding", "Rule", "Settings", "check_paths", "check_source"]
 
-_FAMILIES = (env, ports, worker, tmp, autouse)
+_FAMILIES = (env, ports, worker, tmp, autouse, redis_db)
 # Names bound by "import x as y" / "from x import y as z": aliases hide the markers.
 _ALIASES = re.compile(r"^[ \t]*(?:from[ \t]+\S+[ \t]+)?import[ \t].*?\bas[ \t]+(\w+)", re.M)
 
@@ -199,6 +200,7 @@ def _finish(results: list[_FileResult], settings: Settings) -> list[Finding]:
         for finding in result.findings:
             codes = result.noqa.get(finding.line, frozenset())
             silenced = codes is None or finding.code in codes
-            if settings.enabled(finding.code) and not (silenced and finding.code != "WU000"):
+            enabled = settings.enabled(finding.code, Path(finding.path))
+            if enabled and not (silenced and finding.code != "WU000"):
                 kept.append(finding)
     return sorted(kept)

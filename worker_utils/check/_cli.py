@@ -16,9 +16,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="Find test code that breaks under pytest -n auto",
         description=(
             "Find test code that breaks under pytest -n auto: environment writes outside "
-            "monkeypatch, hard-coded ports, worker arithmetic, fixed temporary paths and "
-            "misplaced autouse fixtures. Exit status: 0 clean, 1 findings, 2 usage or "
-            "syntax errors."
+            "monkeypatch, hard-coded ports, worker arithmetic, fixed temporary paths, "
+            "misplaced autouse fixtures and hard-coded Redis databases. Exit status: "
+            "0 clean, 1 findings (0 with --exit-zero), 2 usage or syntax errors."
         ),
     )
     parser.add_argument(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -28,7 +29,9 @@ _ALWAYS_SKIPPED = frozenset(
     {".venv", "venv", ".git", "__pycache__", "node_modules", ".tox", ".nox"}
 )
 _TABLE = "[tool.worker_utils]"
-_KEYS = ("select", "ignore", "test-patterns", "exclude")
+# [tool.worker_utils] or one of its subtables, such as [tool.worker_utils.per-file-ignores].
+_TABLE_HEADER = re.compile(rb"^[ \t]*\[[ \t]*tool[ \t]*\.[ \t]*worker_utils[ \t]*[.\]]", re.M)
+_KEYS = ("select", "ignore", "per-file-ignores", "test-patterns", "exclude")
 # A syntax error cannot be deselected: the file was not checked at all.
 _ALWAYS_ENABLED = frozenset({"WU000", "WU001"})
 
@@ -49,22 +52,30 @@ class Settings:
             matches the path relative to ``root``, any other the file name.
         exclude: Glob patterns of files and directories to skip, matched the
             same way against each path and each of its parts.
+        per_file_ignores: Pairs of a glob pattern, matched like ``exclude``,
+            and the codes or prefixes not to report in the files it matches.
         root: The directory relative paths are matched from (the one holding
             pyproject.toml, else the current directory).
     """
 
     select: tuple[str, ...] = ("WU",)
     ignore: tuple[str, ...] = ()
+    per_file_ignores: tuple[tuple[str, tuple[str, ...]], ...] = ()
     test_patterns: tuple[str, ...] = DEFAULT_TEST_PATTERNS
     exclude: tuple[str, ...] = ()
     root: Path = field(default_factory=Path.cwd)
 
-    def enabled(self, code: str) -> bool:
-        """Whether findings of ``code`` are reported."""
+    def enabled(self, code: str, path: Path | None = None) -> bool:
+        """Whether findings of ``code`` are reported (in ``path``, after ``per_file_ignores``)."""
         if code in _ALWAYS_ENABLED:
             return True
+        ignore = self.ignore
+        if path is not None:
+            for pattern, codes in self.per_file_ignores:
+                if self._matches(path, (pattern,), parts=True):
+                    ignore += codes
         selected = max((len(p) for p in self.select if code.startswith(p)), default=-1)
-        ignored = max((len(p) for p in self.ignore if code.startswith(p)), default=-1)
+        ignored = max((len(p) for p in ignore if code.startswith(p)), default=-1)
         return selected > ignored
 
     def is_test_file(self, path: Path) -> bool:
@@ -105,7 +116,7 @@ def find_pyproject(start: Path) -> Path | None:
     """The nearest pyproject.toml at or above ``start`` that has a ``[tool.worker_utils]`` table."""
     for directory in (start, *start.parents):
         candidate = directory / "pyproject.toml"
-        if candidate.is_file() and _TABLE.encode() in candidate.read_bytes():
+        if candidate.is_file() and _TABLE_HEADER.search(candidate.read_bytes()):
             return candidate
     return None
 
@@ -133,11 +144,33 @@ def load_settings(pyproject: Path | None) -> Settings:
     for key in table:
         if key not in _KEYS:
             raise CheckError(f"{where}: unknown key {key!r}; expected one of {', '.join(_KEYS)}")
+    per_file = table.pop("per-file-ignores", {})
     values = {key.replace("-", "_"): _strings(where, key, table[key]) for key in table}
     for key in ("select", "ignore"):
         if key in values:
             values[key] = validate_codes(f"{where} {key}", values[key])
-    return Settings(root=pyproject.parent, **values)
+    return Settings(
+        root=pyproject.parent, per_file_ignores=_per_file_ignores(where, per_file), **values
+    )
+
+
+def _per_file_ignores(where: str, table: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    key = "per-file-ignores"
+    if not isinstance(table, dict):
+        raise CheckError(
+            f"{where}: {key} must be a table of patterns and code lists, found {table!r}; "
+            f'write {key} = {{"tests/legacy/*" = ["WU6"]}}'
+        )
+    return tuple(
+        (
+            pattern,
+            validate_codes(
+                f"{where} {key} {pattern!r}",
+                _strings(where, f"{key} {pattern!r}", codes, f'"{pattern}"'),
+            ),
+        )
+        for pattern, codes in table.items()
+    )
 
 
 def with_options(
@@ -200,11 +233,11 @@ def _relative(path: Path, root: Path) -> str:
         return Path(absolute).as_posix()
 
 
-def _strings(where: str, key: str, value: Any) -> tuple[str, ...]:
+def _strings(where: str, key: str, value: Any, toml_key: str | None = None) -> tuple[str, ...]:
     if isinstance(value, str):
         raise CheckError(
             f"{where}: {key} must be a list of strings, found {value!r}; "
-            f"write {key} = [{_quoted(value)}]"
+            f"write {toml_key or key} = [{_quoted(value)}]"
         )
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise CheckError(f"{where}: {key} must be a list of strings, found {value!r}")

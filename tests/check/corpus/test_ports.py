@@ -33,7 +33,7 @@ def test_port_keyword_and_address_tuples():
 
 def test_urls():
     psycopg.connect("postgresql://u@localhost:5432/db")  # expect: WU202
-    redis.from_url("redis://127.0.0.1:6379/0")  # expect: WU202
+    redis.from_url("redis://127.0.0.1:6379/0")  # expect: WU202, WU602
     assert fetch("http://localhost:8000/health")  # expect: WU202
     assert fetch("https://user:secret@example.com:8443/")  # expect: WU202
     assert fetch("http://[::1]:8080/")  # expect: WU202
