@@ -70,9 +70,9 @@ def check(ctx: Context) -> None:
             _check_text(ctx, node, node.value)
     for joined in ctx.of(ast.JoinedStr):
         text = "".join(
-            part.value if isinstance(part, ast.Constant) else "{}" for part in joined.values
+            str(part.value) if isinstance(part, ast.Constant) else "{}" for part in joined.values
         )
-        _check_text(ctx, joined, str(text))
+        _check_text(ctx, joined, text)
 
 
 def _check_call(ctx: Context, node: ast.Call, constants: _Constants) -> None:
@@ -128,6 +128,7 @@ class _Constants:
     @staticmethod
     def _collect(body: list[ast.stmt], into: dict[str, int]) -> None:
         for statement in body:
+            value: ast.expr | None
             if isinstance(statement, ast.Assign) and len(statement.targets) == 1:
                 target, value = statement.targets[0], statement.value
             elif isinstance(statement, ast.AnnAssign):
