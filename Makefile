@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint install
+.PHONY: demo test lint install dist dist-check
 
 $(BIN)/pytest: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,3 +26,13 @@ lint: install
 
 test: lint
 	$(BIN)/pytest -n 2 --durations=10
+
+# The sdist and the wheel, as a release uploads them.
+dist: install
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist
+
+# The release checks (tests marked release): the sdist and the wheel each install into a
+# clean venv and run the demo; the pre-commit hook runs through pre-commit try-repo.
+dist-check: install
+	$(BIN)/pytest -m release -n 2 -p no:randomly tests
