@@ -94,13 +94,21 @@ def test_the_wheel_metadata_has_the_version_classifiers_and_urls(dist: Path) -> 
     }
 
 
-def test_the_sdist_carries_the_suite_the_demo_and_the_changelog(dist: Path) -> None:
+def test_the_sdist_carries_the_docs_the_demo_and_the_changelog(dist: Path) -> None:
     with tarfile.open(dist / SDIST) as sdist:
         names = {name.partition("/")[2] for name in sdist.getnames()}
-    for name in ("CHANGELOG.md", "LICENSE", "README.md", "pyproject.toml", "Makefile"):
+    for name in ("CHANGELOG.md", "LICENSE", "README.md", "pyproject.toml"):
         assert name in names
-    for directory in ("examples", "tests", "docs", "adr", "worker_utils"):
+    for directory in ("examples", "docs", "adr", "worker_utils"):
         assert any(name.startswith(f"{directory}/") for name in names), directory
+    # No top-level module or package besides worker_utils (see MANIFEST.in), and no bytecode.
+    top_level = {
+        name.removesuffix(".py").removesuffix("/__init__")
+        for name in names
+        if (name.endswith(".py") and "/" not in name)
+        or (name.count("/") == 1 and name.endswith("/__init__.py"))
+    }
+    assert top_level == {"worker_utils"}
     assert not [name for name in names if "__pycache__" in name]
 
 
