@@ -24,7 +24,7 @@ from worker_utils.run import coordination
 from worker_utils.servers._process import ProcessId
 
 EXAMPLES = Path(__file__).parent / "examples"
-REDIS_URL = "redis://127.0.0.1:6379/0"  # noqa: WU202 the machine's server
+REDIS_URL = "redis://127.0.0.1:6379/0"  # noqa: WU202,WU602 the machine's server
 
 Records = Callable[[], list[dict[str, Any]]]
 
