@@ -31,6 +31,7 @@ from worker_utils.run import _signals, coordination
 pytest_plugins = [
     "worker_utils.run.plugin",
     "worker_utils.ports.plugin",
+    "worker_utils.servers.plugin",
     "worker_utils.postgres.plugin",
     "worker_utils.redis.plugin",
     "worker_utils.sqlite.plugin",

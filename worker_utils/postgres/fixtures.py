@@ -23,23 +23,27 @@ from worker_utils.run import coordination
 
 @pytest.fixture(scope="session")
 def worker_postgres_url(request: pytest.FixtureRequest) -> str:
-    """The PostgreSQL server of this run: the configured URL, else an embedded server.
+    """The PostgreSQL server of this run: the configured URL, else a server started for it.
 
     Configured by ``--worker-utils-postgres-url``, ``$WORKER_UTILS_POSTGRES_URL``
     or the ``worker_utils_postgres_url`` ini option, in that order. Without any,
-    one throwaway server is started for the whole run from the local PostgreSQL
-    binaries and stopped when the run ends.
+    one throwaway server is started for the whole run, from the local PostgreSQL
+    binaries or, with ``--worker-utils-servers=docker``, as a container, and
+    stopped when the run ends.
     """
     __tracebackhide__ = True
     settings = _pg_settings(request)
     if settings.url:
         return settings.url
     from worker_utils.servers import ServerStartError
+    from worker_utils.servers import plugin as servers
     from worker_utils.servers.postgres import PostgresServer
 
-    connections = 20 + _worker.get_worker_count() * postgres.CONNECTIONS_PER_WORKER
+    connections = max(100, 20 + _worker.get_worker_count() * postgres.CONNECTIONS_PER_WORKER)
     try:
-        return PostgresServer(max(100, connections)).url(get_run(request.config).directory)
+        if servers.backend(request.config, "postgres") == "docker":
+            return servers.docker_url(request.config, "postgres", max_connections=connections)
+        return PostgresServer(connections).url(get_run(request.config).directory)
     except ServerStartError as exc:
         error = str(exc)
     _pg_fail(settings, error)

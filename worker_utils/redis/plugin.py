@@ -136,18 +136,22 @@ def worker_redis_server_url(request: pytest.FixtureRequest) -> str:
 
     The configured URL (``--worker-utils-redis-url``, ``WORKER_UTILS_REDIS_URL``,
     ini ``worker_utils_redis_url``), else a ``redis-server`` started once per run
-    and stopped when the run ends. Its database (0 by default) holds the leases
-    and is never leased.
+    (a container with ``--worker-utils-servers=docker``) and stopped when the run
+    ends. Its database (0 by default) holds the leases and is never leased.
     """
     __tracebackhide__ = True
     settings = request.config.stash[_redis_key]
     if settings.url is not None:
         return settings.url.url
     from worker_utils.servers import ServerStartError
+    from worker_utils.servers import plugin as servers
     from worker_utils.servers.redis import RedisServer
 
     try:
-        settings.embedded_url = RedisServer().url(get_run(request.config).directory)
+        if servers.backend(request.config, "redis") == "docker":
+            settings.embedded_url = servers.docker_url(request.config, "redis")
+        else:
+            settings.embedded_url = RedisServer().url(get_run(request.config).directory)
         return settings.embedded_url
     except ServerStartError as exc:
         fail(exc)
