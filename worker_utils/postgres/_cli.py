@@ -1,4 +1,4 @@
-"""``worker-utils reap``: drop the PostgreSQL namespaces that dead test runs left behind."""
+"""``worker-utils reap``: remove what dead test runs left: PostgreSQL namespaces, containers."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     """Add the ``reap`` subcommand."""
     parser = subparsers.add_parser(
         "reap",
-        help="Drop PostgreSQL schemas and databases that crashed test runs left behind",
+        help="Remove the PostgreSQL schemas and databases, and with --docker the containers, "
+        "that crashed test runs left behind",
         description=(
             "Drop the schemas (in the URL's database) and databases that worker_utils created "
-            "and whose owners are dead. Anything without a worker_utils ownership record is "
-            "never touched. Exit status: 0 done, 2 usage or connection errors."
+            "and whose owners are dead; with --docker, remove the containers of the docker "
+            "backend whose run on this host is dead. Anything without a worker_utils ownership "
+            "record or label is never touched. Exit status: 0 done, 2 usage or connection errors."
         ),
     )
     parser.add_argument(
@@ -26,23 +28,40 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="The server and database to clean (default: $WORKER_UTILS_POSTGRES_URL)",
     )
     parser.add_argument(
+        "--docker",
+        action="store_true",
+        help="Remove the containers of dead runs from the engine at $DOCKER_HOST",
+    )
+    parser.add_argument(
         "--dry-run", action="store_true", help="List what would be dropped; drop nothing"
     )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Reap the server named in ``args`` and print one line per namespace found."""
+    """Reap what ``args`` names and print one line per namespace or container found."""
     from worker_utils import postgres
 
     url = args.postgres_url or os.environ.get(postgres.URL_VAR)
-    if not url:
+    if not url and not args.docker:
         print(
-            f"worker-utils reap: no server given; pass --postgres-url URL "
-            f"or set {postgres.URL_VAR}",
+            f"worker-utils reap: nothing to reap; pass --postgres-url URL or set "
+            f"{postgres.URL_VAR}, or pass --docker",
             file=sys.stderr,
         )
         return 2
+    verb = "would remove" if args.dry_run else "removed"
+    if args.docker:
+        from worker_utils.servers import docker
+
+        try:
+            names = docker.reap(dry_run=args.dry_run, log=print)
+        except docker.DockerError as exc:
+            print(f"worker-utils reap: {exc}", file=sys.stderr)
+            return 2
+        print(f"{verb} {len(names)} container(s)")
+    if not url:
+        return 0
     try:
         postgres.preflight(url, setting="--postgres-url")
         result = postgres.reap(url, dry_run=args.dry_run, log=print)

@@ -173,6 +173,7 @@ def engine(env: Mapping[str, str] | None = None) -> DockerClient:
     """
     try:
         import docker
+        import docker.constants
     except ImportError:
         raise DockerError(
             "docker backend: the Docker SDK is not installed; "
@@ -180,17 +181,34 @@ def engine(env: Mapping[str, str] | None = None) -> DockerClient:
         ) from None
     address, where = engine_address(env)
     mapping = os.environ if env is None else env
+    tls = _tls_config(mapping) if mapping.get("DOCKER_TLS_VERIFY") else False
+    # The oldest API version first: constructing a client with version "auto" asks
+    # the engine, and leaks the connection when that fails.
+    probe = docker.DockerClient(
+        base_url=address, tls=tls, timeout=30, version=docker.constants.MINIMUM_DOCKER_API_VERSION
+    )
     try:
-        tls = _tls_config(mapping) if mapping.get("DOCKER_TLS_VERIFY") else False
-        client = docker.DockerClient(base_url=address, tls=tls, timeout=30)
-        client.ping()
+        _connect_unix(address)
+        server = probe.version(api_version=False)["ApiVersion"]
     except Exception as exc:  # the SDK raises DockerException, requests' and OSError's kinds
         raise DockerError(
             f"docker backend: no Docker engine reachable at {address} ({where}): "
             f"{_reason(exc)}; start the engine or set DOCKER_HOST to its socket, "
             f"or choose another server backend with --worker-utils-servers"
         ) from None
-    return client
+    finally:
+        probe.close()
+    newest = docker.constants.DEFAULT_DOCKER_API_VERSION
+    version = min(server, newest, key=lambda v: tuple(int(p) for p in v.split(".")))
+    return docker.DockerClient(base_url=address, tls=tls, timeout=30, version=version)
+
+
+def _connect_unix(address: str) -> None:
+    """Connect to a ``unix://`` address once: the SDK leaks its socket when that fails."""
+    if address.startswith("unix://"):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            sock.connect(address.removeprefix("unix://"))
 
 
 def _tls_config(mapping: Mapping[str, str]) -> Any:
@@ -204,12 +222,25 @@ def _tls_config(mapping: Mapping[str, str]) -> Any:
     )
 
 
+_REASONS = (
+    ("No such file or directory", "no socket there"),
+    ("Permission denied", "permission denied"),
+    ("Connection refused", "connection refused"),
+    ("timed out", "timed out"),
+    ("Name or service not known", "unknown host"),
+)
+
+
 def _reason(exc: BaseException) -> str:
-    """The innermost useful line of an SDK or requests error."""
-    text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-    for marker in ("Error while fetching server API version: ", "500 Server Error"):
-        text = text.replace(marker, "")
-    return text.strip(" :()") or type(exc).__name__
+    """A short reason for an SDK error: its engine's explanation, or what the connection said."""
+    explanation = getattr(exc, "explanation", None)
+    text = str(explanation or exc)
+    if explanation is None:
+        for marker, reason in _REASONS:
+            if marker in text:
+                return reason
+    line = " ".join(text.split()).removeprefix("Error while fetching server API version: ")
+    return line if len(line) <= 200 else line[:197] + "..."
 
 
 def run_owner(env: Mapping[str, str] | None = None) -> tuple[int, str]:
@@ -270,7 +301,6 @@ def _log_tail(container: Container) -> str:
 
 
 def _host_port(container: Container, port: int) -> int | None:
-    container.reload()
     bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get(f"{port}/tcp") or []
     for binding in bindings:
         if binding.get("HostIp") in ("127.0.0.1", "") and binding.get("HostPort"):
@@ -332,8 +362,20 @@ def start(
         "engine": address,
     }
     try:
+
+        def running() -> None:
+            container.reload()
+            if container.status in ("exited", "dead"):
+                code = container.attrs["State"].get("ExitCode")
+                raise DockerError(
+                    f"docker backend: container {name} ({image}) exited with {code} during "
+                    f"start; log: {_log_tail(container)}"
+                )
+
+        running()
         port = _host_port(container, spec.port)
         if port is None:
+            running()  # it may have exited meanwhile
             raise DockerError(
                 f"docker backend: container {name} ({image}) published no port for "
                 f"{spec.port}/tcp; log: {_log_tail(container)}"
@@ -342,13 +384,7 @@ def start(
         value.update(url=url, port=port)
 
         def ready() -> bool | None:
-            container.reload()
-            if container.status in ("exited", "dead"):
-                code = container.attrs["State"].get("ExitCode")
-                raise DockerError(
-                    f"docker backend: container {name} ({image}) exited with {code} during "
-                    f"start; log: {_log_tail(container)}"
-                )
+            running()
             return True if spec.probe(url) else None
 
         if wait_until(ready, timeout=timeout, interval=0.05) is None:

@@ -1,0 +1,270 @@
+"""The docker backend against a real engine: one container per server per run, and cleanup."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.conftest import RECORD_SNIPPET
+from tests.docker.conftest import IMAGES, LABEL, Inner, our_containers
+from worker_utils.servers import docker as backend
+
+pytestmark = pytest.mark.usefixtures("docker_engine")
+
+USES_BOTH = (
+    RECORD_SNIPPET
+    + """
+import worker_utils
+
+def _use(worker_postgres, worker_redis, worker_postgres_url, worker_redis_server_url):
+    worker_postgres.execute("CREATE TABLE t (x int)")
+    worker_redis.set("k", "v")
+    record(
+        run=worker_utils.get_testrun_uid(),
+        worker=worker_utils.get_worker_id(),
+        postgres=worker_postgres_url,
+        redis=worker_redis_server_url,
+        fsync=worker_postgres.execute("SHOW fsync").fetchone()[0],
+        appendonly=worker_redis.config_get("appendonly")["appendonly"],
+        save=worker_redis.config_get("save")["save"],
+    )
+"""
+    + "".join(
+        f"\ndef test_{i}(worker_postgres, worker_redis, worker_postgres_url, "
+        f"worker_redis_server_url):\n"
+        f"    _use(worker_postgres, worker_redis, worker_postgres_url, worker_redis_server_url)\n"
+        for i in range(8)
+    )
+)
+
+SLEEPS = (
+    RECORD_SNIPPET
+    + """
+import time, worker_utils
+
+def test_sleeps(worker_postgres_url, worker_redis_server_url):
+    record(run=worker_utils.get_testrun_uid())
+    time.sleep(120)
+"""
+)
+
+
+def _created(client: Any, since: float, run: str) -> Counter[str]:
+    """How many containers of each server were created for run ``run`` since ``since``."""
+    events = client.events(
+        since=int(since) - 1,
+        until=int(time.time()) + 1,
+        decode=True,
+        filters={"type": "container", "event": "create", "label": f"{LABEL}.run={run}"},
+    )
+    return Counter(event["Actor"]["Attributes"][f"{LABEL}.server"] for event in events)
+
+
+def test_two_concurrent_runs_at_n4_each_get_exactly_one_container_per_server(
+    inner: Inner, docker_engine: Any, read_records: Callable[[], list[dict[str, Any]]]
+) -> None:
+    inner.pytester.makepyfile(test_both=USES_BOTH)
+    started = time.time()
+    runs = [inner.popen("-n", "4") for _ in range(2)]
+    outputs = [run.communicate(timeout=240)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+
+    records = read_records()
+    by_run: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_run.setdefault(record["run"], []).append(record)
+    assert len(by_run) == 2
+    assert len(records) == 16
+    seen = []
+    for run, recorded in by_run.items():
+        assert len({r["worker"] for r in recorded}) > 1  # really shared by several workers
+        urls = {(r["postgres"], r["redis"]) for r in recorded}
+        assert len(urls) == 1  # every worker of the run got the same two servers
+        seen.append(urls.pop())
+        assert {(r["fsync"], r["appendonly"], r["save"]) for r in recorded} == {("off", "no", "")}
+        assert _created(docker_engine, started, run) == {"postgres": 1, "redis": 1}
+        assert our_containers(docker_engine, run) == []  # removed at the run's end
+    assert seen[0][0] != seen[1][0]
+    assert seen[0][1] != seen[1][1]
+    for url in (*seen[0], *seen[1]):
+        assert "@127.0.0.1:" in url or "//127.0.0.1:" in url
+    for output in outputs:
+        assert "worker_utils: docker containers: worker-utils-" in output
+
+
+def test_the_summary_names_the_containers_in_use(inner: Inner) -> None:
+    inner.pytester.makepyfile(
+        test_one="def test_one(worker_redis_server_url, worker_postgres_url): pass"
+    )
+    code, output = inner.run("-n", "2", "--testrunuid", "5ab1e0000000000000000000000000aa")
+    assert code == 0, output
+    line = next(x for x in output.splitlines() if x.startswith("worker_utils: docker"))
+    described = re.sub(r":\d+\)", ":PORT)", line.removeprefix("worker_utils: docker containers: "))
+    parts = [
+        f"worker-utils-postgres-5ab1e0000000 ({IMAGES['postgres']}, 127.0.0.1:PORT)",
+        f"worker-utils-redis-5ab1e0000000 ({IMAGES['redis']}, 127.0.0.1:PORT)",
+    ]
+    assert described in {", ".join(parts), ", ".join(parts[::-1])}  # in start order
+
+
+def _start_sleeper(inner: Inner, *args: str) -> tuple[Any, str]:
+    inner.pytester.makepyfile(test_sleeps=SLEEPS)
+    process = inner.popen(*args)
+    inner.wait_for_records(1, process)
+    run = json.loads(next(inner.record_dir.glob("*.json")).read_text())["run"]
+    return process, run
+
+
+def test_a_sigkilled_runs_containers_are_removed_by_the_next_run(
+    inner: Inner, docker_engine: Any
+) -> None:
+    process, run = _start_sleeper(inner, "-n", "2")
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate()
+    assert len(our_containers(docker_engine, run)) == 2  # left behind by the crash
+
+    (inner.pytester.path / "test_sleeps.py").unlink()
+    inner.pytester.makepyfile(test_next="def test_next(worker_redis_server_url): pass")
+    code, output = inner.run()
+    assert code == 0, output
+    assert our_containers(docker_engine, run) == []
+
+
+def test_reap_removes_a_dead_runs_containers_found_only_by_their_labels(
+    inner: Inner, docker_engine: Any
+) -> None:
+    process, run = _start_sleeper(inner)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate()
+    reap = subprocess.run(
+        [sys.executable, "-m", "worker_utils", "reap", "--docker"],
+        capture_output=True,
+        text=True,
+        env=inner.env(),
+        check=False,
+    )
+    names = sorted(f"worker-utils-{kind}-{run[:12]}" for kind in ("postgres", "redis"))
+    assert reap.returncode == 0, reap.stderr
+    assert sorted(reap.stdout.splitlines()) == sorted(
+        [f"removed container {name} of dead run {run}" for name in names]
+        + ["removed 2 container(s)"]
+    )
+    assert our_containers(docker_engine, run) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_the_containers_are_removed_when_the_run_is_stopped_by(
+    inner: Inner, docker_engine: Any, sig: int
+) -> None:
+    process, run = _start_sleeper(inner, "-n", "2")
+    assert len(our_containers(docker_engine, run)) == 2
+    os.kill(process.pid, sig)  # the controller only, as a terminal or CI runner would
+    process.communicate(timeout=60)
+    assert our_containers(docker_engine, run) == []
+
+
+def test_unlabelled_and_live_containers_are_never_touched_and_dead_ones_are(
+    inner: Inner, docker_engine: Any
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+
+    def labels(pid: int, started: str, host: str = socket.gethostname()) -> dict[str, str]:
+        return {
+            f"{LABEL}.creator": backend.CREATOR,
+            f"{LABEL}.run": f"{tag}{pid}{started}",
+            f"{LABEL}.host": host,
+            f"{LABEL}.pid": str(pid),
+            f"{LABEL}.pid-start": started,
+            f"{LABEL}.server": "redis",
+        }
+
+    me, my_start = os.getpid(), backend.start_time(os.getpid())
+    cases = {
+        "unlabelled": ({}, True),
+        "live": (labels(me, my_start), True),
+        "other-host": (labels(dead.pid, "1", host="elsewhere.invalid"), True),
+        "dead": (labels(dead.pid, "1"), False),
+        "reused-pid": (labels(me, "1"), False),
+    }
+    for name, (given, _) in cases.items():
+        docker_engine.containers.create(
+            IMAGES["redis"], name=f"wu-test-{tag}-{name}", labels=given, command=["true"]
+        )
+    try:
+        inner.pytester.makepyfile(test_next="def test_next(worker_redis_server_url): pass")
+        code, output = inner.run()
+        assert code == 0, output
+        existing = {c.name for c in docker_engine.containers.list(all=True)}
+        assert {name: f"wu-test-{tag}-{name}" in existing for name in cases} == {
+            name: kept for name, (_, kept) in cases.items()
+        }
+    finally:
+        for name in cases:
+            with contextlib.suppress(Exception):  # removed by the run, as it should be
+                docker_engine.containers.get(f"wu-test-{tag}-{name}").remove(force=True)
+
+
+def test_no_reachable_engine_is_one_line_naming_docker_host_and_the_socket(
+    inner: Inner,
+) -> None:
+    inner.pytester.makepyfile(test_one="def test_one(worker_redis_server_url): pass")
+    socket_path = f"/tmp/wu-none-{uuid.uuid4().hex[:8]}.sock"  # short: AF_UNIX has a limit
+    code, output = inner.run(DOCKER_HOST=f"unix://{socket_path}")
+    assert code == 4, output
+    assert output.strip().splitlines() == [
+        f"ERROR: docker backend: no Docker engine reachable at unix://{socket_path} "
+        f"(DOCKER_HOST): no socket there; start the engine or set DOCKER_HOST to its socket, "
+        f"or choose another server backend with --worker-utils-servers"
+    ]
+
+
+def test_an_image_that_is_missing_and_cannot_be_pulled_is_one_line(inner: Inner) -> None:
+    # A registry on a closed local port: the pull fails at once, without leaving the host.
+    image = "127.0.0.1:9/worker-utils-missing:0"
+    inner.pytester.makepyfile(test_one="def test_one(worker_redis_server_url): pass")
+    code, output = inner.run(WORKER_UTILS_REDIS_IMAGE=image)
+    assert code == 1, output
+    assert (
+        f"WORKER_UTILS_REDIS_IMAGE: image '{image}' is not on the engine and could not be "
+        f'pulled (Get "http://127.0.0.1:9/v2/": dial tcp 127.0.0.1:9: connect: connection '
+        f"refused); pull or build it there, or set WORKER_UTILS_REDIS_IMAGE to an image it has"
+    ) in output.splitlines()
+
+
+def test_a_container_that_exits_during_start_is_one_line_with_its_log_tail(
+    inner: Inner, docker_engine: Any
+) -> None:
+    image = f"worker-utils-local/exits:{uuid.uuid4().hex[:8]}"
+    (inner.pytester.path / "Dockerfile").write_text(
+        f"FROM {IMAGES['redis']}\n"
+        'ENTRYPOINT ["sh", "-c", "echo starting >&2; echo no memory for you >&2; exit 3"]\n'
+    )
+    docker_engine.images.build(path=str(inner.pytester.path), tag=image)
+    try:
+        inner.pytester.makepyfile(test_one="def test_one(worker_redis_server_url): pass")
+        code, output = inner.run(
+            "--testrunuid", "e0170000000000000000000000000000", WORKER_UTILS_REDIS_IMAGE=image
+        )
+    finally:
+        docker_engine.images.remove(image, force=True)
+    assert code == 1, output
+    assert (
+        f"docker backend: container worker-utils-redis-e01700000000 ({image}) exited "
+        f"with 3 during start; log: starting | no memory for you"
+    ) in output.splitlines()
+    assert our_containers(docker_engine, "e0170000000000000000000000000000") == []

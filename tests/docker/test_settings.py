@@ -1,0 +1,107 @@
+"""Settings of the server backends and how the engine is found; no engine needed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from worker_utils import cli
+from worker_utils.servers import docker as backend
+from worker_utils.servers.plugin import parse_backends
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", {"postgres": "embedded", "redis": "embedded"}),
+        ("docker", {"postgres": "docker", "redis": "docker"}),
+        ("postgres=docker", {"postgres": "docker", "redis": "embedded"}),
+        (" redis = docker , postgres=embedded", {"postgres": "embedded", "redis": "docker"}),
+    ],
+)
+def test_the_servers_setting_chooses_a_backend_per_server(
+    text: str, expected: dict[str, str]
+) -> None:
+    assert parse_backends(text, "--worker-utils-servers") == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("dokcer", "found 'dokcer'"),
+        ("postgres=docker,mysql=docker", "found 'mysql=docker' in 'postgres=docker,mysql=docker'"),
+        ("redis=podman", "found 'redis=podman' in 'redis=podman'"),
+    ],
+)
+def test_a_bad_servers_setting_is_a_usage_error_naming_it(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, text: str, found: str
+) -> None:
+    monkeypatch.setenv("WORKER_UTILS_SERVERS", text)
+    pytester.makepyfile("def test_nothing(): pass")
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            f"ERROR: WORKER_UTILS_SERVERS: {found}; use embedded or docker, or one per server "
+            f"such as postgres=docker,redis=embedded"
+        ]
+    )
+
+
+def test_docker_host_wins_then_the_current_context_then_the_default_socket(
+    tmp_path: Path,
+) -> None:
+    docker_dir = tmp_path / ".docker"
+    meta = docker_dir / "contexts" / "meta" / hashlib.sha256(b"colima").hexdigest()
+    meta.mkdir(parents=True)
+    (meta / "meta.json").write_text(
+        json.dumps({"Name": "colima", "Endpoints": {"docker": {"Host": "unix:///c.sock"}}})
+    )
+    home = {"HOME": str(tmp_path)}
+    assert backend.engine_address(home) == (
+        "unix:///var/run/docker.sock",
+        "the default socket; DOCKER_HOST is not set",
+    )
+    (docker_dir / "config.json").write_text(json.dumps({"currentContext": "colima"}))
+    assert backend.engine_address(home) == ("unix:///c.sock", "docker context 'colima'")
+    assert backend.engine_address({**home, "DOCKER_HOST": "tcp://127.0.0.1:2375"}) == (
+        "tcp://127.0.0.1:2375",
+        "DOCKER_HOST",
+    )
+
+
+def test_without_the_sdk_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "docker", None)
+    with pytest.raises(backend.DockerError) as raised:
+        backend.engine({})
+    assert str(raised.value) == (
+        "docker backend: the Docker SDK is not installed; pip install 'pytest-worker-utils[docker]'"
+    )
+
+
+def test_reap_with_nothing_to_reap_says_what_to_pass(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("WORKER_UTILS_POSTGRES_URL", raising=False)
+    assert cli.main(["reap"]) == 2
+    assert capsys.readouterr().err == (
+        "worker-utils reap: nothing to reap; pass --postgres-url URL or set "
+        "WORKER_UTILS_POSTGRES_URL, or pass --docker\n"
+    )
+
+
+def test_reap_without_an_engine_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    assert cli.main(["reap", "--docker"]) == 2
+    assert capsys.readouterr().err == (
+        "worker-utils reap: docker backend: no Docker engine reachable at "
+        "unix:///nonexistent/docker.sock (DOCKER_HOST): no socket there; start the engine or "
+        "set DOCKER_HOST to its socket, or choose another server backend with "
+        "--worker-utils-servers\n"
+    )
