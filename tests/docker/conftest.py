@@ -24,6 +24,7 @@ ENGINE_SCRIPT = Path(__file__).with_name("engine.sh")
 PRIVATE_SOCKET = "unix:///run/worker-utils-docker.sock"
 IMAGES = {"postgres": "worker-utils-local/postgres:15", "redis": "worker-utils-local/redis:7"}
 LABEL = backend.LABEL_PREFIX
+SKIPPED = "Docker tests need an engine with the local images"
 ENABLE = (
     "start one with `sudo tests/docker/engine.sh start` "
     "(or set DOCKER_HOST to an engine that has the images it builds)"
@@ -44,7 +45,7 @@ def docker_engine() -> Iterator[Any]:
         for image in IMAGES.values():
             client.images.get(image)
     except Exception as exc:
-        message = f"Docker tests need an engine with the local images ({exc}); {ENABLE}"
+        message = f"{SKIPPED} ({exc}); {ENABLE}"
         if os.environ.get("CI"):
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
@@ -111,3 +112,16 @@ class Inner:
 @pytest.fixture
 def inner(pytester: pytest.Pytester, record_dir: Path, docker_engine: Any) -> Inner:
     return Inner(pytester, record_dir)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    skipped = [
+        report
+        for report in terminalreporter.stats.get("skipped", [])
+        if SKIPPED in str(getattr(report, "longrepr", ""))
+    ]
+    if skipped:
+        terminalreporter.write_line(
+            f"notice: {len(skipped)} Docker tests skipped: no engine reachable at "
+            f"{docker_host()}; to run them, {ENABLE}"
+        )
