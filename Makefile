@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint install dist dist-check
+.PHONY: demo test lint install dist dist-check integration
 
 $(BIN)/pytest: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,3 +36,8 @@ dist: install
 # clean venv and run the demo; the pre-commit hook runs through pre-commit try-repo.
 dist-check: install
 	$(BIN)/pytest -m release -n 2 -p no:randomly tests
+
+# This project's PostgreSQL and Redis tests against servers in Docker containers
+# (docs/docker.md); needs an engine: DOCKER_HOST, or `sudo tests/docker/engine.sh start`.
+integration: install
+	$(BIN)/python tests/docker/integration.py

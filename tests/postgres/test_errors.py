@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.postgres.conftest import Example, execute, schemas
+from tests.postgres.conftest import URL, Example, execute, schemas
 from worker_utils import postgres
 
 ONE_TEST = "def test_uses_postgres(worker_postgres):\n    pass\n"
@@ -151,10 +151,7 @@ def test_a_role_without_create_on_the_database_is_told_what_to_grant(
 ) -> None:
     execute("DROP ROLE IF EXISTS wu_no_create; CREATE ROLE wu_no_create LOGIN")
     try:
-        monkeypatch.setenv(
-            postgres.URL_VAR,
-            "postgresql://wu_no_create@127.0.0.1:5432/test",  # noqa: WU202 the shared server
-        )
+        monkeypatch.setenv(postgres.URL_VAR, URL.replace("//postgres@", "//wu_no_create@", 1))
         result = run_one(example)
     finally:
         execute("DROP ROLE wu_no_create")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -96,7 +97,7 @@ def test_keys_someone_else_keeps_in_databases_1_to_5_survive_the_run(
 def test_the_pollution_suite_passes_on_the_machines_shared_server_without_touching_others(
     example: Example, read_records: Records
 ) -> None:
-    url = "redis://127.0.0.1:6379/0"  # noqa: WU202
+    url = os.environ.get("WU_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")  # noqa: WU202
     example.copy("pollution")
     result = example.pytester.runpytest_subprocess(
         "-n", "2", "-p", "no:cacheprovider", f"--worker-utils-redis-url={url}"
