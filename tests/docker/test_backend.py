@@ -223,7 +223,8 @@ def test_no_reachable_engine_is_one_line_naming_docker_host_and_the_socket(
     inner: Inner,
 ) -> None:
     inner.pytester.makepyfile(test_one="def test_one(worker_redis_server_url): pass")
-    socket_path = f"/tmp/wu-none-{uuid.uuid4().hex[:8]}.sock"  # short: AF_UNIX has a limit
+    # Never created; short, because AF_UNIX paths have a length limit.
+    socket_path = f"/tmp/wu-none-{uuid.uuid4().hex[:8]}.sock"  # noqa: WU401
     code, output = inner.run(DOCKER_HOST=f"unix://{socket_path}")
     assert code == 4, output
     assert output.strip().splitlines() == [
@@ -233,16 +234,19 @@ def test_no_reachable_engine_is_one_line_naming_docker_host_and_the_socket(
     ]
 
 
-def test_an_image_that_is_missing_and_cannot_be_pulled_is_one_line(inner: Inner) -> None:
-    # A registry on a closed local port: the pull fails at once, without leaving the host.
-    image = "127.0.0.1:9/worker-utils-missing:0"
+def test_an_image_that_is_missing_and_cannot_be_pulled_is_one_line(
+    inner: Inner, worker_port: Callable[[], int]
+) -> None:
+    # A registry on a held, closed local port: the pull fails at once, without leaving the host.
+    port = worker_port()
+    image = f"127.0.0.1:{port}/worker-utils-missing:0"
     inner.pytester.makepyfile(test_one="def test_one(worker_redis_server_url): pass")
     code, output = inner.run(WORKER_UTILS_REDIS_IMAGE=image)
     assert code == 1, output
     assert (
         f"WORKER_UTILS_REDIS_IMAGE: image '{image}' is not on the engine and could not be "
-        f'pulled (Get "http://127.0.0.1:9/v2/": dial tcp 127.0.0.1:9: connect: connection '
-        f"refused); pull or build it there, or set WORKER_UTILS_REDIS_IMAGE to an image it has"
+        f'pulled (Get "http://127.0.0.1:{port}/v2/": dial tcp 127.0.0.1:{port}: connect: '
+        f"connection refused); pull or build it there, or set WORKER_UTILS_REDIS_IMAGE to an image it has"
     ) in output.splitlines()
 
 
@@ -254,7 +258,7 @@ def test_a_container_that_exits_during_start_is_one_line_with_its_log_tail(
         f"FROM {IMAGES['redis']}\n"
         'ENTRYPOINT ["sh", "-c", "echo starting >&2; echo no memory for you >&2; exit 3"]\n'
     )
-    docker_engine.images.build(path=str(inner.pytester.path), tag=image)
+    docker_engine.images.build(path=str(inner.pytester.path), tag=image, rm=True, forcerm=True)
     try:
         inner.pytester.makepyfile(test_one="def test_one(worker_redis_server_url): pass")
         code, output = inner.run(
