@@ -246,7 +246,8 @@ def test_an_image_that_is_missing_and_cannot_be_pulled_is_one_line(
     assert (
         f"WORKER_UTILS_REDIS_IMAGE: image '{image}' is not on the engine and could not be "
         f'pulled (Get "http://127.0.0.1:{port}/v2/": dial tcp 127.0.0.1:{port}: connect: '
-        f"connection refused); pull or build it there, or set WORKER_UTILS_REDIS_IMAGE to an image it has"
+        f"connection refused); pull or build it there, or set WORKER_UTILS_REDIS_IMAGE to an "
+        f"image it has"
     ) in output.splitlines()
 
 
