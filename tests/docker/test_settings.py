@@ -106,3 +106,13 @@ def test_reap_without_an_engine_is_one_line(
         "set DOCKER_HOST to its socket, or choose another server backend with "
         "--worker-utils-servers\n"
     )
+
+
+def test_the_compose_example_uses_the_pinned_images() -> None:
+    compose = Path(__file__).parents[2] / "examples" / "docker" / "compose.yaml"
+    images = [
+        line.split("image:")[1].strip()
+        for line in compose.read_text().splitlines()
+        if line.strip().startswith("image:")
+    ]
+    assert images == [backend.DEFAULT_IMAGES["postgres"], backend.DEFAULT_IMAGES["redis"]]
