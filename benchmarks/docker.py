@@ -116,7 +116,7 @@ def created_containers(client: Any, began: float, ended: float) -> int:
         since=int(began),
         until=int(ended) + 1,
         decode=True,
-        filters={"type": "container", "event": "create", "label": backend._CREATOR_LABEL},
+        filters={"type": "container", "event": "create", "label": backend.CREATOR_LABEL},
     )
     return sum(1 for e in events if began * 1e9 <= e["timeNano"] <= ended * 1e9)
 

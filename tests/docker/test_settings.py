@@ -17,8 +17,8 @@ from worker_utils.servers.plugin import parse_backends
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("", {"postgres": "embedded", "redis": "embedded"}),
         ("docker", {"postgres": "docker", "redis": "docker"}),
+        ("Embedded", {"postgres": "embedded", "redis": "embedded"}),
         ("postgres=docker", {"postgres": "docker", "redis": "embedded"}),
         (" redis = docker , postgres=embedded", {"postgres": "embedded", "redis": "docker"}),
     ],
@@ -26,15 +26,17 @@ from worker_utils.servers.plugin import parse_backends
 def test_the_servers_setting_chooses_a_backend_per_server(
     text: str, expected: dict[str, str]
 ) -> None:
-    assert parse_backends(text, "--worker-utils-servers") == expected
+    assert parse_backends(text) == expected
 
 
 @pytest.mark.parametrize(
     ("text", "found"),
     [
         ("dokcer", "found 'dokcer'"),
-        ("postgres=docker,mysql=docker", "found 'mysql=docker' in 'postgres=docker,mysql=docker'"),
-        ("redis=podman", "found 'redis=podman' in 'redis=podman'"),
+        (
+            "postgres=docker,mysql=docker",
+            "found 'postgres=docker,mysql=docker' (at 'mysql=docker')",
+        ),
     ],
 )
 def test_a_bad_servers_setting_is_a_usage_error_naming_it(
@@ -46,8 +48,8 @@ def test_a_bad_servers_setting_is_a_usage_error_naming_it(
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         [
-            f"ERROR: WORKER_UTILS_SERVERS: {found}; use embedded or docker, or one per server "
-            f"such as postgres=docker,redis=embedded"
+            f"ERROR: worker_utils_servers (from WORKER_UTILS_SERVERS): {found}; expected "
+            f"embedded or docker, or one per server such as postgres=docker,redis=embedded"
         ]
     )
 

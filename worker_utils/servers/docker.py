@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from docker.models.containers import Container
 
 __all__ = [
+    "CREATOR_LABEL",
     "DEFAULT_IMAGES",
     "KINDS",
     "LABEL_PREFIX",
@@ -61,7 +62,7 @@ LABEL_PREFIX = "io.github.worker-utils"
 CREATOR = "worker-utils"
 #: The variable that tells workers which process owns the run (``pid:start time``).
 OWNER_VAR = "WORKER_UTILS_RUN_OWNER"
-_CREATOR_LABEL = f"{LABEL_PREFIX}.creator={CREATOR}"
+CREATOR_LABEL = f"{LABEL_PREFIX}.creator={CREATOR}"
 _ONCE_PREFIX = "worker-utils-docker-"
 _SWEEP_KEY = "worker-utils-containers-of-run"
 _START_TIMEOUT = 60.0
@@ -336,7 +337,7 @@ def start(
             answer in time (with its log tail); nothing is left running.
     """
     spec = KINDS[kind]
-    setting = setting or f"--worker-utils-{kind}-image"
+    setting = setting or f"worker_utils_{kind}_image"
     client = engine(env)
     address = engine_address(env)[0]
     _ensure_image(client, image, setting)
@@ -480,7 +481,7 @@ def reap(
     keep = set(keep_runs)
     removed = []
     try:
-        for container in client.containers.list(all=True, filters={"label": _CREATOR_LABEL}):
+        for container in client.containers.list(all=True, filters={"label": CREATOR_LABEL}):
             labels = container.labels
             if labels.get(f"{LABEL_PREFIX}.host") != host:
                 continue  # its owner's liveness cannot be checked from here

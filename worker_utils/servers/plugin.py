@@ -16,80 +16,58 @@ from typing import Any
 
 import pytest
 
-from worker_utils._plugin import Run, find_setting, get_run, usage_error
+from worker_utils import _settings
+from worker_utils._plugin import Run, get_run, usage_error
+from worker_utils.servers.docker import DEFAULT_IMAGES
 
 BACKENDS = ("embedded", "docker")
 SERVERS = ("postgres", "redis")
-_SERVERS_VAR = "WORKER_UTILS_SERVERS"
-_IMAGE_VARS = {kind: f"WORKER_UTILS_{kind.upper()}_IMAGE" for kind in SERVERS}
+
+
+def parse_backends(text: str) -> dict[str, str]:
+    """Return the backend of each server from a setting's text.
+
+    Raises:
+        ValueError: An unknown backend or server, named in the message.
+    """
+    if "=" not in text:
+        if text.strip().lower() in BACKENDS:
+            return dict.fromkeys(SERVERS, text.strip().lower())
+        raise ValueError
+    chosen = dict.fromkeys(SERVERS, "embedded")
+    for part in text.split(","):
+        kind, _, backend = (piece.strip().lower() for piece in part.partition("="))
+        if kind not in SERVERS or backend not in BACKENDS:
+            raise ValueError(f"at {part.strip()!r}")
+        chosen[kind] = backend
+    return chosen
+
+
+BACKEND = _settings.Setting(
+    name="servers",
+    help="What starts the servers that have no URL, once per run",
+    accepted="embedded or docker, or one per server such as postgres=docker,redis=embedded",
+    parse=parse_backends,
+    default=dict.fromkeys(SERVERS, "embedded"),
+    default_text="embedded",
+    metavar="BACKEND",
+)
+IMAGES = {
+    kind: _settings.Setting(
+        name=f"{kind}_image",
+        help=f"Image of the {kind} container of the docker backend",
+        accepted=f"an image compatible with the official {kind} image",
+        parse=str,
+        default=DEFAULT_IMAGES[kind],
+        metavar="IMAGE",
+    )
+    for kind in SERVERS
+}
+SETTINGS: list[_settings.Setting[Any]] = [BACKEND, *IMAGES.values()]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("worker_utils")
-    group.addoption(
-        "--worker-utils-servers",
-        dest="worker_utils_servers",
-        default=None,
-        metavar="BACKEND",
-        help="What starts servers without a URL: embedded (the default) or docker, "
-        "or per server, such as postgres=docker,redis=embedded",
-    )
-    parser.addini(
-        "worker_utils_servers",
-        "What starts servers without a URL: embedded or docker, or per server "
-        "(postgres=docker,redis=embedded)",
-        default="",
-    )
-    for kind in SERVERS:
-        group.addoption(
-            f"--worker-utils-{kind}-image",
-            dest=f"worker_utils_{kind}_image",
-            default=None,
-            metavar="IMAGE",
-            help=f"Image of the {kind} container of the docker backend (default: "
-            f"{_default_image(kind)})",
-        )
-        parser.addini(
-            f"worker_utils_{kind}_image",
-            f"Image of the {kind} container of the docker backend",
-            default="",
-        )
-
-
-def _default_image(kind: str) -> str:
-    from worker_utils.servers.docker import DEFAULT_IMAGES
-
-    return DEFAULT_IMAGES[kind]
-
-
-def parse_backends(text: str, setting: str) -> dict[str, str]:
-    """Return the backend of each server from a setting's value.
-
-    Raises:
-        ValueError: The value names an unknown backend or server; the message
-            names ``setting``.
-    """
-    chosen = dict.fromkeys(SERVERS, "embedded")
-    if not text:
-        return chosen
-    problem = ""
-    if "=" not in text:
-        if text.strip() in BACKENDS:
-            return dict.fromkeys(SERVERS, text.strip())
-        problem = f"found {text!r}"
-    else:
-        for part in text.split(","):
-            kind, _, backend = (piece.strip() for piece in part.partition("="))
-            if kind not in SERVERS or backend not in BACKENDS:
-                problem = f"found {part.strip()!r} in {text!r}"
-                break
-            chosen[kind] = backend
-    if problem:
-        raise ValueError(
-            f"{setting}: {problem}; use embedded or docker, or one per server "
-            f"such as postgres=docker,redis=embedded"
-        )
-    return chosen
+    _settings.add_settings(parser, SETTINGS)
 
 
 class _ServerSettings:
@@ -97,18 +75,11 @@ class _ServerSettings:
 
     def __init__(self, config: pytest.Config) -> None:
         __tracebackhide__ = True
-        setting, text = find_setting(config, "servers", _SERVERS_VAR)
-        try:
-            self.backends = parse_backends(text, setting)
-        except ValueError as exc:
-            usage_error(exc)
+        self.backends = _settings.resolve(config, BACKEND).value
         self.images: dict[str, tuple[str, str]] = {}
-        for kind in SERVERS:
-            where, image = find_setting(config, f"{kind}_image", _IMAGE_VARS[kind])
-            self.images[kind] = (
-                image or _default_image(kind),
-                where or f"--worker-utils-{kind}-image",
-            )
+        for kind, setting in IMAGES.items():
+            found = _settings.resolve(config, setting)
+            self.images[kind] = (found.value, found.where or setting.ini)
 
     @property
     def docker(self) -> bool:
