@@ -388,7 +388,7 @@ def start(
             running()
             return True if spec.probe(url) else None
 
-        if wait_until(ready, timeout=timeout, interval=0.05) is None:
+        if wait_until(ready, timeout=timeout, interval=0.02, max_interval=0.05) is None:
             raise DockerError(
                 f"docker backend: {kind} in container {name} ({image}) did not answer on "
                 f"127.0.0.1:{port} within {timeout:g}s; log: {_log_tail(container)}"
