@@ -8,8 +8,8 @@ from worker_utils import plugin
 
 USES_A_PORT = "def test_it(worker_port):\n    assert worker_port()\n"
 
-# One fixture each resource plugin provides (the guard and isolation provide options and a
-# marker instead).
+# One fixture each resource plugin provides (the guard, isolation and the server backends
+# provide options and a marker instead).
 RESOURCE_FIXTURES = {
     "worker_utils.run.plugin": "run_tmp_path",
     "worker_utils.ports.plugin": "worker_port",
@@ -50,7 +50,12 @@ def test_blocking_the_plugin_switches_every_resource_off(
 
 def test_every_resource_plugin_is_covered_here() -> None:
     assert sorted(plugin.pytest_plugins) == sorted(
-        [*RESOURCE_FIXTURES, "worker_utils.guard.plugin", "worker_utils.isolate.plugin"]
+        [
+            *RESOURCE_FIXTURES,
+            "worker_utils.guard.plugin",
+            "worker_utils.isolate.plugin",
+            "worker_utils.servers.plugin",
+        ]
     )
 
 
@@ -80,3 +85,16 @@ def test_blocking_the_guard_plugin_removes_its_option(pytester: pytest.Pytester)
     result = pytester.runpytest_subprocess(*blocked, "--worker-utils-guard")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*error: unrecognized arguments: --worker-utils-guard"])
+
+
+def test_blocking_the_servers_plugin_removes_its_options_and_keeps_the_embedded_servers(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        "def test_it(worker_redis_server_url):\n    assert worker_redis_server_url\n"
+    )
+    blocked = ["-p", "no:worker_utils.servers.plugin", "-p", "no:xdist"]
+    pytester.runpytest_subprocess(*blocked).assert_outcomes(passed=1)
+    result = pytester.runpytest_subprocess(*blocked, "--worker-utils-servers=docker")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*error: unrecognized arguments: --worker-utils-servers=docker"])

@@ -98,8 +98,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def backend(config: pytest.Config, kind: str) -> str:
-    """Return the backend that starts server ``kind`` when it has no URL."""
-    return config.stash[_servers_key].backends[kind]
+    """Return the backend that starts server ``kind`` when it has no URL.
+
+    ``embedded`` when this plugin is blocked (``-p no:worker_utils.servers.plugin``).
+    """
+    settings = config.stash.get(_servers_key, None)
+    return "embedded" if settings is None else settings.backends[kind]
 
 
 def docker_url(config: pytest.Config, kind: str, *, max_connections: int = 100) -> str:
