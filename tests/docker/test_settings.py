@@ -118,3 +118,9 @@ def test_the_compose_example_uses_the_pinned_images() -> None:
         if line.strip().startswith("image:")
     ]
     assert images == [backend.DEFAULT_IMAGES["postgres"], backend.DEFAULT_IMAGES["redis"]]
+
+
+def test_the_docker_page_shows_the_compose_example_as_it_is() -> None:
+    root = Path(__file__).parents[2]
+    compose = (root / "examples" / "docker" / "compose.yaml").read_text()
+    assert f"```yaml\n{compose}```\n" in (root / "docs" / "docker.md").read_text()
