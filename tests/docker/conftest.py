@@ -74,7 +74,12 @@ class Inner:
             for key, value in os.environ.items()
             if not key.startswith(("WORKER_UTILS_", "PYTEST_XDIST", "PYTEST_CURRENT"))
         }
+        # A private temp root: these runs reap only each other's dead run directories,
+        # not those that other tests' crashed runs leave for their own next run.
+        tmp = self.pytester.path / "tmp"
+        tmp.mkdir(exist_ok=True)
         env.update(
+            TMPDIR=str(tmp),
             DOCKER_HOST=docker_host(),
             WORKER_UTILS_SERVERS="docker",
             WORKER_UTILS_POSTGRES_IMAGE=IMAGES["postgres"],
