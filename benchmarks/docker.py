@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -124,7 +125,7 @@ def created_containers(client: Any, began: float, ended: float) -> int:
 def run_suite(
     directory: Path, workers: int, env: dict[str, str], *extra: str
 ) -> tuple[float, list[float]]:
-    out = Path(tempfile.mkdtemp(prefix="wu-bench-"))
+    out = Path(tempfile.mkdtemp(prefix="wu-bench-docker-out-"))
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider"]
     if workers:
         command += ["-n", str(workers)]
@@ -138,12 +139,10 @@ def run_suite(
         check=False,
     )
     wall = time.perf_counter() - started
+    calls = [d for path in out.glob("*.json") for d in json.loads(path.read_text())]
+    shutil.rmtree(out)
     if done.returncode != 0:
         raise SystemExit(f"{directory.name} -n {workers} failed:\n{done.stdout[-3000:]}")
-    calls = [d for path in out.glob("*.json") for d in json.loads(path.read_text())]
-    for path in out.glob("*.json"):
-        path.unlink()
-    out.rmdir()
     return wall, calls
 
 
@@ -224,6 +223,7 @@ def main() -> None:
         for value in standing.values():
             backend.stop(value)
         client.close()
+        shutil.rmtree(root, ignore_errors=True)
     print(f"{args.tests} tests, best of {args.repeats}; images {images['postgres']}, "
           f"{images['redis']}")  # fmt: skip
     print(f"{'variant':<12}{'-n':>4}{'wall s':>9}{'per test ms':>13}{'containers/run':>16}")
