@@ -83,12 +83,12 @@ def _own_containers():
     values = {}
     try:
         for kind in ("postgres", "redis"):
-            values[kind] = _docker.start(kind, os.environ[f"WU_BENCH_{kind.upper()}_IMAGE"],
-                                         run_uid=run)
+            image = os.environ[f"WU_BENCH_{kind.upper()}_IMAGE"]
+            values[kind] = _docker.start_container(kind, image, run_uid=run)
         yield values
     finally:
         for value in values.values():
-            _docker.stop(value)
+            _docker.remove_container(value)
 
 @pytest.fixture(scope="session")
 def worker_postgres_url(_own_containers):
@@ -153,9 +153,9 @@ def start_to_ready(images: dict[str, str], repeats: int) -> dict[str, float]:
         times = []
         for _ in range(repeats):
             began = time.perf_counter()
-            value = backend.start(kind, image, run_uid=uuid.uuid4().hex)
+            value = backend.start_container(kind, image, run_uid=uuid.uuid4().hex)
             times.append(time.perf_counter() - began)
-            backend.stop(value)
+            backend.remove_container(value)
         result[kind] = statistics.median(times)
     return result
 
@@ -187,7 +187,7 @@ def main() -> None:
     write_suite(root / "per_worker", args.tests, per_worker=True)
     standing_run = uuid.uuid4().hex
     standing = {
-        kind: backend.start(kind, image, run_uid=standing_run, max_connections=200)
+        kind: backend.start_container(kind, image, run_uid=standing_run, max_connections=200)
         for kind, image in images.items()
     }
     variants: dict[str, tuple[Path, dict[str, str], tuple[str, ...]]] = {
@@ -221,7 +221,7 @@ def main() -> None:
         ready = start_to_ready(images, repeats=3)
     finally:
         for value in standing.values():
-            backend.stop(value)
+            backend.remove_container(value)
         client.close()
         shutil.rmtree(root, ignore_errors=True)
     print(f"{args.tests} tests, best of {args.repeats}; images {images['postgres']}, "

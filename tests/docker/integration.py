@@ -53,8 +53,8 @@ def main(args: list[str]) -> int:
         client.close()
         docker.reap()
         began = time.monotonic()
-        postgres = docker.start("postgres", images["postgres"], run_uid=run)
-        redis = docker.start("redis", images["redis"], run_uid=run)
+        postgres = docker.start_container("postgres", images["postgres"], run_uid=run)
+        redis = docker.start_container("redis", images["redis"], run_uid=run)
     except docker.DockerError as exc:
         print(f"make integration: {exc}", file=sys.stderr)
         return 2

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import pytest
 from tests.conftest import RECORD_SNIPPET
 from tests.docker.conftest import IMAGES, LABEL, Inner, our_containers
 from worker_utils.servers import docker as backend
+from worker_utils.servers._process import owner_record
 
 pytestmark = pytest.mark.usefixtures("docker_engine")
 
@@ -185,23 +185,25 @@ def test_unlabelled_and_live_containers_are_never_touched_and_dead_ones_are(
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
 
-    def labels(pid: int, started: str, host: str = socket.gethostname()) -> dict[str, str]:
+    me = owner_record()
+
+    def labels(pid: int, started: float, host: str = me["host"]) -> dict[str, str]:
         return {
             f"{LABEL}.creator": backend.CREATOR,
             f"{LABEL}.run": f"{tag}{pid}{started}",
             f"{LABEL}.host": host,
+            f"{LABEL}.pidns": me["pidns"],
             f"{LABEL}.pid": str(pid),
-            f"{LABEL}.pid-start": started,
+            f"{LABEL}.started": str(started),
             f"{LABEL}.server": "redis",
         }
 
-    me, my_start = os.getpid(), backend.start_time(os.getpid())
     cases = {
         "unlabelled": ({}, True),
-        "live": (labels(me, my_start), True),
-        "other-host": (labels(dead.pid, "1", host="elsewhere.invalid"), True),
-        "dead": (labels(dead.pid, "1"), False),
-        "reused-pid": (labels(me, "1"), False),
+        "live": (labels(me["pid"], me["started"]), True),
+        "other-host": (labels(dead.pid, 1.0, host="elsewhere.invalid"), True),
+        "dead": (labels(dead.pid, 1.0), False),
+        "reused-pid": (labels(me["pid"], 1.0), False),
     }
     for name, (given, _) in cases.items():
         docker_engine.containers.create(

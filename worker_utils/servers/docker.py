@@ -1,11 +1,12 @@
 """Servers as Docker containers: one container per server per run, shared by all workers.
 
-The first worker to need a server starts its container through
-:func:`coordination.run_once`; the others read its URL. The container keeps its
+:class:`DockerPostgres` and :class:`DockerRedis` keep the server contract
+(:class:`~worker_utils.servers.Server`): the first worker to need a server
+starts its container, the others read its URL. The container keeps its
 data on tmpfs with durability off, publishes its port on ``127.0.0.1`` on a port
 the engine picks, and is ready once a real query through that port answers.
-Labels record who made it (:data:`LABEL_PREFIX`): the run id, the host, and the
-pid and start time of the process that owns the run. The run's controller
+Labels record who made it (:data:`LABEL_PREFIX`): the run id, and the host,
+pid namespace, pid and start time of the process that owns the run. The run's controller
 removes it when the run ends (Ctrl-C and SIGTERM included); after a crash the
 next run, or ``worker-utils reap --docker``, removes containers whose owner is
 gone. A container without our labels, or of a run on another host, is never
@@ -22,36 +23,44 @@ import hashlib
 import json
 import os
 import socket
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from worker_utils._util import wait_until
 from worker_utils.run import coordination
-from worker_utils.servers._process import ServerStartError, pid_alive, start_time
+from worker_utils.servers._base import Server, ServerStartError
+from worker_utils.servers._process import owner_alive, owner_record
 
 if TYPE_CHECKING:
     from docker import DockerClient
     from docker.models.containers import Container
 
 __all__ = [
+    "CREATOR",
     "CREATOR_LABEL",
     "DEFAULT_IMAGES",
     "KINDS",
     "LABEL_PREFIX",
+    "OWNER_VAR",
+    "SERVER_CLASSES",
     "DockerError",
+    "DockerPostgres",
+    "DockerRedis",
+    "DockerServer",
     "container_name",
     "engine",
     "engine_address",
     "owner_value",
     "reap",
+    "remove_container",
     "remove_run",
     "run_containers",
     "run_owner",
     "shared_url",
-    "start",
-    "stop",
+    "start_container",
     "sweep_when_run_ends",
 ]
 
@@ -63,7 +72,6 @@ CREATOR = "worker-utils"
 #: The variable that tells workers which process owns the run (``pid:start time``).
 OWNER_VAR = "WORKER_UTILS_RUN_OWNER"
 CREATOR_LABEL = f"{LABEL_PREFIX}.creator={CREATOR}"
-_ONCE_PREFIX = "worker-utils-docker-"
 _SWEEP_KEY = "worker-utils-containers-of-run"
 _START_TIMEOUT = 60.0
 _LOG_LINES = 10
@@ -244,32 +252,31 @@ def _reason(exc: BaseException) -> str:
     return line if len(line) <= 200 else line[:197] + "..."
 
 
-def run_owner(env: Mapping[str, str] | None = None) -> tuple[int, str]:
-    """Return the pid and start time of the process that owns the current run."""
+def run_owner(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Return the identity of the process that owns the current run (this one by default)."""
     mapping = os.environ if env is None else env
-    given = mapping.get(OWNER_VAR, "")
-    pid, _, started = given.partition(":")
-    if pid.isdigit():
-        return int(pid), started
-    return os.getpid(), start_time(os.getpid())
+    with contextlib.suppress(ValueError, TypeError):
+        given = json.loads(mapping.get(OWNER_VAR, ""))
+        if isinstance(given, dict):
+            return given
+    return owner_record()
 
 
-def owner_value(pid: int | None = None) -> str:
-    """Return ``pid:start time`` of ``pid`` (default: this process), the value of OWNER_VAR."""
-    pid = os.getpid() if pid is None else pid
-    return f"{pid}:{start_time(pid)}"
+def owner_value() -> str:
+    """Return this process's identity as the value of :data:`OWNER_VAR`, for its workers."""
+    return json.dumps(owner_record())
 
 
 def _labels(kind: str, run_uid: str) -> dict[str, str]:
-    pid, started = run_owner()
-    return {
+    owner = run_owner()
+    labels = {
         f"{LABEL_PREFIX}.creator": CREATOR,
         f"{LABEL_PREFIX}.run": run_uid,
-        f"{LABEL_PREFIX}.host": socket.gethostname(),
-        f"{LABEL_PREFIX}.pid": str(pid),
-        f"{LABEL_PREFIX}.pid-start": started,
         f"{LABEL_PREFIX}.server": kind,
     }
+    for key in ("host", "pidns", "pid", "started"):
+        labels[f"{LABEL_PREFIX}.{key}"] = str(owner.get(key, ""))
+    return labels
 
 
 def container_name(kind: str, run_uid: str) -> str:
@@ -309,7 +316,7 @@ def _host_port(container: Container, port: int) -> int | None:
     return None
 
 
-def start(
+def start_container(
     kind: str,
     image: str,
     *,
@@ -318,8 +325,9 @@ def start(
     max_connections: int = 100,
     timeout: float = _START_TIMEOUT,
     env: Mapping[str, str] | None = None,
+    save: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Start a ``kind`` server container for run ``run_uid``; return what :func:`stop` needs.
+    """Start a ``kind`` server container for run ``run_uid``; return what removing it needs.
 
     The value (JSON data) holds ``url``, ``id``, ``name``, ``image`` and ``engine``.
 
@@ -331,6 +339,8 @@ def start(
         max_connections: PostgreSQL's ``max_connections``.
         timeout: Seconds to wait for the server to answer a query.
         env: The environment to find the engine in (default: ``os.environ``).
+        save: Called with the record as soon as the container exists, so that a
+            start cut short still leaves what removes it.
 
     Raises:
         DockerError: No engine, no image, or a container that exited or did not
@@ -361,7 +371,10 @@ def start(
         "name": name,
         "image": image,
         "engine": address,
+        "created": time.time(),
     }
+    if save is not None:
+        save(dict(value))
     try:
 
         def running() -> None:
@@ -394,18 +407,15 @@ def start(
                 f"127.0.0.1:{port} within {timeout:g}s; log: {_log_tail(container)}"
             )
     except BaseException:
-        stop(value)
+        remove_container(value)
         raise
     finally:
         client.close()
     return value
 
 
-def stop(value: Mapping[str, Any]) -> None:
-    """Remove the container :func:`start` made (killing it); a no-op if it is gone.
-
-    Called by the run's controller at the end of the run, or by the next run's reaper.
-    """
+def remove_container(value: Mapping[str, Any]) -> None:
+    """Remove the container :func:`start_container` made (killing it); a no-op if it is gone."""
     import docker.errors
 
     client = engine({**os.environ, "DOCKER_HOST": str(value["engine"])})
@@ -414,6 +424,54 @@ def stop(value: Mapping[str, Any]) -> None:
             client.containers.get(str(value["id"])).remove(force=True, v=True)
     finally:
         client.close()
+
+
+class DockerServer(Server):
+    """A server in a container, one per run: the ``docker`` backend of the server contract."""
+
+    #: ``postgres`` or ``redis``: which entry of :data:`KINDS`.
+    kind: ClassVar[str]
+
+    def __init__(
+        self, image: str, *, run_uid: str, setting: str = "", max_connections: int = 100
+    ) -> None:
+        self.image = image
+        self.run_uid = run_uid
+        self.setting = setting
+        self.max_connections = max_connections
+
+    def start(self, directory: Path, save: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """Start the container; its record holds ``url`` and what :meth:`stop` needs."""
+        return start_container(
+            self.kind,
+            self.image,
+            run_uid=self.run_uid,
+            setting=self.setting,
+            max_connections=self.max_connections,
+            save=save,
+        )
+
+    @classmethod
+    def stop(cls, record: Mapping[str, Any]) -> None:
+        """Remove the container (killing it); a no-op if it is gone."""
+        remove_container(record)
+
+
+class DockerPostgres(DockerServer):
+    """PostgreSQL in a container."""
+
+    name = "docker-postgres"
+    kind = "postgres"
+
+
+class DockerRedis(DockerServer):
+    """Redis in a container."""
+
+    name = "docker-redis"
+    kind = "redis"
+
+
+SERVER_CLASSES: dict[str, type[DockerServer]] = {"postgres": DockerPostgres, "redis": DockerRedis}
 
 
 def shared_url(
@@ -426,38 +484,32 @@ def shared_url(
     max_connections: int = 100,
 ) -> str:
     """Start the run's ``kind`` container once (or join it) and return its URL."""
-    value = coordination.run_once(
-        f"{_ONCE_PREFIX}{kind}",
-        lambda: start(
-            kind, image, run_uid=run_uid, setting=setting, max_connections=max_connections
-        ),
-        teardown=stop,
-        run_dir=run_dir,
-        timeout=_START_TIMEOUT + 120,  # a pull of the image may come first
+    server = SERVER_CLASSES[kind](
+        image, run_uid=run_uid, setting=setting, max_connections=max_connections
     )
-    return str(value["url"])
+    return server.url(run_dir, timeout=_START_TIMEOUT + 120)  # a pull may come first
 
 
 def run_containers(run_dir: Path) -> list[dict[str, Any]]:
-    """Return what :func:`start` returned for each container of the run, in start order."""
-    records = [
-        record
-        for record in coordination.teardown_records(run_dir)
-        if record.key.startswith(_ONCE_PREFIX)
-    ]
-    return [dict(record.value) for record in reversed(records)]
+    """Return the records of the run's containers that are up, in start order."""
+    records = []
+    for server in SERVER_CLASSES.values():
+        with contextlib.suppress(OSError, ValueError):
+            record = json.loads((run_dir / "servers" / f"{server.name}.json").read_text())
+            if "url" in record:
+                records.append((record.get("created", 0.0), record))
+    return [record for _, record in sorted(records, key=lambda pair: pair[0])]
 
 
-def _owner_alive(labels: Mapping[str, str]) -> bool:
-    pid_text = labels.get(f"{LABEL_PREFIX}.pid", "")
-    if not pid_text.isdigit():
-        return True  # unknown: keep it
-    pid = int(pid_text)
-    if not pid_alive(pid):
-        return False
-    started = labels.get(f"{LABEL_PREFIX}.pid-start", "")
-    current = start_time(pid)
-    return not (started and current and started != current)  # a reused pid is not the owner
+def _owner_dead(labels: Mapping[str, str]) -> bool:
+    """Whether the labels name an owner on this host that is gone (a reused pid counts)."""
+    record: dict[str, Any] = {
+        key: labels.get(f"{LABEL_PREFIX}.{key}", "") for key in ("host", "pidns")
+    }
+    with contextlib.suppress(ValueError):
+        record["pid"] = int(labels.get(f"{LABEL_PREFIX}.pid", ""))
+        record["started"] = float(labels.get(f"{LABEL_PREFIX}.started", ""))
+    return owner_alive(record) is False  # None: another host or pid namespace, or unknown
 
 
 def reap(
@@ -477,15 +529,12 @@ def reap(
         DockerError: No engine is reachable.
     """
     client = engine(env)
-    host = socket.gethostname()
     keep = set(keep_runs)
     removed = []
     try:
         for container in client.containers.list(all=True, filters={"label": CREATOR_LABEL}):
             labels = container.labels
-            if labels.get(f"{LABEL_PREFIX}.host") != host:
-                continue  # its owner's liveness cannot be checked from here
-            if labels.get(f"{LABEL_PREFIX}.run") in keep or _owner_alive(labels):
+            if labels.get(f"{LABEL_PREFIX}.run") in keep or not _owner_dead(labels):
                 continue
             if not dry_run:
                 with contextlib.suppress(Exception):  # removed meanwhile by another reaper

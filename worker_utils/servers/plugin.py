@@ -9,9 +9,7 @@ default: the host's binaries) or ``docker`` (a container,
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Mapping
-from types import FrameType
 from typing import Any
 
 import pytest
@@ -135,7 +133,6 @@ class _DockerRunHooks:
         self.run = run
         self.settings = settings
         self.docker = docker
-        self.previous_sigterm: Any = None
         run.set_env(docker.OWNER_VAR, docker.owner_value())
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
@@ -146,8 +143,6 @@ class _DockerRunHooks:
         except self.docker.DockerError as exc:
             usage_error(exc)
         self.docker.sweep_when_run_ends(self.run.directory, self.run.uid)
-        # SIGTERM (a cancelled CI job) unwinds like Ctrl-C, so the containers are removed.
-        self.previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         containers = self.docker.run_containers(self.run.directory)
@@ -156,14 +151,6 @@ class _DockerRunHooks:
                 "worker_utils: docker containers: "
                 + ", ".join(_describe(value) for value in containers)
             )
-
-    def pytest_unconfigure(self, config: pytest.Config) -> None:
-        if self.previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, self.previous_sigterm)
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _describe(value: Mapping[str, Any]) -> str:
