@@ -13,10 +13,10 @@ $(BIN)/pytest: pyproject.toml
 
 install: $(BIN)/pytest
 
-# A parallel demo suite on the embedded servers: each worker prints what it got.
+# A parallel demo suite on the embedded servers: ends with a table of what each worker got.
 demo: install
 	env -u WORKER_UTILS_POSTGRES_URL -u WORKER_UTILS_REDIS_URL \
-		$(BIN)/pytest examples -n auto -p no:randomly -v -s
+		$(BIN)/pytest examples -n auto -p no:randomly --worker-utils-summary=table
 
 lint: install
 	$(BIN)/ruff check .
