@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint install dist dist-check
+.PHONY: demo test lint install dist dist-check docs
 
 $(BIN)/pytest: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,3 +36,7 @@ dist: install
 # clean venv and run the demo; the pre-commit hook runs through pre-commit try-repo.
 dist-check: install
 	$(BIN)/pytest -m release -n 2 -p no:randomly tests
+
+# The documentation site in site/, as the test suite builds it; `$(BIN)/mkdocs serve` to preview.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
