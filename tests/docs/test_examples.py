@@ -13,7 +13,7 @@ from tests.postgres.conftest import URL as POSTGRES_URL
 from worker_utils.check import check_source
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-REDIS_URL = "redis://127.0.0.1:6379/0"  # noqa: WU202 the machine's server, as the other tests use
+REDIS_URL = "redis://127.0.0.1:6379/0"  # noqa: WU202,WU602 the machine's server, as the other tests use
 
 # A marker line, then the fence: `<!-- example: run -->`, `<!-- example: check WU101 -->`
 # or `<!-- example: illustrative[, why] -->`; the fence may be indented in a list.
@@ -46,7 +46,9 @@ def examples(page: Path) -> list[Example]:
             "\n".join(line.removeprefix(match["indent"]) for line in match["code"].splitlines())
         )
         line = text.count("\n", 0, match.start("indent")) + 1
-        found.append(Example(page.name, line, match["kind"] or "", match["args"].strip(), code))
+        found.append(
+            Example(page.name, line, match["kind"] or "", (match["args"] or "").strip(), code)
+        )
     return found
 
 
