@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint install dist dist-check integration
+.PHONY: demo test lint install dist dist-check docs integration
 
 $(BIN)/pytest: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,10 +13,10 @@ $(BIN)/pytest: pyproject.toml
 
 install: $(BIN)/pytest
 
-# A parallel demo suite on the embedded servers: each worker prints what it got.
+# A parallel demo suite on the embedded servers: ends with a table of what each worker got.
 demo: install
 	env -u WORKER_UTILS_POSTGRES_URL -u WORKER_UTILS_REDIS_URL \
-		$(BIN)/pytest examples -n auto -p no:randomly -v -s
+		$(BIN)/pytest examples -n auto -p no:randomly --worker-utils-summary=table
 
 lint: install
 	$(BIN)/ruff check .
@@ -36,6 +36,10 @@ dist: install
 # clean venv and run the demo; the pre-commit hook runs through pre-commit try-repo.
 dist-check: install
 	$(BIN)/pytest -m release -n 2 -p no:randomly tests
+
+# The documentation site in site/, as the test suite builds it; `$(BIN)/mkdocs serve` to preview.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # This project's PostgreSQL and Redis tests against servers in Docker containers
 # (docs/docker.md); needs an engine: DOCKER_HOST, or `sudo tests/docker/engine.sh start`.

@@ -1,8 +1,9 @@
 """A parallel demo: every test would collide with its neighbours without worker_utils.
 
-Run it with `make demo` (`pytest examples -n auto -v`): no server is configured,
-so the plugin starts one PostgreSQL and one Redis for the run, gives each worker
-its own schema, database, ports and directory, and lists them at the end.
+Run it with `make demo` (`pytest examples -n auto --worker-utils-summary=table`):
+no server is configured, so the plugin starts one PostgreSQL and one Redis for
+the run, gives each worker its own schema, database, ports and directory, and
+ends with a table of them.
 """
 
 from __future__ import annotations

@@ -48,6 +48,8 @@ class Run:
 
 
 run_key = pytest.StashKey[Run]()
+#: The form of the run's summary (the ``worker_utils_summary`` setting).
+summary_key = pytest.StashKey[str]()
 
 
 def get_run(config: pytest.Config) -> Run:

@@ -1,9 +1,23 @@
-"""What each worker was given, for the terminal summary."""
+"""What each worker was given, and where the servers are, for the terminal summary."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import os
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
+
+from worker_utils._util import mask_password
+
+#: The resources that get a column in the table, in order, with their headers.
+COLUMNS = {
+    "tmp": "temp dir",
+    "ports": "ports",
+    "postgres": "postgres",
+    "redis": "redis",
+    "sqlite": "sqlite",
+}
+#: Lease at most this many ports and the table lists them; more are shown as a span.
+_LISTED_PORTS = 4
 
 
 class WorkerReport:
@@ -12,6 +26,8 @@ class WorkerReport:
     def __init__(self, worker: str) -> None:
         self.worker = worker
         self.facts: dict[str, list[Any]] = {}
+        self.planned: dict[str, str] = {}
+        self.servers: list[list[str]] = []
 
     def note(self, kind: str, value: Any) -> None:
         """Record that this worker was given ``value`` of ``kind`` (e.g. a port)."""
@@ -19,38 +35,120 @@ class WorkerReport:
         if value not in values:
             values.append(value)
 
+    def plan(self, kind: str, value: str) -> None:
+        """Record what this worker gets of ``kind`` when its tests use it.
+
+        The table shows it for a worker that used none, so that every worker has
+        a row whichever tests it happened to run.
+        """
+        self.planned[kind] = value
+
+    def note_server(self, kind: str, url: str, origin: str) -> None:
+        """Record the server of ``kind`` this worker used, with its password masked."""
+        server = [kind, mask_password(url), origin]
+        if server not in self.servers:
+            self.servers.append(server)
+
     def as_dict(self) -> dict[str, Any]:
         """Return the report as plain data that xdist can send to the controller."""
-        return {"worker": self.worker, "facts": self.facts}
-
-    @staticmethod
-    def summary_lines(reports: Mapping[str, Mapping[str, Any]], *, verbose: bool) -> Iterator[str]:
-        """Yield one summary line, or with ``verbose`` one line per worker and resource."""
-        workers = sorted(reports, key=lambda w: (len(w), w))
-        if not any(reports[w]["facts"] for w in workers):
-            return
-        if not verbose:
-            parts = [f"{w} ({_brief(reports[w]['facts'])})" for w in workers]
-            yield f"worker_utils: {len(workers)} worker(s): " + "; ".join(parts)
-            return
-        yield f"worker_utils: {len(workers)} worker(s)"
-        for w in workers:
-            facts = reports[w]["facts"]
-            if not facts:
-                yield f"  {w}: no resources"
-            for kind, values in facts.items():
-                yield f"  {w} {kind}: {', '.join(str(v) for v in values)}"
+        return {
+            "worker": self.worker,
+            "facts": self.facts,
+            "planned": self.planned,
+            "servers": self.servers,
+        }
 
 
-def _brief(facts: Mapping[str, list[Any]]) -> str:
-    if not facts:
-        return "no resources"
-    parts = []
-    for kind, values in facts.items():
-        if kind == "ports":
-            parts.append(f"{len(values)} port{'s' if len(values) != 1 else ''}")
-        elif kind == "tmp":
-            parts.append("tmp")
-        else:
-            parts.append(f"{kind} {', '.join(str(v) for v in values)}")
-    return ", ".join(parts)
+def _workers(reports: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    return sorted(reports, key=lambda w: (len(w), w))
+
+
+def _servers(reports: Mapping[str, Mapping[str, Any]]) -> list[Sequence[str]]:
+    found: list[Sequence[str]] = []
+    for worker in _workers(reports):
+        for server in reports[worker].get("servers", ()):
+            if server not in found:
+                found.append(server)
+    return found
+
+
+def _ports(ports: Sequence[int]) -> str:
+    if len(ports) <= _LISTED_PORTS:
+        return ", ".join(str(port) for port in ports)
+    return f"{len(ports)} between {min(ports)} and {max(ports)}"
+
+
+def _in_tmp(value: str, tmp: str) -> str:
+    # A file in the worker's directory: the temp dir column already says where that is.
+    return f"<temp dir>{value[len(tmp) :]}" if tmp and value.startswith(tmp + "/") else value
+
+
+def _cell(kind: str, values: Sequence[Any], tmp: str) -> str:
+    if kind == "ports":
+        return _ports(values)
+    if kind == "tmp":
+        return ", ".join(str(value) for value in values)
+    return ", ".join(_in_tmp(str(value), tmp) for value in values)
+
+
+def _notes(report: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    for kind, values in report["facts"].items():
+        if kind not in COLUMNS:
+            yield kind, ", ".join(str(value) for value in values)
+
+
+def summary_lines(reports: Mapping[str, Mapping[str, Any]], *, table: bool) -> Iterator[str]:
+    """Yield the summary: with ``table``, a row per worker and every resource it gets.
+
+    Without ``table``, one line per worker lists what its tests used. Both end
+    with one line per server. Nothing is yielded when no test used a resource.
+    """
+    workers = _workers(reports)
+    used = [kind for kind in COLUMNS if any(kind in reports[w]["facts"] for w in workers)]
+    if "sqlite" in used and "tmp" not in used:
+        used.insert(0, "tmp")  # the SQLite file is shown in the worker's directory
+    servers = _servers(reports)
+    if not used and not servers and not any(list(_notes(reports[w])) for w in workers):
+        return
+    if table:
+        yield from _table(reports, workers, used)
+    else:
+        for worker in workers:
+            facts = reports[worker]["facts"]
+            tmp = str(facts.get("tmp", [""])[0])
+            parts = [f"{COLUMNS[k]} {_cell(k, facts[k], tmp)}" for k in used if k in facts]
+            parts += [f"{kind} {text}" for kind, text in _notes(reports[worker])]
+            yield f"worker_utils: {worker}: {'; '.join(parts) or 'no resources'}"
+    for kind, url, origin in servers:
+        yield f"worker_utils: {kind} server {url} ({origin})"
+
+
+def _table(
+    reports: Mapping[str, Mapping[str, Any]], workers: list[str], used: list[str]
+) -> Iterator[str]:
+    rows = [["worker", *(COLUMNS[kind] for kind in used)]]
+    for worker in workers:
+        facts, planned = reports[worker]["facts"], reports[worker].get("planned", {})
+        tmp = str((facts.get("tmp") or [planned.get("tmp", "")])[0])
+        row = [worker]
+        for kind in used:
+            if kind in facts:
+                row.append(_cell(kind, facts[kind], tmp))
+            else:
+                row.append(_in_tmp(planned.get(kind, "-"), tmp) if kind != "tmp" else tmp or "-")
+        rows.append(row)
+    header = f"worker_utils: {len(workers)} worker{'s' if len(workers) != 1 else ''}"
+    if "tmp" in used:
+        # Every worker's directory is <run dir>/workers/<id>: name the run directory once.
+        run_dir = os.path.dirname(os.path.commonpath([row[1] for row in rows[1:]]))
+        header += f", run directory {run_dir}"
+        for row in rows[1:]:
+            row[1] = os.path.relpath(row[1], run_dir)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    yield header
+    for row in rows:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        yield ("  " + "  ".join(cells)).rstrip()
+    for worker in workers:
+        for kind, text in _notes(reports[worker]):
+            yield f"  {worker} {kind}: {text}"

@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 
 from worker_utils import _settings, _worker
-from worker_utils._plugin import Run, run_key, usage_error
-from worker_utils._report import WorkerReport
+from worker_utils._plugin import Run, run_key, summary_key, usage_error
+from worker_utils._report import WorkerReport, summary_lines
 from worker_utils.run import _signals, coordination
 
 #: The resource plugins, in the order their options appear in ``pytest --help``.
@@ -161,6 +161,7 @@ class _XdistHooks:
             self.run.worker_reports[report["worker"]] = report
 
 
+@pytest.hookimpl(trylast=True)  # after the resource plugins planned what this worker gets
 def pytest_sessionfinish(session: pytest.Session) -> None:
     run = session.config.stash.get(run_key, None)
     workeroutput = getattr(session.config, "workeroutput", None)
@@ -174,6 +175,11 @@ def pytest_terminal_summary(
     run = config.stash.get(run_key, None)
     if run is None:
         return
+    form = config.stash.get(summary_key, "auto")
+    if form == "auto":
+        form = "short" if config.get_verbosity() > 0 else "off"
+    if form == "off":
+        return
     reports = run.worker_reports or {run.report.worker: run.report.as_dict()}
-    for line in WorkerReport.summary_lines(reports, verbose=config.get_verbosity() > 0):
+    for line in summary_lines(reports, table=form == "table"):
         terminalreporter.write_line(line)

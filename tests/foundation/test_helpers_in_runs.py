@@ -121,28 +121,9 @@ def test_a_testrunuid_given_to_xdist_is_the_run_id(
     assert {r["uid"] for r in read_records()} == {"ci-shard-3"}
 
 
-def test_it_prints_one_summary_line_and_details_with_verbose(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(
-        """
-        def test_ports(worker_port, worker_tmp_path):
-            worker_port(); worker_port()
-        """
-    )
-    result = pytester.runpytest_subprocess("-p", "no:xdist")
-    result.stdout.fnmatch_lines(["worker_utils: 1 worker(s): master (tmp, 2 ports)"])
-    result = pytester.runpytest_subprocess("-p", "no:xdist", "-v")
-    result.stdout.fnmatch_lines(
-        [
-            "worker_utils: 1 worker(s)",
-            "  master tmp: */workers/master",
-            "  master ports: *, *",
-        ]
-    )
-
-
 def test_it_prints_no_summary_when_no_resource_was_used(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_nothing(): pass")
-    result = pytester.runpytest_subprocess("-n", "2")
+    result = pytester.runpytest_subprocess("-n", "2", "-v")
     result.assert_outcomes(passed=1)
     result.stdout.no_fnmatch_line("worker_utils:*")
 

@@ -31,7 +31,9 @@ def test_a_setup_that_makes_a_function_runs_in_every_worker_instead(
     example.copy("setup_once")
     result = example.pytester.runpytest_subprocess("-n", "2", "-p", "no:randomly", "-v")
     result.assert_outcomes(passed=9)
-    result.stdout.fnmatch_lines(["  gw0 postgres setup: per worker: it holds function answer"])
+    result.stdout.fnmatch_lines(
+        ["worker_utils: gw0: postgres *_gw0; postgres setup per worker: it holds function answer"]
+    )
     # Once for the template, then once in each worker.
     assert len([r for r in read_records() if "setup" in r]) == 3
     assert schemas(example.prefix) == []

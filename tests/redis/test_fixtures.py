@@ -48,7 +48,7 @@ def test_the_fixtures_agree_on_one_database_and_the_summary_names_it(
     result = pytester.runpytest_subprocess(
         "-p", "no:randomly", "-p", "no:xdist",
         "-W", "ignore::pytest.PytestUnraisableExceptionWarning",
-        f"--worker-utils-redis-url={redis_server.url}",
+        f"--worker-utils-redis-url={redis_server.url}", "-v",
     )  # fmt: skip
     result.assert_outcomes(passed=4, errors=1)
     assert (
@@ -59,7 +59,12 @@ def test_the_fixtures_agree_on_one_database_and_the_summary_names_it(
         )
         == 1
     )
-    result.stdout.fnmatch_lines(["worker_utils: 1 worker(s): master (redis db 1)"])
+    result.stdout.fnmatch_lines(
+        [
+            "worker_utils: master: redis db 1",
+            f"worker_utils: redis server {redis_server.url} (given by --worker-utils-redis-url)",
+        ]
+    )
     assert redis_server.keys_by_db() == {}
 
 
@@ -92,12 +97,11 @@ def test_prefix_mode_cleans_only_the_workers_prefix(
         "--worker-utils-redis-mode=prefix",
         f"--worker-utils-redis-url={redis_server.url}",
         "--testrunuid=ci-job-4711",
+        "-v",
     )
     result.assert_outcomes(passed=2)
     # The run tag of the given run id, the same as in PostgreSQL names.
-    result.stdout.fnmatch_lines(
-        ["worker_utils: 2 worker(s): gw0 (redis prefix wu:ci_job_4711:gw0: in db 0)*"]
-    )
+    result.stdout.fnmatch_lines(["worker_utils: gw0: redis prefix wu:ci_job_4711:gw0: in db 0"])
     assert redis_server.keys_by_db() == {0: [b"theirs", b"wu:someone-elses-run:gw0:a"]}
 
 
@@ -127,10 +131,10 @@ def test_a_cluster_has_no_select_so_workers_get_prefixes(
             time.sleep(0.05)
     pytester.makepyfile(CLUSTER)
     result = pytester.runpytest_subprocess(
-        "-n", "2", "-p", "no:randomly", f"--worker-utils-redis-url={server.url}"
+        "-n", "2", "-p", "no:randomly", f"--worker-utils-redis-url={server.url}", "-v"
     )
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["worker_utils: 2 worker(s): *(redis prefix wu:*: in cluster)*"])
+    result.stdout.fnmatch_lines(["worker_utils: gw*: redis prefix wu:*:gw*: in cluster"])
     with server.client() as admin:
         assert admin.dbsize() == 0
 

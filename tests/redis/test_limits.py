@@ -59,7 +59,8 @@ def test_a_run_with_more_workers_than_databases_falls_back_to_key_prefixes(
     example.copy("pollution")
     example.copy("tiny")
     result = example.pytester.runpytest_subprocess(
-        "-n", "4", "--dist=each", "-p", "no:cacheprovider", f"--worker-utils-redis-url={server.url}"
+        "-n", "4", "--dist=each", "-p", "no:cacheprovider", "--worker-utils-summary=short",
+        f"--worker-utils-redis-url={server.url}",
     )  # fmt: skip
     result.assert_outcomes(passed=4 * 17)
     modes = {(r["worker"], r["mode"], r["db"]) for r in read_records()}
@@ -74,7 +75,7 @@ def test_a_run_with_more_workers_than_databases_falls_back_to_key_prefixes(
             f"using key prefix 'wu:*:gw*:' in database 0",
         ]
     )
-    result.stdout.fnmatch_lines(["worker_utils: 4 worker(s): *prefix wu:*:gw*: in db 0*"])
+    result.stdout.fnmatch_lines(["worker_utils: gw*: redis prefix wu:*:gw*: in db 0"])
     assert server.keys_by_db() == {}
 
 

@@ -14,6 +14,7 @@ from worker_utils.ports._leases import (
     PortLease,
     PortsExhaustedError,
     count_ports,
+    default_port_range,
     describe_range,
     lease_port,
     parse_port_range,
@@ -51,6 +52,11 @@ def pytest_configure(config: pytest.Config) -> None:
     found = _settings.resolve(config, PORT_RANGE)
     config.stash[_range_key] = found.value
     config.stash[_range_source_key] = found.where
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    ports = session.config.stash[_range_key] or default_port_range()
+    get_run(session.config).report.plan("ports", f"range {describe_range(ports)}")
 
 
 @pytest.fixture

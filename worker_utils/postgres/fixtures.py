@@ -42,10 +42,14 @@ def worker_postgres_url(request: pytest.FixtureRequest) -> str:
     connections = max(100, 20 + _worker.get_worker_count() * postgres.CONNECTIONS_PER_WORKER)
     try:
         if servers.backend(request.config, "postgres") == "docker":
-            return servers.docker_url(request.config, "postgres", max_connections=connections)
-        return PostgresServer(connections).url(get_run(request.config).directory)
+            url = servers.docker_url(request.config, "postgres", max_connections=connections)
+        else:
+            url = PostgresServer(connections).url(get_run(request.config).directory)
     except ServerStartError as exc:
         error = str(exc)
+    else:
+        settings.embedded_url = url
+        return url
     _pg_fail(settings, error)
 
 
@@ -135,8 +139,17 @@ def worker_postgres_namespace(
         namespace.drop()
         _pg_fail(settings, exc)
     run.report.note("postgres", namespace.name)
+    run.report.note_server("postgres", worker_postgres_url, _origin(settings, worker_postgres_url))
     yield namespace
     namespace.drop()
+
+
+def _origin(settings: _PostgresSettings, url: str) -> str:
+    if url == settings.url:
+        return f"given by {settings.url_setting}"
+    if url == settings.embedded_url:
+        return "embedded"
+    return "given by the worker_postgres_url fixture"  # overridden by the project
 
 
 @pytest.fixture(scope="session")

@@ -122,6 +122,7 @@ class _PostgresSettings:
         url = _settings.resolve(config, URL)
         self.url: str | None = url.value
         self.url_setting: str = url.where
+        self.embedded_url: str | None = None  # the server this run started, once it has
         self.prefix: str = _settings.resolve(config, PREFIX).value
         self.mode: str = _settings.resolve(config, MODE).value
         self.reset: str = _settings.resolve(config, RESET).value
@@ -152,6 +153,12 @@ def pytest_configure(config: pytest.Config) -> None:
         get_run(config).set_env(server.BINDIR_VAR, str(bindir))
     if getattr(config, "workerinput", None) is None and settings.url:
         config.pluginmanager.register(_PostgresRunHooks(settings), "worker_utils.postgres")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    settings = session.config.stash[_pg_key]
+    run = get_run(session.config)
+    run.report.plan("postgres", postgres.worker_postgres_name(run.uid, prefix=settings.prefix))
 
 
 def _worker_count(config: pytest.Config) -> int:

@@ -193,7 +193,11 @@ def worker_redis_lease(
             teardown=wu_redis.release_abandoned,
             run_dir=get_run(request.config).directory,
         )
-    get_run(request.config).report.note("redis", lease.describe())
+    report = get_run(request.config).report
+    report.note("redis", lease.describe())
+    embedded = worker_redis_server_url == settings.embedded_url
+    origin = "embedded" if embedded else f"given by {setting}"
+    report.note_server("redis", worker_redis_server_url, origin)
     yield lease
     lease.release()
 

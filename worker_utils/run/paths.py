@@ -8,7 +8,7 @@ from pathlib import Path
 from worker_utils._worker import get_worker_id
 from worker_utils.run.coordination import current_run_dir
 
-__all__ = ["run_tmp_path", "worker_tmp_path"]
+__all__ = ["run_tmp_path", "worker_dir", "worker_tmp_path"]
 
 
 def run_tmp_path(env: Mapping[str, str] | None = None) -> Path:
@@ -26,6 +26,11 @@ def worker_tmp_path(env: Mapping[str, str] | None = None) -> Path:
 
     A worker that replaces a crashed one has a new id, and so a new directory.
     """
-    path = current_run_dir(env) / "workers" / get_worker_id(env)
+    path = worker_dir(env)
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
+
+
+def worker_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Return the path :func:`worker_tmp_path` returns, without creating it."""
+    return current_run_dir(env) / "workers" / get_worker_id(env)

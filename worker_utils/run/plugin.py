@@ -1,4 +1,4 @@
-"""Fixtures of the run: temp directories and ``run_once``."""
+"""Fixtures of the run: temp directories and ``run_once``; the setting of the run's summary."""
 
 from __future__ import annotations
 
@@ -8,10 +8,36 @@ from typing import Any, TypeVar
 
 import pytest
 
-from worker_utils._plugin import fail, get_run
+from worker_utils import _settings
+from worker_utils._plugin import fail, get_run, summary_key
 from worker_utils.run import coordination, paths
 
 T = TypeVar("T")
+
+SUMMARY_CHOICES = ("auto", "off", "short", "table")
+SUMMARY = _settings.Setting[str](
+    name="summary",
+    help="What the run prints at the end about each worker's resources and the servers "
+    "(auto: short with -v, nothing otherwise; table: a row per worker with every resource "
+    "it gets)",
+    accepted=_settings.one_of(SUMMARY_CHOICES),
+    parse=_settings.choice(SUMMARY_CHOICES),
+    default="auto",
+    metavar="FORM",
+)
+SETTINGS: list[_settings.Setting[Any]] = [SUMMARY]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    _settings.add_settings(parser, SETTINGS)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[summary_key] = _settings.resolve(config, SUMMARY).value
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    get_run(session.config).report.plan("tmp", str(paths.worker_dir()))
 
 
 @pytest.fixture(scope="session")

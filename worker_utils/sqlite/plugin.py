@@ -13,6 +13,7 @@ from worker_utils._plugin import fail, get_run
 from worker_utils.run import coordination, paths
 
 _RESET_CHOICES = ("auto", *sqlite.RESET_MODES)
+_FILE = "sqlite.db"
 
 PRAGMAS = _settings.Setting[sqlite.Pragmas](
     name="sqlite_pragmas",
@@ -48,6 +49,10 @@ _reset_key = pytest.StashKey[str]()
 def pytest_configure(config: pytest.Config) -> None:
     sqlite._set_pragmas(_settings.resolve(config, PRAGMAS).value)
     config.stash[_reset_key] = _settings.resolve(config, RESET).value
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    get_run(session.config).report.plan("sqlite", str(paths.worker_dir() / _FILE))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -92,7 +97,7 @@ def worker_sqlite_database(
             ),
             run_dir=run.directory,
         )
-        database = sqlite.WorkerDatabase(paths.worker_tmp_path() / "sqlite.db", template)
+        database = sqlite.WorkerDatabase(paths.worker_tmp_path() / _FILE, template)
     except (sqlite.SqliteError, coordination.RunOnceError) as exc:
         fail(exc)
     run.report.note("sqlite", str(database.path))
