@@ -24,6 +24,11 @@ from worker_utils.servers._process import ProcessId
 Records = Callable[[], list[dict[str, Any]]]
 
 
+# A readable run id, as a CI job gives one; this process's pid keeps it apart from
+# the same test in a concurrent run of this suite.
+JOB = os.getpid()
+
+
 def kill_run_when_ready(example: Example, record_dir: Path, *args: str) -> None:
     """Start the crash suite hanging in two workers, then SIGKILL the whole run."""
     directory = example.copy("crash", example.pytester.path / "killed")
@@ -75,10 +80,10 @@ def test_reap_drops_what_a_killed_run_left_and_nothing_else(
     example: Example, scratch_database: str, record_dir: Path, read_records: Records
 ) -> None:
     url = scratch_database
-    kill_run_when_ready(example, record_dir, "--testrunuid=ci-job-4711")
+    kill_run_when_ready(example, record_dir, f"--testrunuid=ci-job-{JOB}")
     left = sorted({r["schema"] for r in read_records()})
     # The run id given on the command line is readable in the names.
-    assert left == [f"{example.prefix}_ci_job_4711_gw0", f"{example.prefix}_ci_job_4711_gw1"]
+    assert left == [f"{example.prefix}_ci_job_{JOB}_gw0", f"{example.prefix}_ci_job_{JOB}_gw1"]
     assert schemas(example.prefix, url) == left
     wait_for_backends_to_exit(left, url)
     user_schema = f"{example.prefix}_gw0"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,10 @@ from typing import Any
 import pytest
 
 from tests.redis.conftest import Server
+
+# A readable run id, as a CI job gives one; this process's pid keeps it apart from
+# the same test in a concurrent run of this suite.
+JOB = os.getpid()
 
 FIXTURES = """
 import asyncio
@@ -96,12 +101,12 @@ def test_prefix_mode_cleans_only_the_workers_prefix(
         "2",
         "--worker-utils-redis-mode=prefix",
         f"--worker-utils-redis-url={redis_server.url}",
-        "--testrunuid=ci-job-4711",
+        f"--testrunuid=ci-job-{JOB}",
         "-v",
     )
     result.assert_outcomes(passed=2)
     # The run tag of the given run id, the same as in PostgreSQL names.
-    result.stdout.fnmatch_lines(["worker_utils: gw0: redis prefix wu:ci_job_4711:gw0: in db 0"])
+    result.stdout.fnmatch_lines([f"worker_utils: gw0: redis prefix wu:ci_job_{JOB}:gw0: in db 0"])
     assert redis_server.keys_by_db() == {0: [b"theirs", b"wu:someone-elses-run:gw0:a"]}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from worker_utils._util import wait_until
 from worker_utils.postgres._dsn import connect
 from worker_utils.postgres._names import parse_record, template_name
 from worker_utils.postgres._namespace import WorkerNamespace, kind_of
@@ -58,4 +59,10 @@ def drop_template(value: Mapping[str, Any]) -> None:
         row = kind_of(value["kind"]).comment(conn, value["name"])
         owner = parse_record(row[0] if row else None, value["kind"], value["name"])
         if owner is not None:
-            drop_if_unlocked(conn, conn, owner, dry_run=False)
+            # The builder has exited, but the server may not have ended its backend yet,
+            # whose session still holds the owner's lock: give it a few seconds.
+            wait_until(
+                lambda: drop_if_unlocked(conn, conn, owner, dry_run=False) is None or None,
+                timeout=5.0,
+                interval=0.05,
+            )
