@@ -12,6 +12,7 @@ The modules, in the order a namespace meets them:
 
 - ``_names``: names, ownership records, lock keys.
 - ``_dsn``: importing psycopg, connection strings, connecting.
+- ``_urls``: a worker's own URL, and its form for other drivers (no psycopg).
 - ``_preflight``: the check of a configured server before the run.
 - ``_namespace``: :class:`WorkerNamespace` and its two kinds, schema and database.
 - ``_clone`` and ``_template``: the run's template, built once and copied per worker.
@@ -43,14 +44,17 @@ from worker_utils.postgres._namespace import (
 from worker_utils.postgres._preflight import CONNECTIONS_PER_WORKER, preflight
 from worker_utils.postgres._reap import ReapResult, reap
 from worker_utils.postgres._template import build_template, drop_template
+from worker_utils.postgres._urls import DRIVERS, DriverURL, render_url, worker_url
 
 __all__ = [
     "CONNECTIONS_PER_WORKER",
     "DEFAULT_PREFIX",
+    "DRIVERS",
     "KINDS",
     "RESET_MODES",
     "URL_VAR",
     "AsyncConnector",
+    "DriverURL",
     "NamespaceNotOursError",
     "PostgresError",
     "ReapResult",
@@ -63,6 +67,8 @@ __all__ = [
     "namespace_dsn",
     "preflight",
     "reap",
+    "render_url",
     "template_name",
     "worker_postgres_name",
+    "worker_url",
 ]

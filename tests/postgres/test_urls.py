@@ -1,0 +1,82 @@
+"""A worker's own URL, computed from the server's: pure string work, then used by real drivers."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker_utils.postgres import render_url, worker_url
+
+SERVER = "postgresql://postgres@127.0.0.1:5432/test"  # noqa: WU202 a string, never connected
+
+
+def test_schema_mode_keeps_the_database_and_sets_the_search_path_in_options() -> None:
+    assert worker_url(SERVER, "test_worker_ab12_gw0", "schema") == (
+        "postgresql://postgres@127.0.0.1:5432/test"
+        "?options=-csearch_path%3Dtest_worker_ab12_gw0%2Cpublic"
+    )
+
+
+def test_database_mode_names_the_workers_database() -> None:
+    assert worker_url(SERVER + "?dbname=other", "test_worker_ab12_gw0", "database") == (
+        "postgresql://postgres@127.0.0.1:5432/test_worker_ab12_gw0"
+    )
+
+
+def test_the_application_name_lock_timeout_and_the_servers_own_options_are_kept() -> None:
+    url = worker_url(
+        SERVER + "?sslmode=disable&options=-cwork_mem%3D8MB",
+        "ns",
+        "schema",
+        application_name="ns",
+        extension_schema="ext",
+        lock_timeout="5s",
+    )
+    assert url == (
+        "postgresql://postgres@127.0.0.1:5432/test?sslmode=disable&application_name=ns"
+        "&options=-cwork_mem%3D8MB%20-csearch_path%3Dns%2Cext%20-clock_timeout%3D5s"
+    )
+
+
+def test_a_lock_timeout_of_zero_leaves_the_servers() -> None:
+    assert "lock_timeout" not in worker_url(SERVER, "ns", "schema", lock_timeout="0")
+
+
+def test_a_conninfo_string_becomes_a_url() -> None:
+    assert worker_url("host=127.0.0.1 port=5432 user=postgres dbname=test", "ns", "database") == (
+        "postgresql://postgres@127.0.0.1:5432/ns"
+    )
+    assert worker_url("host=/run/postgresql dbname=test", "ns", "schema") == (
+        "postgresql:///test?host=%2Frun%2Fpostgresql&options=-csearch_path%3Dns%2Cpublic"
+    )
+
+
+def test_an_unknown_kind_names_the_setting() -> None:
+    with pytest.raises(ValueError) as info:
+        worker_url(SERVER, "ns", "table")
+    assert str(info.value) == (
+        "worker_utils_postgres_mode: found 'table'; use one of schema, database"
+    )
+
+
+def test_asyncpg_gets_the_options_as_server_settings() -> None:
+    url = worker_url(SERVER, "ns", "schema", application_name="ns", lock_timeout="5s")
+    assert render_url(url, driver="asyncpg") == (
+        SERVER,
+        {"search_path": "ns,public", "lock_timeout": "5s", "application_name": "ns"},
+    )
+    assert render_url(url, driver="sqlalchemy+asyncpg").url == (
+        "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+    )
+    assert render_url(url, driver="sqlalchemy").url == url.replace(
+        "postgresql://", "postgresql+psycopg://"
+    )
+    assert render_url(url) == (url, {})
+
+
+def test_an_unknown_driver_is_named() -> None:
+    with pytest.raises(ValueError) as info:
+        render_url(SERVER, driver="pg8000")
+    assert str(info.value) == (
+        "render_url: driver 'pg8000'; use one of libpq, psycopg, psycopg2, sqlalchemy, "
+        "asyncpg, sqlalchemy+asyncpg"
+    )
