@@ -29,13 +29,13 @@ USES_BOTH = (
     + """
 import worker_utils
 
-def _use(worker_postgres, worker_redis, worker_postgres_url, worker_redis_server_url):
+def _use(worker_postgres, worker_redis, worker_postgres_server_url, worker_redis_server_url):
     worker_postgres.execute("CREATE TABLE t (x int)")
     worker_redis.set("k", "v")
     record(
         run=worker_utils.get_testrun_uid(),
         worker=worker_utils.get_worker_id(),
-        postgres=worker_postgres_url,
+        postgres=worker_postgres_server_url,
         redis=worker_redis_server_url,
         fsync=worker_postgres.execute("SHOW fsync").fetchone()[0],
         appendonly=worker_redis.config_get("appendonly")["appendonly"],
@@ -43,9 +43,9 @@ def _use(worker_postgres, worker_redis, worker_postgres_url, worker_redis_server
     )
 """
     + "".join(
-        f"\ndef test_{i}(worker_postgres, worker_redis, worker_postgres_url, "
+        f"\ndef test_{i}(worker_postgres, worker_redis, worker_postgres_server_url, "
         f"worker_redis_server_url):\n"
-        f"    _use(worker_postgres, worker_redis, worker_postgres_url, worker_redis_server_url)\n"
+        f"    _use(worker_postgres, worker_redis, worker_postgres_server_url, worker_redis_server_url)\n"
         for i in range(8)
     )
 )
@@ -55,7 +55,7 @@ SLEEPS = (
     + """
 import time, worker_utils
 
-def test_sleeps(worker_postgres_url, worker_redis_server_url):
+def test_sleeps(worker_postgres_server_url, worker_redis_server_url):
     record(run=worker_utils.get_testrun_uid())
     time.sleep(120)
 """
@@ -107,7 +107,7 @@ def test_two_concurrent_runs_at_n4_each_get_exactly_one_container_per_server(
 
 def test_the_summary_names_the_containers_in_use(inner: Inner) -> None:
     inner.pytester.makepyfile(
-        test_one="def test_one(worker_redis_server_url, worker_postgres_url): pass"
+        test_one="def test_one(worker_redis_server_url, worker_postgres_server_url): pass"
     )
     code, output = inner.run("-n", "2", "--testrunuid", "5ab1e0000000000000000000000000aa")
     assert code == 0, output

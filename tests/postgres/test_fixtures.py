@@ -21,8 +21,8 @@ def app_connection(worker_postgres_namespace):
     conn.close()
 
 
-def test_the_url_is_the_configured_server(worker_postgres_url):
-    assert worker_postgres_url == {url!r}
+def test_the_server_url_is_the_configured_server(worker_postgres_server_url):
+    assert worker_postgres_server_url == {url!r}
 
 
 @pytest.mark.parametrize("n", range(4))

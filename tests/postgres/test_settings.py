@@ -157,8 +157,8 @@ def test_the_bindir_option_starts_the_embedded_server_from_that_directory(
     for name in ("pg_ctl", "postgres"):
         (mine / name).symlink_to(real / name)
     given.pytester.makepyfile(
-        "def test_it(worker_postgres_url):\n"
-        "    assert worker_postgres_url.startswith('postgresql://postgres@127.0.0.1:')\n"
+        "def test_it(worker_postgres_server_url):\n"
+        "    assert worker_postgres_server_url.startswith('postgresql://postgres@127.0.0.1:')\n"
     )
     result = given.pytester.runpytest_subprocess(
         "-n", "2", "-p", "no:randomly", f"{BINDIR.option}={mine}"

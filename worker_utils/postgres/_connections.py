@@ -39,12 +39,16 @@ class SharedConnection:
         self._conn: FixtureConnection | None = None
         self._begun = False  # a BEGIN sent ahead, with the previous test's ROLLBACK
         self._pending = False  # ... whose results are still to be read
+        #: The backend pid of the connection, once opened.
+        self.pid: int | None = None
 
     def _open(self) -> FixtureConnection:
         from worker_utils.postgres._fixture_connection import FixtureConnection
 
         conn = FixtureConnection.connect(self.namespace.dsn, connect_timeout=CONNECT_TIMEOUT)
         self._begun = False
+        self.pid = conn.pgconn.backend_pid
+        self.namespace.own_pids.add(self.pid)  # a reset never ends it
         return conn
 
     def begin(self, *, transaction: bool) -> FixtureConnection:
@@ -125,6 +129,7 @@ class SharedConnection:
     def close(self) -> None:
         """Close the connection, if open."""
         self._pending = self._begun = False
+        self.namespace.own_pids.discard(self.pid or 0)
         if self._conn is not None:
             self._conn.close()
             self._conn = None

@@ -36,12 +36,14 @@ def namespace_dsn(
     dbname: str | None = None,
     search_path: Sequence[str] = (),
     application_name: str | None = None,
+    lock_timeout: str | None = None,
 ) -> str:
     """Return a libpq connection string for ``url`` that lands in a given database and schema.
 
-    The search path travels as ``options=-csearch_path=...``, so every client
-    that opens its own connection with this string (an ORM, a pool, a
-    subprocess) is isolated too; options already in ``url`` are kept.
+    The search path (and a ``lock_timeout`` other than ``"0"``) travels as
+    ``options=-csearch_path=...``, so every client that opens its own
+    connection with this string (an ORM, a pool, a subprocess) is isolated
+    too; options already in ``url`` are kept.
     """
     conninfo = psycopg_module().conninfo
     params: dict[str, Any] = {}
@@ -49,10 +51,14 @@ def namespace_dsn(
         params["dbname"] = dbname
     if application_name is not None:
         params["application_name"] = application_name
+    options = [str(conninfo.conninfo_to_dict(url).get("options") or "")]
+    # Names are validated identifiers: no spaces, commas or quotes to escape.
     if search_path:
-        existing = conninfo.conninfo_to_dict(url).get("options") or ""
-        # Names are validated identifiers: no spaces, commas or quotes to escape.
-        params["options"] = f"{existing} -csearch_path={','.join(search_path)}".strip()
+        options.append(f"-csearch_path={','.join(search_path)}")
+    if lock_timeout and lock_timeout not in ("0", "0s", "0ms"):
+        options.append(f"-clock_timeout={lock_timeout}")
+    if len(options) > 1:
+        params["options"] = " ".join(option for option in options if option)
     return str(conninfo.make_conninfo(url, **params))
 
 

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from worker_utils.postgres._clone import clone_schema, unclonable
 from worker_utils.postgres._dsn import connect, first_line, namespace_dsn, psycopg_module
 from worker_utils.postgres._errors import NamespaceNotOursError, PostgresError
 from worker_utils.postgres._names import lock_key, parse_record, record
 from worker_utils.postgres._reset import ResetError, Resetter
+from worker_utils.postgres._urls import worker_url
 
 if TYPE_CHECKING:
     import psycopg
@@ -29,6 +31,7 @@ __all__ = [
     "KINDS",
     "RESET_MODES",
     "DatabaseKind",
+    "EndedBackend",
     "NamespaceKind",
     "SchemaKind",
     "WorkerNamespace",
@@ -39,6 +42,15 @@ __all__ = [
 #: How a test's changes are undone: see :meth:`WorkerNamespace.reset`.
 RESET_MODES = ("transaction", "delete", "truncate", "none")
 _LOCK_TIMEOUT = "2s"
+
+
+class EndedBackend(NamedTuple):
+    """A connection a reset ended because it held a lock in the namespace."""
+
+    pid: int
+    application_name: str
+    #: When its open transaction began, in seconds since the epoch by the local clock.
+    began: float | None
 
 
 class NamespaceKind(ABC):
@@ -92,9 +104,21 @@ class NamespaceKind(ABC):
     def drop(self, conn: psycopg.Connection[Any], name: str) -> None:
         """Drop namespace ``name``, ending whatever holds locks on it rather than waiting."""
 
-    @abstractmethod
-    def terminate_lockers(self, conn: psycopg.Connection[Any], name: str) -> None:
-        """End other backends that use namespace ``name``, so that no drop or reset waits."""
+    #: A query for the backends that may hold locks in the namespace named
+    #: ``%(name)s``, other than those in ``%(own)s``: pid, application name and
+    #: the start of their transaction.
+    lockers_sql: ClassVar[str]
+
+    def terminate_lockers(
+        self, conn: psycopg.Connection[Any], name: str, own: Sequence[int] = ()
+    ) -> list[tuple[int, str, float | None]]:
+        """End the backends that hold locks in namespace ``name`` (not ``own``); return them."""
+        with contextlib.suppress(psycopg_module().Error):
+            rows = conn.execute(self.lockers_sql, {"name": name, "own": list(own)}).fetchall()
+            for pid, *_ in rows:
+                conn.execute("SELECT pg_terminate_backend(%s)", [pid])
+            return [(pid, app or "", began) for pid, app, began in rows]
+        return []
 
     @abstractmethod
     def resetter(self, name: str) -> Resetter:
@@ -176,21 +200,16 @@ class SchemaKind(NamespaceKind):
                 # An idle-in-transaction connection the test leaked: end it, then retry.
                 self.terminate_lockers(conn, name)
 
-    def terminate_lockers(self, conn: psycopg.Connection[Any], name: str) -> None:
-        with contextlib.suppress(psycopg_module().Error):
-            conn.execute(
-                """
-                SELECT pg_terminate_backend(pid) FROM (
-                    SELECT a.pid FROM pg_stat_activity a
-                    WHERE a.application_name = %(name)s AND a.pid <> pg_backend_pid()
-                    UNION
-                    SELECT l.pid FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
-                    WHERE c.relnamespace = to_regnamespace(%(name)s)
-                      AND l.pid <> pg_backend_pid()
-                ) AS lockers
-                """,
-                {"name": name},
-            )
+    # An idle connection (not in a transaction) holds no lock: pools stay connected.
+    lockers_sql = """
+        SELECT a.pid, a.application_name, extract(epoch FROM a.xact_start)::float8
+        FROM pg_stat_activity a
+        WHERE a.pid <> pg_backend_pid() AND a.pid <> ALL(%(own)s::int[])
+          AND a.state IS DISTINCT FROM 'idle' AND a.backend_type = 'client backend'
+          AND (a.application_name = %(name)s OR a.pid IN (
+              SELECT l.pid FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+              WHERE c.relnamespace = to_regnamespace(%(name)s)))
+        """
 
     def resetter(self, name: str) -> Resetter:
         return Resetter(lambda _: [name], database=False)
@@ -261,13 +280,12 @@ class DatabaseKind(NamespaceKind):
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
 
-    def terminate_lockers(self, conn: psycopg.Connection[Any], name: str) -> None:
-        with contextlib.suppress(psycopg_module().Error):
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid()",
-                [name],
-            )
+    lockers_sql = """
+        SELECT pid, application_name, extract(epoch FROM xact_start)::float8
+        FROM pg_stat_activity
+        WHERE datname = %(name)s AND pid <> pg_backend_pid() AND pid <> ALL(%(own)s::int[])
+          AND state IS DISTINCT FROM 'idle' AND backend_type = 'client backend'
+        """
 
     def resetter(self, name: str) -> Resetter:
         return Resetter(_user_schemas, database=True)
@@ -283,6 +301,22 @@ class DatabaseKind(NamespaceKind):
             f'{setting}: role "{user}" may not create databases; ALTER ROLE "{user}" CREATEDB, '
             f"or set worker_utils_postgres_mode = schema"
         )
+
+
+def sql_holders(lockers_sql: str) -> str:
+    """Narrow a kind's lockers query to the connections that wait for nothing and hold a
+    lock another connection may wait for: a table's, or their own transaction id (a write)."""
+    return f"""
+        SELECT * FROM ({lockers_sql}) AS lockers(pid, app, began)
+        WHERE pid IN (
+            SELECT a.pid FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid AND l.granted
+            WHERE a.state = 'idle in transaction'
+              AND (l.locktype = 'transactionid'
+                   OR (l.locktype = 'relation' AND l.database = (
+                       SELECT oid FROM pg_database WHERE datname = current_database())))
+        )
+        ORDER BY began
+        """
 
 
 def _user_schemas(conn: psycopg.Connection[Any]) -> list[str]:
@@ -340,6 +374,13 @@ class WorkerNamespace:
     extension_schema: str = "public"
     #: Extensions to create in each new namespace, unless :attr:`extensions_per_run`.
     extensions: Sequence[str] = ()
+    #: ``lock_timeout`` of the connections made from :attr:`dsn` and
+    #: :attr:`worker_url` (``"5s"``); ``"0"`` or None leaves the server's.
+    lock_timeout: str | None = None
+    #: Backend pids of connections the fixtures hold open: never ended by a reset.
+    own_pids: set[int] = field(default_factory=set, repr=False)
+    #: The server's clock minus the local clock, in seconds, measured at :meth:`create`.
+    clock_offset: float = field(default=0.0, repr=False)
     _keeper: psycopg.Connection[Any] | None = field(default=None, repr=False)
     _admin: psycopg.Connection[Any] | None = field(default=None, repr=False)
     _resetter: Resetter | None = field(default=None, repr=False)
@@ -377,6 +418,19 @@ class WorkerNamespace:
             dbname=self._kind.dbname(self.name),
             search_path=self.search_path,
             application_name=self.name,
+            lock_timeout=self.lock_timeout,
+        )
+
+    @property
+    def worker_url(self) -> str:
+        """The ``postgresql://`` URL whose connections land in it: see :func:`worker_url`."""
+        return worker_url(
+            self.url,
+            self.name,
+            self.kind,
+            application_name=self.name,
+            extension_schema=self.extension_schema,
+            lock_timeout=self.lock_timeout,
         )
 
     @property
@@ -416,7 +470,11 @@ class WorkerNamespace:
             keeper.execute(
                 "SELECT pg_advisory_lock_shared(%s)", [lock_key(self.kind, template["name"])]
             )
-        current_db = keeper.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+        before = time.time()
+        current_db, server_now = keeper.execute(
+            "SELECT current_database(), extract(epoch FROM clock_timestamp())::float8"
+        ).fetchone()  # type: ignore[misc]
+        self.clock_offset = server_now - (before + time.time()) / 2
         existing = self._kind.comment(keeper, self.name)
         if existing is not None:
             if parse_record(existing[0], self.kind, self.name) is None:
@@ -450,7 +508,7 @@ class WorkerNamespace:
         """
         self._reset_state().snapshot(self._require_admin())
 
-    def reset(self, mode: str) -> None:
+    def reset(self, mode: str) -> list[EndedBackend]:
         """Undo what tests stored in the namespace.
 
         ``delete`` empties the tables that hold rows and sets their sequences
@@ -458,27 +516,68 @@ class WorkerNamespace:
         that held rows at :meth:`snapshot`. ``transaction`` and ``none`` do
         nothing here (the test connection's rollback undoes a ``transaction`` test).
 
+        Returns:
+            The connections that held a lock the reset needed (left open in a
+            transaction by a test), which it ended.
+
         Raises:
             PostgresError: The namespace could not be brought back (a row outside
                 it refers to a row inside, say); the message has the server's words.
         """
         if mode not in ("delete", "truncate"):
-            return
+            return []
         psycopg = psycopg_module()
         admin = self._require_admin()
         resetter = self._reset_state()
+        ended: list[EndedBackend] = []
         try:
             try:
                 resetter.reset(admin, mode)
             except psycopg.errors.LockNotAvailable:
                 # A connection the test left idle in a transaction holds a lock.
-                self._kind.terminate_lockers(admin, self.name)
+                for pid, app, began in self._kind.terminate_lockers(
+                    admin, self.name, sorted(self.own_pids)
+                ):
+                    local = None if began is None else began - self.clock_offset
+                    ended.append(EndedBackend(pid, app, local))
                 resetter.reset(admin, mode)
         except ResetError as exc:
             raise PostgresError(
                 f"worker_postgres: the {mode} reset of {self.kind} {self.name!r} failed: {exc}"
             ) from exc
         self.sequences_advanced = False
+        return ended
+
+    def prepare(self) -> None:
+        """Read the reset plan now: extensions found later are reported as the tests'."""
+        self._reset_state().prepare(self._require_admin())
+
+    def lock_holders(self) -> list[tuple[int, float | None]]:
+        """Connections idle in a transaction that hold locks in the namespace.
+
+        Each as its pid and when its transaction began (local clock), oldest
+        first: what a connection that ran out of ``lock_timeout`` waited for.
+        """
+        psycopg = psycopg_module()
+        try:
+            rows = (
+                self._require_admin()
+                .execute(
+                    sql_holders(self._kind.lockers_sql),
+                    {"name": self.name, "own": []},
+                )
+                .fetchall()
+            )
+        except psycopg.Error as exc:
+            raise PostgresError(f"worker_postgres: {first_line(exc)}") from None
+        return [
+            (pid, None if began is None else began - self.clock_offset) for pid, _, began in rows
+        ]
+
+    def extensions_created(self) -> list[str]:
+        """Extensions in the namespace's schemas other than :attr:`extensions`, as of the last
+        read of its reset plan (a reset after the namespace changed reads it)."""
+        return [name for name in self._reset_state().extensions if name not in self.extensions]
 
     def template_facts(self) -> tuple[str | None, bool]:
         """For a template: why it cannot be copied (None if it can), and whether it holds rows."""

@@ -103,6 +103,10 @@ WHERE contype = 'f' AND conrelid = ANY(%(tables)s) AND confrelid = ANY(%(tables)
   AND conrelid <> confrelid
 """
 
+_EXTENSIONS = """
+SELECT extname FROM pg_extension WHERE extnamespace = ANY(%(nsp)s) ORDER BY extname
+"""
+
 _COLUMNS = """
 SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute
 WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
@@ -127,6 +131,14 @@ class Resetter:
         self._seeds: dict[int, _Seed] = {}
         self._seed_sequences: dict[int, int | None] = {}
         self._references: list[tuple[int, int]] = []
+        self._baseline_extensions: set[str] | None = None
+        #: Extensions in the namespace that were not there at its first plan.
+        self.extensions: list[str] = []
+
+    def prepare(self, conn: psycopg.Connection[Any]) -> None:
+        """Read the plan now, if not yet read: what the namespace holds is its baseline."""
+        if self._plan is None:
+            self._plan = self._read(conn)
 
     def holds_rows(self, conn: psycopg.Connection[Any]) -> bool:
         """Return True if any table of the namespace holds a row."""
@@ -230,6 +242,10 @@ class Resetter:
             )
         ]
         tables = [_Table(*row) for row in conn.execute(_TABLES, {"nsp": nsp})]
+        extensions = [row[0] for row in conn.execute(_EXTENSIONS, {"nsp": nsp})]
+        if self._baseline_extensions is None:
+            self._baseline_extensions = set(extensions)
+        self.extensions = [e for e in extensions if e not in self._baseline_extensions]
         oids = [t.oid for t in tables]
         rows = conn.execute(_SEQUENCES, {"tables": oids}).fetchall() if oids else []
         starts = {oid: start for oid, start, _ in rows}

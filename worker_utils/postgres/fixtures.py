@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,19 +14,22 @@ from worker_utils._plugin import get_run
 from worker_utils.postgres.plugin import (
     _PG_MARKER,
     _PG_RESET_CHOICES,
+    WorkerUtilsPostgresWarning,
     _pg_fail,
-    _pg_key,
     _pg_settings,
     _PostgresSettings,
+    _PostgresWorker,
+    _worker_key,
 )
 from worker_utils.run import coordination
 
 
 @pytest.fixture(scope="session")
-def worker_postgres_url(request: pytest.FixtureRequest) -> str:
-    """The PostgreSQL server of this run: the configured URL, else a server started for it.
+def worker_postgres_server_url(request: pytest.FixtureRequest) -> str:
+    """The PostgreSQL server of this run, shared by every worker: not isolated.
 
-    Configured by ``--worker-utils-postgres-url``, ``$WORKER_UTILS_POSTGRES_URL``
+    Override it in a conftest to use a server of your own. Configured by
+    ``--worker-utils-postgres-url``, ``$WORKER_UTILS_POSTGRES_URL``
     or the ``worker_utils_postgres_url`` ini option, in that order. Without any,
     one throwaway server is started for the whole run, from the local PostgreSQL
     binaries or, with ``--worker-utils-servers=docker``, as a container, and
@@ -75,7 +79,7 @@ def worker_postgres_setup() -> Callable[[Any], object] | None:
 @pytest.fixture(scope="session")
 def worker_postgres_namespace(
     request: pytest.FixtureRequest,
-    worker_postgres_url: str,
+    worker_postgres_server_url: str,
     worker_postgres_setup: Callable[[Any], object] | None,
 ) -> Iterator[postgres.WorkerNamespace]:
     """This worker's schema (or database), created for the session and dropped after it.
@@ -89,12 +93,13 @@ def worker_postgres_namespace(
     settings = _pg_settings(request)
     run = get_run(request.config)
     namespace = postgres.WorkerNamespace(
-        worker_postgres_url,
+        worker_postgres_server_url,
         postgres.worker_postgres_name(run.uid, prefix=settings.prefix),
         run.uid,
         kind=settings.mode,
         extension_schema=settings.extension_schema,
         extensions=settings.extensions,
+        lock_timeout=settings.lock_timeout,
     )
     try:
         if settings.extensions and namespace.extensions_per_run:
@@ -102,7 +107,7 @@ def worker_postgres_namespace(
                 "worker-utils-postgres-extensions",
                 functools.partial(
                     postgres.create_extensions,
-                    worker_postgres_url,
+                    worker_postgres_server_url,
                     settings.extensions,
                     settings.extension_schema,
                 ),
@@ -116,7 +121,7 @@ def worker_postgres_namespace(
                 "worker-utils-postgres-template",
                 functools.partial(
                     postgres.build_template,
-                    worker_postgres_url,
+                    worker_postgres_server_url,
                     run.uid,
                     settings.prefix,
                     settings.mode,
@@ -135,13 +140,38 @@ def worker_postgres_namespace(
             namespace.snapshot()  # the setup's rows survive delete and truncate resets
         elif namespace.seeded:
             namespace.snapshot()
+        namespace.prepare()
     except (postgres.PostgresError, coordination.RunOnceError) as exc:
         namespace.drop()
         _pg_fail(settings, exc)
     run.report.note("postgres", namespace.name)
-    run.report.note_server("postgres", worker_postgres_url, _origin(settings, worker_postgres_url))
-    yield namespace
-    namespace.drop()
+    run.report.note_server(
+        "postgres", worker_postgres_server_url, _origin(settings, worker_postgres_server_url)
+    )
+    # From now on every test of this worker is reset, whatever fixtures it asked for.
+    request.config.stash[_worker_key] = _PostgresWorker(namespace, settings)
+    try:
+        yield namespace
+    finally:
+        del request.config.stash[_worker_key]
+        namespace.drop()
+
+
+@pytest.fixture(scope="session")
+def worker_postgres_url(worker_postgres_namespace: postgres.WorkerNamespace) -> str:
+    """The worker's own URL: ``postgresql://`` to its database, its schema first in the search path.
+
+    Give it as it is to psycopg, psycopg2, SQLAlchemy (``create_engine(url)``;
+    ``postgresql+psycopg://`` with ``render_url(url, "sqlalchemy")``) or any
+    libpq client; the search path, ``lock_timeout`` and ``application_name``
+    travel in its ``options`` query parameter. asyncpg reads no ``options``:
+    ``worker_utils.postgres.render_url(url, driver="asyncpg")`` gives them as
+    ``server_settings``. Session-scoped, so an engine or pool built once per
+    worker may use it; each test's changes are undone all the same (reset
+    ``delete`` unless the test uses ``worker_postgres`` alone). The server
+    itself is ``worker_postgres_server_url``.
+    """
+    return worker_postgres_namespace.worker_url
 
 
 def _origin(settings: _PostgresSettings, url: str) -> str:
@@ -149,7 +179,7 @@ def _origin(settings: _PostgresSettings, url: str) -> str:
         return f"given by {settings.url_setting}"
     if url == settings.embedded_url:
         return "embedded"
-    return "given by the worker_postgres_url fixture"  # overridden by the project
+    return "given by the worker_postgres_server_url fixture"  # overridden by the project
 
 
 @pytest.fixture(scope="session")
@@ -163,6 +193,8 @@ def worker_postgres_schema(worker_postgres_namespace: postgres.WorkerNamespace) 
 
 class _PostgresReset:
     """How the current test's changes are undone; set from the marker, the ini option or auto."""
+
+    __slots__ = ("leaked", "mode")
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
@@ -188,23 +220,35 @@ def _reset_mode(request: pytest.FixtureRequest, settings: _PostgresSettings) -> 
                 f"{', '.join(_PG_RESET_CHOICES)}",
                 pytrace=False,
             )
-    if mode == "auto":
-        # Connections the application opens from the DSN commit for real: only a
-        # test that keeps to the fixture's own connections can be rolled back.
+    if mode in ("auto", "transaction"):
+        # Connections the application opens from the URL or DSN commit for real:
+        # only a test that keeps to the fixture's own connections can be rolled back.
         names = request.fixturenames
         own = "worker_postgres" in names or "worker_postgres_async" in names
-        return "transaction" if own and "worker_postgres_dsn" not in names else "delete"
+        apart = "worker_postgres_url" in names or "worker_postgres_dsn" in names
+        if not own or (mode == "auto" and apart):
+            return "delete"
+        return "transaction"
     return mode
 
 
-@pytest.fixture
-def _worker_postgres_reset(
-    request: pytest.FixtureRequest, worker_postgres_namespace: postgres.WorkerNamespace
-) -> Iterator[_PostgresReset]:
-    state = _PostgresReset(_reset_mode(request, request.config.stash[_pg_key]))
-    _before_test(worker_postgres_namespace, state)
+@pytest.fixture(autouse=True)
+def _worker_postgres_reset(request: pytest.FixtureRequest) -> Iterator[_PostgresReset | None]:
+    # Autouse: once this worker's namespace exists, a test that asked for no
+    # PostgreSQL fixture (its application uses an engine built in a session
+    # fixture) is reset too. Until then it does nothing.
+    worker = request.config.stash.get(_worker_key, None)
+    if worker is None:
+        yield None
+        worker = request.config.stash.get(_worker_key, None)
+        if worker is not None:  # made during the test, by getfixturevalue
+            _after_test(worker, _PostgresReset("delete"), request.node.nodeid)
+        return
+    state = _PostgresReset(_reset_mode(request, worker.settings))
+    worker.started(request.node.nodeid)
+    _before_test(worker.namespace, state)
     yield state
-    _after_test(worker_postgres_namespace, state)
+    _after_test(worker, state, request.node.nodeid)
 
 
 def _before_test(namespace: postgres.WorkerNamespace, state: _PostgresReset) -> None:
@@ -212,41 +256,63 @@ def _before_test(namespace: postgres.WorkerNamespace, state: _PostgresReset) -> 
         namespace.reset(state.mode)  # a rolled-back test moved sequences on
 
 
-def _after_test(namespace: postgres.WorkerNamespace, state: _PostgresReset) -> None:
-    if state.mode in ("delete", "truncate"):
-        namespace.reset(state.mode)
-    elif state.leaked:
-        namespace.reset("delete")
+def _after_test(worker: _PostgresWorker, state: _PostgresReset, nodeid: str) -> None:
+    namespace = worker.namespace
+    if state.mode in ("delete", "truncate") or state.leaked:
+        ended = namespace.reset(state.mode if state.mode in ("delete", "truncate") else "delete")
+        for backend in ended:
+            warnings.warn(
+                WorkerUtilsPostgresWarning(
+                    f"worker_postgres: {worker.test_at(backend.began)} left a connection open "
+                    f"in a transaction (pid {backend.pid}, application_name "
+                    f"{backend.application_name!r}) holding a lock in {namespace.kind} "
+                    f"{namespace.name}; the reset ended it: commit or close the connections "
+                    f"a test opens before it ends"
+                ),
+                stacklevel=1,
+            )
+        for name in namespace.extensions_created():
+            if name not in worker.reported:
+                worker.reported.add(name)
+                warnings.warn(
+                    WorkerUtilsPostgresWarning(
+                        f"worker_postgres: {nodeid} created extension {name!r} in "
+                        f"{namespace.kind} {namespace.name}, which other workers do not see "
+                        f"and which goes with it; add {name} to worker_utils_postgres_extensions "
+                        f"to create it once for every worker"
+                    ),
+                    stacklevel=1,
+                )
     elif state.mode == "transaction":
         namespace.sequences_advanced = True
 
 
-@pytest.fixture
-def worker_postgres_dsn(
-    worker_postgres_namespace: postgres.WorkerNamespace, _worker_postgres_reset: _PostgresReset
-) -> str:
-    """A libpq connection string whose connections land in this worker's schema.
+@pytest.fixture(scope="session")
+def worker_postgres_dsn(worker_postgres_namespace: postgres.WorkerNamespace) -> str:
+    """``worker_postgres_url`` as a libpq ``key=value`` connection string.
 
     The search path travels in ``options=-csearch_path=<schema>,public``, so
     application code that opens its own connections (an ORM engine, a pool) is
-    isolated too. The test's rows are deleted after it (reset ``delete``) unless
-    the ``worker_postgres`` marker or ``worker_utils_postgres_reset`` says otherwise.
+    isolated too. Session-scoped; the test's rows are deleted after it (reset
+    ``delete``) unless the ``worker_postgres`` marker or
+    ``worker_utils_postgres_reset`` says otherwise.
     """
     return worker_postgres_namespace.dsn
 
 
 @pytest.fixture(scope="session")
 def _worker_postgres_connection(
-    worker_postgres_namespace: postgres.WorkerNamespace,
+    request: pytest.FixtureRequest, worker_postgres_namespace: postgres.WorkerNamespace
 ) -> Iterator[postgres.SharedConnection]:
     connection = postgres.SharedConnection(worker_postgres_namespace)
+    request.config.stash[_worker_key].shared = connection
     yield connection
     connection.close()
 
 
 @pytest.fixture
 def worker_postgres(
-    request: pytest.FixtureRequest, _worker_postgres_connection: postgres.SharedConnection
+    _worker_postgres_connection: postgres.SharedConnection, _worker_postgres_reset: _PostgresReset
 ) -> Iterator[Any]:
     """A psycopg connection in this worker's schema; by default the test runs in a transaction.
 
@@ -258,21 +324,11 @@ def worker_postgres(
     (``@pytest.mark.worker_postgres(reset="delete")``) the connection is a plain
     one and the test may commit.
     """
-    shared = _worker_postgres_connection
-    # Alone, this fixture does the reset itself: one fixture less per test. With
-    # worker_postgres_dsn or the async twin, the shared reset fixture does it.
-    alone = "_worker_postgres_reset" not in request.fixturenames
-    if alone:
-        state = _PostgresReset(_reset_mode(request, request.config.stash[_pg_key]))
-        _before_test(shared.namespace, state)
-    else:
-        state = request.getfixturevalue("_worker_postgres_reset")
+    shared, state = _worker_postgres_connection, _worker_postgres_reset
     transaction = state.mode == "transaction"
     conn = shared.begin(transaction=transaction)
     yield conn
     state.leaked = shared.end(transaction=transaction) or state.leaked
-    if alone:
-        _after_test(shared.namespace, state)
 
 
 @pytest.fixture

@@ -6,8 +6,12 @@ psycopg is imported only when a PostgreSQL fixture is used.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
+import re
+import time
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -40,9 +44,17 @@ def _bindir(text: str) -> Path:
         raise ValueError from None
 
 
+def _duration(text: str) -> str:
+    match = re.fullmatch(r"\s*(\d+)\s*(ms|s|min)?\s*", text)
+    if match is None:
+        raise ValueError
+    number, unit = int(match[1]), match[2] or "s"
+    return "0" if number == 0 else f"{number}{unit}"
+
+
 URL = _settings.Setting[str | None](
     name="postgres_url",
-    help="PostgreSQL server for the worker_postgres fixtures",
+    help="PostgreSQL server for the worker_postgres fixtures (worker_postgres_server_url)",
     accepted="a PostgreSQL URL or conninfo string, such as postgresql://user@host:5432/dbname",
     parse=str,
     default=None,
@@ -93,6 +105,14 @@ EXTENSION_SCHEMA = _settings.Setting(
     default="public",
     metavar="SCHEMA",
 )
+LOCK_TIMEOUT = _settings.Setting(
+    name="postgres_lock_timeout",
+    help="How long a connection made from the worker's URL or DSN waits for a lock",
+    accepted="a duration such as 5s, 500ms or 1min (a bare number is seconds); 0 waits forever",
+    parse=_duration,
+    default="5s",
+    metavar="DURATION",
+)
 BINDIR = _settings.Setting[Path | None](
     name="postgres_bindir",
     help="Where the embedded server's binaries are",
@@ -110,6 +130,7 @@ SETTINGS: list[_settings.Setting[Any]] = [
     PREFIX,
     EXTENSIONS,
     EXTENSION_SCHEMA,
+    LOCK_TIMEOUT,
     BINDIR,
 ]
 
@@ -128,10 +149,45 @@ class _PostgresSettings:
         self.reset: str = _settings.resolve(config, RESET).value
         self.extensions: list[str] = _settings.resolve(config, EXTENSIONS).value
         self.extension_schema: str = _settings.resolve(config, EXTENSION_SCHEMA).value
+        self.lock_timeout: str = _settings.resolve(config, LOCK_TIMEOUT).value
         self.failure: str | None = None  # the first setup error, repeated without traceback
 
 
 _pg_key = pytest.StashKey[_PostgresSettings]()
+_LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of a lock wait that ran out (psycopg, psycopg2, asyncpg)
+_TESTS_KEPT = 10_000
+
+
+class WorkerUtilsPostgresWarning(pytest.PytestWarning):
+    """A test did something to its worker's PostgreSQL namespace that worker_utils had to undo."""
+
+
+class _PostgresWorker:
+    """This worker's namespace once its fixture made it: every test from then on is reset."""
+
+    def __init__(self, namespace: postgres.WorkerNamespace, settings: _PostgresSettings) -> None:
+        self.namespace = namespace
+        self.settings = settings
+        self.shared: postgres.SharedConnection | None = None
+        self.reported: set[str] = set()  # extensions already reported
+        # When each recent test began (local clock) and its id: who opened a leaked connection.
+        self._starts: list[float] = []
+        self._tests: list[str] = []
+
+    def started(self, nodeid: str) -> None:
+        if len(self._tests) >= _TESTS_KEPT:
+            del self._starts[: _TESTS_KEPT // 2], self._tests[: _TESTS_KEPT // 2]
+        self._starts.append(time.time())
+        self._tests.append(nodeid)
+
+    def test_at(self, moment: float | None) -> str:
+        """The test that was running at ``moment``, or "an earlier test" if unknown."""
+        # A few milliseconds for the error in the measured offset of the server's clock.
+        index = bisect.bisect_right(self._starts, moment + 0.005) - 1 if moment else -1
+        return self._tests[index] if index >= 0 else "an earlier test"
+
+
+_worker_key = pytest.StashKey[_PostgresWorker]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -159,6 +215,59 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     settings = session.config.stash[_pg_key]
     run = get_run(session.config)
     run.report.plan("postgres", postgres.worker_postgres_name(run.uid, prefix=settings.prefix))
+
+
+def _lock_timed_out(error: BaseException | None) -> bool:
+    seen = 0
+    while error is not None and seen < 10:
+        if _LOCK_NOT_AVAILABLE in (
+            getattr(error, "sqlstate", None),
+            getattr(error, "pgcode", None),
+        ):
+            return True
+        # SQLAlchemy keeps the driver's error in .orig; others chain it.
+        error = getattr(error, "orig", None) or error.__cause__ or error.__context__
+        seen += 1
+    return False
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed and call.excinfo is not None and _lock_timed_out(call.excinfo.value):
+        worker = item.config.stash.get(_worker_key, None)
+        blocker = None if worker is None else _blocker(worker)
+        if blocker is not None:
+            assert worker is not None
+            report.longrepr = (
+                f"worker_postgres: a lock wait ran out after {worker.settings.lock_timeout} "
+                f"(worker_utils_postgres_lock_timeout): {blocker}\n\n{report.longrepr}"
+            )
+    return report
+
+
+def _blocker(worker: _PostgresWorker) -> str | None:
+    """Who holds the lock a test waited for: its worker_postgres connection or a leaked one."""
+    namespace, shared = worker.namespace, worker.shared
+    try:
+        holders = namespace.lock_holders()
+    except postgres.PostgresError:
+        return None
+    own = shared.pid if shared is not None else None
+    if own in {pid for pid, _ in holders}:
+        return (
+            "the worker_postgres connection of this test holds the lock in its uncommitted "
+            "transaction; commit it (worker_postgres.commit()) before the code under test "
+            "touches the same rows"
+        )
+    for pid, began in holders:
+        return (
+            f"a connection that {worker.test_at(began)} left open in a transaction holds the "
+            f"lock (pid {pid}); commit or close the connections a test opens before it ends"
+        )
+    return None
 
 
 def _worker_count(config: pytest.Config) -> int:
