@@ -112,6 +112,27 @@ def clone_schema(
         "WHERE connamespace = %s::regnamespace AND contype = 'f' ORDER BY oid",
         [source],
     ).fetchall()
+    # LIKE ... INCLUDING INDEXES would name the copies by the default rules
+    # (product_category_id_slug_key for uniq_product_slug_per_category): they are
+    # made from their definitions instead, under their own names.
+    indexes = conn.execute(
+        """
+        SELECT t.relname, c.conname, coalesce(
+            pg_get_constraintdef(c.oid),
+            -- The server qualifies the table: the copy's index goes on the copy.
+            overlay(pg_get_indexdef(x.indexrelid)
+                    PLACING ' ON ' || quote_ident(%(target)s) || '.'
+                    FROM strpos(pg_get_indexdef(x.indexrelid), ' ON ' || quote_ident(%(s)s) || '.')
+                    FOR length(' ON ' || quote_ident(%(s)s) || '.')))
+        FROM pg_index x
+        JOIN pg_class t ON t.oid = x.indrelid
+        LEFT JOIN pg_constraint c ON c.conindid = x.indexrelid AND c.conrelid = t.oid
+             AND c.contype IN ('p', 'u', 'x')
+        WHERE t.relnamespace = %(s)s::regnamespace AND t.relkind = 'r'
+        ORDER BY x.indexrelid
+        """,
+        {"s": source, "target": target},
+    ).fetchall()
     views = conn.execute(
         "SELECT relname, pg_get_viewdef(oid) FROM pg_class "
         "WHERE relnamespace = %s::regnamespace AND relkind = 'v' ORDER BY oid",
@@ -131,15 +152,22 @@ def clone_schema(
     search_path(target)
     for table in tables:
         conn.execute(
-            sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
+            sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL EXCLUDING INDEXES)").format(
                 sql.Identifier(target, table), sql.Identifier(source, table)
             )
         )
     for table, column, seq, identity, *params, last_value in sequences:
         if identity:  # LIKE made a new identity sequence: only its position is copied
-            new_seq = conn.execute(
+            made = conn.execute(
                 "SELECT pg_get_serial_sequence(%s, %s)", [f'"{target}"."{table}"', column]
             ).fetchone()[0]  # type: ignore[index]
+            new_seq = dst.as_string(conn) + "." + sql.Identifier(seq).as_string(conn)
+            if made != new_seq:
+                conn.execute(
+                    sql.SQL("ALTER SEQUENCE {} RENAME TO {}").format(
+                        sql.SQL(made), sql.Identifier(seq)
+                    )
+                )
         else:  # a serial: LIKE copied a default that still points at the source's sequence
             type_, increment, minimum, maximum, start, cache, cycle = params
             conn.execute(
@@ -170,6 +198,15 @@ def clone_schema(
                 sql.Identifier(target, table), cols, cols, sql.Identifier(source, table)
             )
         ).rowcount
+    for table, constraint, definition in indexes:
+        if constraint is None:  # the server's own CREATE INDEX statement
+            conn.execute(sql.SQL(definition))
+        else:
+            conn.execute(
+                sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                    sql.Identifier(target, table), sql.Identifier(constraint), sql.SQL(definition)
+                )
+            )
     for table, name, definition in foreign_keys:
         conn.execute(
             sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(

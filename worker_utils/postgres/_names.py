@@ -26,6 +26,7 @@ __all__ = [
     "lock_key",
     "parse_record",
     "record",
+    "scratch_name",
     "template_name",
     "worker_postgres_name",
 ]
@@ -102,6 +103,28 @@ def worker_postgres_name(
     room = _NAME_MAX - len(prefix) - 2 - _WORKER_MAX
     tag = run_tag(run_uid, min(RUN_TAG_MAX, room))
     return f"{prefix}_{tag}_{worker_id or get_worker_id()}"
+
+
+def scratch_name(namespace: str, suffix: str) -> str:
+    """Return ``<namespace>_<suffix>``, a scratch database of the worker whose namespace it is.
+
+    Raises:
+        ValueError: ``suffix`` is not a lower-case identifier, or the name is
+            longer than 63 bytes.
+    """
+    if not re.fullmatch(r"[a-z0-9_]+", suffix):
+        raise ValueError(
+            f"worker_postgres_scratch_database: suffix {suffix!r} must be lower-case letters, "
+            f"digits and '_'"
+        )
+    name = f"{namespace}_{suffix}"
+    if len(name) > _NAME_MAX:
+        raise ValueError(
+            f"worker_postgres_scratch_database: suffix {suffix!r} makes {name!r} longer than "
+            f"PostgreSQL's {_NAME_MAX}-byte limit; use at most {_NAME_MAX - len(namespace) - 1} "
+            f"bytes"
+        )
+    return name
 
 
 def template_name(run_uid: str, prefix: str = DEFAULT_PREFIX) -> str:

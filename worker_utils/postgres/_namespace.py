@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 from worker_utils.postgres._clone import clone_schema, unclonable
 from worker_utils.postgres._dsn import connect, first_line, namespace_dsn, psycopg_module
 from worker_utils.postgres._errors import NamespaceNotOursError, PostgresError
-from worker_utils.postgres._names import lock_key, parse_record, record
+from worker_utils.postgres._names import lock_key, parse_record, record, scratch_name
 from worker_utils.postgres._reset import ResetError, Resetter
 from worker_utils.postgres._urls import worker_url
 
@@ -36,6 +36,7 @@ __all__ = [
     "SchemaKind",
     "WorkerNamespace",
     "create_extensions",
+    "drop_scratch",
     "kind_of",
 ]
 
@@ -62,6 +63,8 @@ class NamespaceKind(ABC):
 
     #: ``"schema"`` or ``"database"``: the setting's value and the record's ``kind``.
     name: ClassVar[str]
+    #: The SQL keyword: ``SCHEMA`` or ``DATABASE``.
+    keyword: ClassVar[str]
     #: Extensions are made once per run where every namespace reaches them; if
     #: False, :meth:`create` makes them in each namespace.
     extensions_per_run: ClassVar[bool]
@@ -149,6 +152,7 @@ class SchemaKind(NamespaceKind):
     """A schema in the URL's database: needs only ``CREATE`` on the database."""
 
     name = "schema"
+    keyword = "SCHEMA"
     extensions_per_run = True
     comment_sql = "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = %s"
     may_create_sql = "has_database_privilege(current_database(), 'CREATE')"
@@ -235,6 +239,7 @@ class DatabaseKind(NamespaceKind):
     """A database of its own: needs ``CREATEDB``; extensions are made in each one."""
 
     name = "database"
+    keyword = "DATABASE"
     extensions_per_run = False
     comment_sql = "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s"
     may_create_sql = "(SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user)"
@@ -390,6 +395,9 @@ class WorkerNamespace:
     #: Set by :meth:`create` when the copy of its template holds rows.
     seeded: bool = field(default=False, repr=False)
     _created: bool = field(default=False, repr=False)
+    _owner: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: Databases handed out by :meth:`scratch_database`, dropped with the namespace.
+    scratch: list[str] = field(default_factory=list, repr=False)
     _kind: NamespaceKind = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -485,7 +493,7 @@ class WorkerNamespace:
                 )
             self._kind.drop(keeper, self.name)
         clone = template if template is not None and template["clonable"] else None
-        owner = record(self.kind, self.name, current_db, self.run_uid)
+        owner = self._owner = record(self.kind, self.name, current_db, self.run_uid)
         self._kind.create(self, keeper, owner, clone)
         admin = self._require_admin()
         admin.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(_LOCK_TIMEOUT)))
@@ -493,6 +501,57 @@ class WorkerNamespace:
         # waiting for the WAL flush saves a good part of each one. Others see a
         # commit at once either way.
         admin.execute("SET synchronous_commit = off")
+
+    def scratch_database(self, suffix: str, *, create: bool = True) -> str:
+        """Return the URL of a database of this worker's own, ``<namespace name>_<suffix>``.
+
+        The name is listed in the namespace's ownership record, so the database
+        is dropped with the namespace, by :meth:`drop` or by the reaper. With
+        ``create`` it is made now (empty, with an ownership record of its own;
+        a leftover of the same name is dropped first); without, the code under
+        test creates it.
+
+        Raises:
+            ValueError: ``suffix`` is not a lower-case identifier, or makes the
+                name longer than 63 bytes.
+            NamespaceNotOursError: A database of that name exists and is not ours.
+        """
+        sql = psycopg_module().sql
+        name = scratch_name(self.name, suffix)
+        keeper = self._require_keeper()
+        if name not in self.scratch:
+            self.scratch.append(name)
+            self._owner["scratch"] = self.scratch
+            keeper.execute(
+                sql.SQL("COMMENT ON {} {} IS {}").format(
+                    sql.SQL(self._kind.keyword),
+                    sql.Identifier(self.name),
+                    sql.Literal(json.dumps(self._owner)),
+                )
+            )
+        if create:
+            keeper.execute("SELECT pg_advisory_lock(%s)", [lock_key("database", name)])
+            if drop_scratch(keeper, [name]) == [None]:
+                raise NamespaceNotOursError(
+                    f'worker_postgres_scratch_database: database "{name}" exists and was not '
+                    f"created by worker_utils; drop it yourself or pass another suffix"
+                )
+            owner = record("database", name, self._owner["database"], self.run_uid)
+            owner["lockdb"] = self._owner["database"]
+            keeper.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            keeper.execute(
+                sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                    sql.Identifier(name), sql.Literal(json.dumps(owner))
+                )
+            )
+        return worker_url(
+            self.url, name, "database", application_name=name, lock_timeout=self.lock_timeout
+        )
+
+    def _require_keeper(self) -> psycopg.Connection[Any]:
+        if self._keeper is None:
+            raise PostgresError(f"worker_postgres: {self.kind} {self.name!r} was not created")
+        return self._keeper
 
     def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
         """Open a new psycopg connection that lands in this namespace."""
@@ -608,12 +667,39 @@ class WorkerNamespace:
                 self._admin.close()
             # Only what this object created: never a name it found taken.
             if self._created and not keep and not keeper.closed:
+                drop_scratch(keeper, self.scratch)
                 self._kind.drop(keeper, self.name)
         finally:
             self._admin = self._keeper = None
             self._resetter = None
             self._created = False
             keeper.close()  # releases the advisory lock
+
+
+def drop_scratch(conn: psycopg.Connection[Any], names: Sequence[str]) -> list[str | None]:
+    """Drop the scratch databases ``names`` of a namespace; for each, what was found.
+
+    A database is dropped if it has no comment (the code under test made it)
+    or a worker_utils record naming it; one with another comment is left, and
+    reported as None. Others are reported by name (also when already gone).
+    """
+    sql = psycopg_module().sql
+    found: list[str | None] = []
+    for name in names:
+        row = _KINDS["database"].comment(conn, name)
+        if (
+            row is not None
+            and row[0] is not None
+            and parse_record(row[0], "database", name) is None
+        ):
+            found.append(None)
+            continue
+        if row is not None:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+        found.append(name)
+    return found
 
 
 def create_extensions(

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from worker_utils.postgres._dsn import connect, namespace_dsn
 from worker_utils.postgres._names import RECORD_PATTERN, parse_record
-from worker_utils.postgres._namespace import kind_of
+from worker_utils.postgres._namespace import drop_scratch, kind_of
 from worker_utils.servers._process import owner_alive
 
 if TYPE_CHECKING:
@@ -115,6 +115,7 @@ def drop_if_unlocked(
         return "its owner holds its lock"
     try:
         if not dry_run:
+            drop_scratch(conn, owner.get("scratch") or [])
             kind_of(owner["kind"]).drop(conn, owner["name"])
     finally:
         lock_conn.execute("SELECT pg_advisory_unlock(%s)", [key])

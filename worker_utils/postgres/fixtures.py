@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from worker_utils import _worker, postgres
-from worker_utils._plugin import get_run
+from worker_utils._plugin import fail, get_run
 from worker_utils.postgres.plugin import (
     _PG_MARKER,
     _PG_RESET_CHOICES,
@@ -180,6 +180,30 @@ def _origin(settings: _PostgresSettings, url: str) -> str:
     if url == settings.embedded_url:
         return "embedded"
     return "given by the worker_postgres_server_url fixture"  # overridden by the project
+
+
+@pytest.fixture(scope="session")
+def worker_postgres_scratch_database(
+    worker_postgres_namespace: postgres.WorkerNamespace,
+) -> Callable[..., str]:
+    """A factory of extra databases of this worker's own: ``url = factory("archive")``.
+
+    Each is ``<worker namespace>_<suffix>`` (with the run tag, so concurrent
+    runs never collide) and comes back as a URL like ``worker_postgres_url``'s.
+    It is made empty, with an ownership record, unless ``create=False``: then
+    only its name is handed out, for code under test that creates and drops
+    databases itself. Either way it is dropped at the end of the session, and
+    by the reaper after a crash. Not reset between tests.
+    """
+
+    def scratch_database(suffix: str, *, create: bool = True) -> str:
+        __tracebackhide__ = True
+        try:
+            return worker_postgres_namespace.scratch_database(suffix, create=create)
+        except (ValueError, postgres.PostgresError) as exc:
+            fail(exc)
+
+    return scratch_database
 
 
 @pytest.fixture(scope="session")

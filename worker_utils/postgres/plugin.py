@@ -182,8 +182,8 @@ class _PostgresWorker:
 
     def test_at(self, moment: float | None) -> str:
         """The test that was running at ``moment``, or "an earlier test" if unknown."""
-        # A few milliseconds for the error in the measured offset of the server's clock.
-        index = bisect.bisect_right(self._starts, moment + 0.005) - 1 if moment else -1
+        # The measured offset of the server's clock is off by up to half a round trip.
+        index = bisect.bisect_right(self._starts, moment + 0.0002) - 1 if moment else -1
         return self._tests[index] if index >= 0 else "an earlier test"
 
 
