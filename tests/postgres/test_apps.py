@@ -197,12 +197,14 @@ def test_lock_waits_fail_naming_the_blocker_and_leaks_and_extensions_are_reporte
     result.stdout.fnmatch_lines(
         [
             "*_ test_blocked_by_its_own_worker_postgres _*",
-            "worker_postgres: a lock wait ran out after 300ms (worker_utils_postgres_lock_timeout): "
+            "worker_postgres: a lock wait ran out after 300ms "
+            "(worker_utils_postgres_lock_timeout): "
             "the worker_postgres connection of this test holds the lock in its uncommitted "
             "transaction; commit it (worker_postgres.commit()) before the code under test "
             "touches the same rows",
             "*_ test_blocked_by_a_connection_an_earlier_test_leaked _*",
-            "worker_postgres: a lock wait ran out after 300ms (worker_utils_postgres_lock_timeout): "
+            "worker_postgres: a lock wait ran out after 300ms "
+            "(worker_utils_postgres_lock_timeout): "
             "a connection that test_locks.py::test_leaks_a_connection_with_a_row left open in a "
             "transaction holds the lock (pid *); commit or close the connections a test opens "
             "before it ends",
