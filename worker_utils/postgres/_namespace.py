@@ -120,6 +120,8 @@ class NamespaceKind(ABC):
             rows = conn.execute(self.lockers_sql, {"name": name, "own": list(own)}).fetchall()
             for pid, *_ in rows:
                 conn.execute("SELECT pg_terminate_backend(%s)", [pid])
+            # Oldest transaction first: the order the tests that opened them ran in.
+            rows.sort(key=lambda row: row[2] or 0.0)
             return [(pid, app or "", began) for pid, app, began in rows]
         return []
 
