@@ -45,7 +45,8 @@ def _use(worker_postgres, worker_redis, worker_postgres_server_url, worker_redis
     + "".join(
         f"\ndef test_{i}(worker_postgres, worker_redis, worker_postgres_server_url, "
         f"worker_redis_server_url):\n"
-        f"    _use(worker_postgres, worker_redis, worker_postgres_server_url, worker_redis_server_url)\n"
+        f"    _use(worker_postgres, worker_redis, worker_postgres_server_url, "
+        f"worker_redis_server_url)\n"
         for i in range(8)
     )
 )
