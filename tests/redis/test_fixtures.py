@@ -20,7 +20,10 @@ import asyncio
 import redis
 
 def test_the_url_names_the_leased_database(worker_redis_url, worker_redis_db, worker_redis_lease):
-    assert worker_redis_url == f"{worker_redis_lease.server_url[:-2]}/{worker_redis_db}"
+    user, password = worker_redis_lease.acl_user, worker_redis_url.split(":")[2].split("@")[0]
+    assert user.startswith("worker_utils.") and len(password) == 32
+    host = worker_redis_lease.server_url[len("redis://"):-2]
+    assert worker_redis_url == f"redis://{user}:{password}@{host}/{worker_redis_db}"
     with redis.Redis.from_url(worker_redis_url) as app:
         app.set("from-app", 1)
         assert app.connection_pool.connection_kwargs["db"] == worker_redis_db
@@ -74,14 +77,16 @@ def test_the_fixtures_agree_on_one_database_and_the_summary_names_it(
 
 
 PREFIX = """
+import pytest
 import redis
 
 def test_our_keys_go_and_others_stay(worker_redis, worker_redis_prefix, worker_redis_db):
-    assert worker_redis_db == 0
+    assert worker_redis_db == 15
     assert list(worker_redis.scan_iter(match=worker_redis_prefix + "*")) == []
     worker_redis.set(worker_redis_prefix + "a", 1)
     worker_redis.set(worker_redis_prefix + "b", 1)
-    assert worker_redis.get("theirs") == b"keep"
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        worker_redis.get("theirs")
 
 def test_again(worker_redis, worker_redis_prefix):
     assert list(worker_redis.scan_iter(match=worker_redis_prefix + "*")) == []
@@ -92,9 +97,10 @@ def test_again(worker_redis, worker_redis_prefix):
 def test_prefix_mode_cleans_only_the_workers_prefix(
     pytester: pytest.Pytester, redis_server: Server
 ) -> None:
-    with redis_server.client() as other:
-        other.set("theirs", "keep")
-        other.set("wu:someone-elses-run:gw0:a", "keep")
+    for db in (0, 15):
+        with redis_server.client(db) as other:
+            other.set("theirs", "keep")
+            other.set("wu:someone-elses-run:gw0:a", "keep")
     pytester.makepyfile(PREFIX)
     result = pytester.runpytest_subprocess(
         "-n",
@@ -106,8 +112,10 @@ def test_prefix_mode_cleans_only_the_workers_prefix(
     )
     result.assert_outcomes(passed=2)
     # The run tag of the given run id, the same as in PostgreSQL names.
-    result.stdout.fnmatch_lines([f"worker_utils: gw0: redis prefix wu:ci_job_{JOB}:gw0: in db 0"])
-    assert redis_server.keys_by_db() == {0: [b"theirs", b"wu:someone-elses-run:gw0:a"]}
+    result.stdout.fnmatch_lines([f"worker_utils: gw0: redis prefix wu:ci_job_{JOB}:gw0: in db 15"])
+    assert redis_server.keys_by_db() == {
+        db: [b"theirs", b"wu:someone-elses-run:gw0:a"] for db in (0, 15)
+    }
 
 
 CLUSTER = """

@@ -16,7 +16,7 @@ def env(worker: str) -> dict[str, str]:
     return {"PYTEST_XDIST_WORKER": worker, "WORKER_UTILS_TESTRUN_UID": "leasetest"}
 
 
-def test_twenty_workers_claiming_at_once_get_fifteen_distinct_databases_and_five_prefixes(
+def test_twenty_workers_claiming_at_once_get_fourteen_distinct_databases_and_six_prefixes(
     redis_server: Server,
 ) -> None:
     url = parse_redis_url(redis_server.url)
@@ -34,8 +34,10 @@ def test_twenty_workers_claiming_at_once_get_fifteen_distinct_databases_and_five
         thread.join()
     try:
         dbs = sorted(lease.db for lease in leases if lease.mode == "index")
-        assert dbs == list(range(1, 16))
-        assert len({lease.prefix for lease in leases if lease.mode == "prefix"}) == 5
+        assert dbs == list(range(1, 15))
+        prefixed = [lease for lease in leases if lease.mode == "prefix"]
+        assert len({lease.prefix for lease in prefixed}) == 6
+        assert {lease.db for lease in prefixed} == {15}
     finally:
         for lease in leases:
             lease.release()

@@ -53,7 +53,7 @@ def test_a_run_with_more_workers_than_databases_falls_back_to_key_prefixes(
     read_records: Records,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    server = redis_server_factory("--databases", "3")
+    server = redis_server_factory("--databases", "4")
     monkeypatch.setenv("WORKER_UTILS_REDIS_WAIT", "1")
     monkeypatch.setenv("WU_TEST_HOLD_UNTIL_PREFIXED", "2")
     example.copy("pollution")
@@ -72,10 +72,10 @@ def test_a_run_with_more_workers_than_databases_falls_back_to_key_prefixes(
             f"worker_utils: gw*: no free Redis database on {server.url} (2 leasable, all "
             f"leased or holding other users' keys); waiting up to 1s for one to be released",
             f"worker_utils: gw*: no free Redis database on {server.url} after 1s; "
-            f"using key prefix 'wu:*:gw*:' in database 0",
+            f"using key prefix 'wu:*:gw*:' in database 3",
         ]
     )
-    result.stdout.fnmatch_lines(["worker_utils: gw*: redis prefix wu:*:gw*: in db 0"])
+    result.stdout.fnmatch_lines(["worker_utils: gw*: redis prefix wu:*:gw*: in db 3"])
     assert server.keys_by_db() == {}
 
 
@@ -85,7 +85,7 @@ def test_strict_index_mode_fails_once_per_worker_with_a_clear_message(
     record_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    server = redis_server_factory("--databases", "2")
+    server = redis_server_factory("--databases", "3")
     other_run = lease_redis(parse_redis_url(server.url), env={"PYTEST_XDIST_WORKER": "gw0"})
     assert other_run.db == 1  # the only database besides the bookkeeping one
     monkeypatch.setenv("WORKER_UTILS_REDIS_WAIT", "0.5")

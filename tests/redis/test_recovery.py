@@ -61,7 +61,7 @@ def test_a_lease_held_elsewhere_expires_and_the_worker_waits_for_it_visibly(
     example: Example, redis_server: Server, read_records: Records, tmp_path: Any
 ) -> None:
     with redis_server.client() as bookkeeping:
-        for db in range(1, 16):
+        for db in range(1, 15):
             owner = {"run": "x", "worker": "gw0", "host": "elsewhere", "pidns": "", "pid": 1}
             bookkeeping.set(f"worker_utils:lease:{db}", json.dumps(owner), px=60_000)
         bookkeeping.set("worker_utils:dirty:1", "{}")
@@ -71,7 +71,7 @@ def test_a_lease_held_elsewhere_expires_and_the_worker_waits_for_it_visibly(
     run = example.popen(tmp_path, env={"WORKER_UTILS_REDIS_URL": redis_server.url})
     assert run.stdout is not None
     waiting = (
-        f"worker_utils: master: no free Redis database on {redis_server.url} (15 leasable, "
+        f"worker_utils: master: no free Redis database on {redis_server.url} (14 leasable, "
         f"all leased or holding other users' keys); waiting up to 60s for one to be released"
     )
     lines = []
@@ -85,7 +85,7 @@ def test_a_lease_held_elsewhere_expires_and_the_worker_waits_for_it_visibly(
         bookkeeping.pexpire("worker_utils:lease:1", 200)
     output = "".join(lines) + run.communicate(timeout=60)[0]
     with redis_server.client() as bookkeeping:
-        bookkeeping.delete(*(f"worker_utils:lease:{db}" for db in range(2, 16)))
+        bookkeeping.delete(*(f"worker_utils:lease:{db}" for db in range(2, 15)))
     assert run.returncode == 0, output
     assert waiting in output
     records = read_records()
@@ -159,7 +159,7 @@ def test_a_lease_is_taken_over_at_once_only_when_its_owner_is_gone(
         started = owner.started - 30 if reused else owner.started
         value = json.dumps({**owner_record(), "pid": owner.pid, "started": started})
         with redis_server.client() as bookkeeping:
-            for db in range(1, 16):
+            for db in range(1, 15):
                 bookkeeping.set(f"worker_utils:lease:{db}", value, px=60_000)
         env = {"PYTEST_XDIST_WORKER": "gw0", "WORKER_UTILS_TESTRUN_UID": "takeover"}
         lease = lease_redis(

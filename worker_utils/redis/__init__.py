@@ -1,17 +1,25 @@
 """Per-worker Redis databases: leased indexes, a key-prefix mode, and cleanup of our own keys only.
 
-A worker leases a database index on the server with ``SET NX PX`` on a lease
+A worker leases a database index on the server with ``SET NX`` on a lease
 key kept in the *bookkeeping database* (the one in the configured URL, 0 by
-default, which is never leased itself). A daemon thread refreshes the lease;
-when its owner dies the lease expires, or is taken over at once when the owner
-was a process on this host that no longer exists. An index is claimed only if
-it is empty, or if its keys were left by a worker_utils run that died (a
-``dirty`` marker says so): a shared server's other users keep their data.
+default), which is never given to a test. The lease names the connection that
+holds it (its ``CLIENT ID`` and the server's ``run_id``): it stays held while
+that connection is open, however long the worker is paused, and is taken over
+as soon as Redis drops the connection of a dead worker. Where the server
+refuses ``CLIENT LIST``, the lease expires instead after a TTL without a
+refresh from a daemon thread. An index is claimed only if it is empty, or if
+its keys were left by a worker_utils run that died (a ``dirty`` marker says
+so): a shared server's other users keep their data.
 
 When no index frees within the wait, or the server is a cluster (no
 ``SELECT``), the lease falls back to *prefix mode*: the worker owns every key
-that starts with :attr:`RedisLease.prefix` in the bookkeeping database, and
-cleanup removes those keys with ``SCAN`` + ``UNLINK``. Nothing here ever sends
+that starts with :attr:`RedisLease.prefix` in the *prefix database* (the
+highest index besides the bookkeeping one, never leased), and cleanup removes
+those keys with ``SCAN`` + ``UNLINK``. Where the server allows ``ACL
+SETUSER``, each lease gets its own Redis user, and tests connect as that user:
+it cannot run ``FLUSHALL``, ``SWAPDB``, ``CONFIG``, ``SHUTDOWN``, ``CLIENT
+KILL`` or ``SELECT`` another database, and in prefix mode it reaches only the
+worker's own keys and cannot ``FLUSHDB``. Nothing here ever sends
 ``FLUSHALL``; ``FLUSHDB`` goes only to an index whose lease this process holds.
 
 redis-py is imported inside the functions that need it, so that ``import
@@ -24,6 +32,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import sys
 import threading
 import time
@@ -31,7 +40,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from worker_utils._util import mask_password, wait_until
 from worker_utils._worker import get_testrun_uid, get_worker_id, get_worker_num, run_tag
@@ -47,6 +56,7 @@ __all__ = [
     "RedisSetupError",
     "RedisUrl",
     "RedisUrlError",
+    "delete_prefix",
     "get_worker_redis_db",
     "lease_redis",
     "parse_redis_url",
@@ -81,10 +91,14 @@ _RELEASE = (
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', unpack(KEYS)) end "
     "return 0"
 )
+# ARGV[3] is the TTL in milliseconds, 0 for a lease tied to its connection (no expiry).
 _TAKE_OVER = (
     "if redis.call('GET', KEYS[1]) == ARGV[1] then "
-    "redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 end return 0"
+    "if ARGV[3] == '0' then redis.call('SET', KEYS[1], ARGV[2]) "
+    "else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end return 1 end return 0"
 )
+#: What a test's Redis user may not do on a server others share.
+_ACL_DENIED = ("-@admin", "-flushall", "-swapdb", "-move")
 
 
 class RedisUrlError(WorkerUtilsError, ValueError):
@@ -198,8 +212,9 @@ class RedisLease:
 
     Attributes:
         server_url: The server's URL, naming the bookkeeping database.
-        url: The URL application code should use: the server with :attr:`db`.
-        db: The leased index in index mode; the bookkeeping database in prefix mode.
+        url: The URL application code should use: the server with :attr:`db`,
+            and the worker's own Redis user where the server allows ACLs.
+        db: The leased index in index mode; the prefix database in prefix mode.
         prefix: Keys and channel names starting with it belong to this worker.
             Pub/sub channels are server-wide in both modes, so name them with it.
         mode: ``"index"`` (the whole database is ours) or ``"prefix"``.
@@ -207,6 +222,10 @@ class RedisLease:
         waited: Seconds spent waiting for a free index.
         reclaimed: The index held keys of a dead worker_utils run, removed on claim.
         cluster: The server runs in cluster mode.
+        acl_user: The Redis user :attr:`url` connects as; empty when the server
+            refused ``ACL SETUSER`` (or is a cluster) and tests connect as the
+            configured user.
+        acl_refused: Why the server refused the ACL user, if it did.
     """
 
     server_url: str
@@ -218,22 +237,31 @@ class RedisLease:
     waited: float = 0.0
     reclaimed: bool = False
     cluster: bool = False
+    acl_user: str = ""
+    acl_refused: str = ""
     _janitor: Any = field(default=None, repr=False)
     _client: Any = field(default=None, repr=False)
     _refresher: _Refresher | None = field(default=None, repr=False)
 
     @property
     def lost(self) -> bool:
-        """Whether the lease expired under us (the process stalled longer than its TTL)."""
+        """Whether another worker holds the lease now (its connection dropped, or it expired)."""
         return self._refresher is not None and self._refresher.lost
 
     def abandon_record(self) -> dict[str, Any]:
         """What :func:`release_abandoned` needs to free this lease if the worker dies."""
         value = self._refresher.value if self._refresher is not None else ""
-        return {"url": self.server_url, "db": self.db, "lease": value}
+        return {
+            "url": self.server_url,
+            "db": self.db,
+            "lease": value,
+            "mode": self.mode,
+            "prefix": self.prefix,
+            "user": self.acl_user,
+        }
 
     def describe(self) -> str:
-        """One phrase for the run summary: ``db 3`` or ``prefix wu:...: in db 0``."""
+        """One phrase for the run summary: ``db 3`` or ``prefix wu:...: in db 15``."""
         if self.mode == "index":
             return f"db {self.db}"
         where = "cluster" if self.cluster else f"db {self.db}"
@@ -266,11 +294,19 @@ class RedisLease:
             delete_prefix(self._janitor, self.prefix)
 
     def release(self) -> None:
-        """Empty the database or prefix, give the index back and close the connections."""
+        """Empty the database or prefix, give the index back and close the connections.
+
+        The worker's Redis user goes first, which closes every connection made
+        with :attr:`url`: nothing of this worker writes to the database after
+        it is given back.
+        """
         try:
             if self._refresher is not None:
                 self._refresher.stop()
             with contextlib.suppress(Exception):  # the server may be gone at run end
+                if self.acl_user:
+                    self._janitor.acl_deluser(self.acl_user)
+            with contextlib.suppress(Exception):
                 self.clean()
                 if self.mode == "index" and self._refresher is not None:
                     self._refresher.release()
@@ -289,7 +325,7 @@ def delete_prefix(client: Any, prefix: str, *, batch: int = 1000) -> int:
     The cost grows with the size of the whole database, not with the prefix:
     ``SCAN`` walks every key to find ours.
     """
-    pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"
+    pattern = _glob_escape(prefix) + "*"
     removed = 0
     keys: list[bytes] = []
     for key in client.scan_iter(match=pattern, count=batch):
@@ -303,15 +339,23 @@ def delete_prefix(client: Any, prefix: str, *, batch: int = 1000) -> int:
 
 
 class _Refresher:
-    """Keeps a lease alive from a daemon thread, every third of its TTL."""
+    """Watches a lease from a daemon thread, every third of its TTL.
 
-    def __init__(self, client: Any, key: str, value: str, ttl_ms: int) -> None:
+    A lease tied to its connection (``tie`` is the connection's client id) has
+    no expiry: the thread checks that the lease still names that connection,
+    and records the new one if redis-py reconnected. An untied lease expires
+    after ``ttl_ms`` without a refresh, so the thread refreshes it.
+    """
+
+    def __init__(self, client: Any, key: str, value: str, ttl_ms: int, tie: int | None) -> None:
         self.client = client
         self.key = key
         self.value = value
         self.ttl_ms = ttl_ms
+        self.tie = tie
         self.lost = False
         self._refresh = client.register_script(_REFRESH)
+        self._take_over = client.register_script(_TAKE_OVER)
         self._release = client.register_script(_RELEASE)
         self._stop = threading.Event()
         self._thread = threading.Thread(
@@ -322,11 +366,25 @@ class _Refresher:
     def _loop(self) -> None:
         while not self._stop.wait(self.ttl_ms / 3000):
             try:
-                if not self._refresh(keys=[self.key], args=[self.value, self.ttl_ms]):
+                if not self._check():
                     self.lost = True
                     return
             except Exception:  # a blip of the server: try again next period
                 continue
+
+    def _check(self) -> bool:
+        if self.tie is None:
+            return bool(self._refresh(keys=[self.key], args=[self.value, self.ttl_ms]))
+        current = int(self.client.client_id())
+        if current == self.tie:
+            return bool(self.client.get(self.key) == self.value.encode())
+        # Reconnected (a server-side idle timeout, a network blip): the lease is
+        # ours only if nobody took it while no connection held it.
+        value = json.dumps({**json.loads(self.value), "client": current})
+        if not self._take_over(keys=[self.key], args=[self.value, value, 0]):
+            return False
+        self.value, self.tie = value, current
+        return True
 
     def stop(self) -> None:
         self._stop.set()
@@ -352,6 +410,85 @@ def _owner_is_dead(raw: bytes | None) -> bool:
     return (
         isinstance(owner, dict) and owner.get("pid") != os.getpid() and owner_alive(owner) is False
     )
+
+
+def _connection_tie(redis_mod: Any, keeper: Any) -> tuple[int, str] | None:
+    """Return the keeper's client id and the server's run id; None if ``CLIENT LIST`` is refused."""
+    try:
+        client = int(keeper.client_id())
+        keeper.execute_command("CLIENT", "LIST", "ID", client)
+        run_id = str(keeper.info("server")["run_id"])
+    except (redis_mod.ResponseError, KeyError, ValueError):
+        return None
+    return client, run_id
+
+
+def _holder_gone(redis_mod: Any, keeper: Any, raw: bytes | None, run_id: str | None) -> bool:
+    """Whether the lease value ``raw`` names a holder that no longer holds it.
+
+    A lease tied to a connection is held while Redis lists that client id; one
+    recorded by an earlier server process (a restart with persistence) is gone.
+    Otherwise the holder's pid decides, for an owner on this host.
+    """
+    if raw is None:
+        return False
+    try:
+        owner = json.loads(raw)
+    except ValueError:
+        return False
+    if not isinstance(owner, dict):
+        return False
+    client, server = owner.get("client"), owner.get("server")
+    if run_id is not None and isinstance(client, int) and isinstance(server, str):
+        if server != run_id:
+            return True
+        with contextlib.suppress(redis_mod.ResponseError):
+            return not keeper.execute_command("CLIENT", "LIST", "ID", client)
+    return _owner_is_dead(raw)
+
+
+def prefix_database(count: int, bookkeeping: int) -> int:
+    """The database prefix mode uses: the highest index besides ``bookkeeping``, never leased.
+
+    A server with one database has no other: prefixed keys then share it with
+    the leases, and only the worker's Redis user keeps tests off them.
+    """
+    if count < 2:
+        return bookkeeping
+    return count - 1 if count - 1 != bookkeeping else count - 2
+
+
+def _with_user(url: str, db: int, user: str, password: str) -> str:
+    """Return ``url`` on database ``db``, connecting as ``user``."""
+    parts = urlsplit(redis_url_with_db(url, db))
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{quote(user, safe='')}:{password}@{host}"))
+
+
+def _glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
+def _acl_user(
+    redis_mod: Any, admin: Any, name: str, db: int, prefix: str, shared: bool
+) -> tuple[str, str]:
+    """Create the worker's Redis user; return its password and why it was refused ("" if not).
+
+    Redis ACLs do not name databases, so ``SELECT`` is allowed only with the
+    worker's index. In a shared (prefix) database the user reaches only keys
+    under ``prefix`` and cannot ``FLUSHDB``.
+    """
+    password = secrets.token_hex(16)
+    keys = f"~{_glob_escape(prefix)}*" if shared else "~*"
+    rules = ["reset", "on", f">{password}", keys, "&*", "+@all", *_ACL_DENIED]
+    rules += ["-select", f"+select|{db}"]
+    if shared:
+        rules.append("-flushdb")
+    try:
+        admin.execute_command("ACL", "SETUSER", name, *rules)
+    except redis_mod.ResponseError as exc:
+        return "", str(exc).rstrip(".")
+    return password, ""
 
 
 def _database_count(redis_mod: Any, url: RedisUrl) -> tuple[int, bool]:
@@ -426,9 +563,14 @@ def lease_redis(
     wait: float = 60.0,
     ttl: float = 30.0,
     notify: Callable[[str], object] | None = None,
+    acl_notify: Callable[[str], object] | None = None,
     env: Mapping[str, str] | None = None,
 ) -> RedisLease:
     """Lease a database index on the server, or fall back to a key prefix.
+
+    Usable outside pytest: ``lease = lease_redis(parse_redis_url(url))``, hand
+    ``lease.url`` to the application, ``lease.clean()`` between tests and
+    ``lease.release()`` at the end.
 
     Args:
         url: The server; its database is the bookkeeping database, never leased.
@@ -436,9 +578,13 @@ def lease_redis(
         mode: ``"auto"`` leases an index and falls back to a prefix; ``"index"``
             fails instead of falling back; ``"prefix"`` never leases an index.
         wait: Seconds to wait for an index to be released when all are taken.
-        ttl: Seconds a lease lives without refresh (a dead owner's lease expires then).
+        ttl: Seconds a lease lives without a refresh where the server refuses
+            ``CLIENT LIST``, so that it cannot be tied to its connection; the
+            period of the lease's checks is a third of it.
         notify: Called with a message when the worker starts waiting or falls
             back to a prefix; by default the message goes to stderr.
+        acl_notify: Called with the message that the server refused a Redis
+            user for the worker; ``notify`` by default.
         env: Where to read the worker contract; ``os.environ`` by default.
 
     Raises:
@@ -450,7 +596,9 @@ def lease_redis(
         notify = _print_to_stderr
     worker = get_worker_id(env)
     run_uid = get_testrun_uid(env)
-    prefix = f"wu:{run_tag(run_uid)}:{worker}:"
+    tag = run_tag(run_uid)
+    prefix = f"wu:{tag}:{worker}:"
+    token = uuid.uuid4().hex
     try:
         count, cluster = _database_count(redis_mod, url)
         if not cluster and url.db >= count:
@@ -463,40 +611,68 @@ def lease_redis(
                 f"worker_redis: {url.masked} is a cluster, which has only database 0; "
                 f"remove /{url.db} from {setting}"
             )
-        keeper = redis_mod.Redis.from_url(url.url, **_ADMIN_TIMEOUTS)
+        keeper = redis_mod.Redis.from_url(url.url, single_connection_client=True, **_ADMIN_TIMEOUTS)
         try:
             keeper.ping()
+            tie = None if cluster else _connection_tie(redis_mod, keeper)
         except redis_mod.RedisError:
             keeper.close()
             raise
     except redis_mod.RedisError as exc:
         raise RedisSetupError(_explain(exc, url, setting)) from None
-    if cluster or mode == "prefix" or count < 2:
+    shared = prefix_database(count, url.db)
+    user = f"worker_utils.{tag}.{worker}.{token[:8]}"
+
+    def with_user(lease: RedisLease) -> RedisLease:
+        if lease.cluster:
+            return lease  # ACL users are per node; a cluster's tests use the configured user
+        password, refused = _acl_user(
+            redis_mod, lease._janitor, user, lease.db, prefix, lease.mode == "prefix"
+        )
+        if refused:
+            lease.acl_refused = refused
+            (acl_notify or notify)(
+                f"worker_utils: {url.masked} refused a Redis user per worker ({refused}); "
+                f"tests connect as the user of {setting}, so FLUSHALL, SWAPDB, CLIENT KILL, "
+                f"CONFIG SET or SHUTDOWN in a test reaches every worker and run (allow that "
+                f"user ACL SETUSER to contain them)"
+            )
+        else:
+            lease.acl_user = user
+            lease.url = _with_user(url.url, lease.db, user, password)
+        return lease
+
+    if cluster or mode == "prefix" or count < 3:
         keeper.close()
-        return _prefix_lease(redis_mod, url, prefix, count, cluster)
-    value = json.dumps(
-        {
-            "run": run_uid,
-            "worker": worker,
-            **owner_record(),
-            "time": time.time(),
-            "token": uuid.uuid4().hex,
-        }
-    )
+        try:
+            return with_user(_prefix_lease(redis_mod, url, shared, prefix, count, cluster))
+        except redis_mod.RedisError as exc:
+            raise RedisSetupError(_explain(exc, url, setting)) from None
+    record: dict[str, Any] = {
+        "run": run_uid,
+        "worker": worker,
+        **owner_record(),
+        "time": time.time(),
+        "token": token,
+    }
+    if tie is not None:
+        record.update(client=tie[0], server=tie[1])
+    value = json.dumps(record)
     ttl_ms = max(1, int(ttl * 1000))
     started = time.monotonic()
     deadline = started + wait
-    candidates = [i for i in range(count) if i != url.db]
+    candidates = [i for i in range(count) if i not in (url.db, shared)]
     first = get_worker_redis_db(env)
     if first in candidates:
         at = candidates.index(first)
         candidates = candidates[at:] + candidates[:at]
     announced = False
     busy = f"({len(candidates)} leasable, all leased or holding other users' keys)"
+    run_id = None if tie is None else tie[1]
 
     def claim() -> tuple[int, bool] | None:
         nonlocal announced
-        claimed = _claim(redis_mod, keeper, url, candidates, value, ttl_ms)
+        claimed = _claim(redis_mod, keeper, url, candidates, value, 0 if tie else ttl_ms, run_id)
         if claimed is None and not announced and time.monotonic() < deadline:
             notify(
                 f"worker_utils: {worker}: no free Redis database on {url.masked} {busy}; "
@@ -516,37 +692,40 @@ def lease_redis(
                     f"the server with more --databases, or set worker_utils_redis_mode "
                     f"to auto to fall back to a key prefix"
                 )
-            lease = _prefix_lease(redis_mod, url, prefix, count, cluster=False)
+            lease = _prefix_lease(redis_mod, url, shared, prefix, count, cluster=False)
             lease.waited = time.monotonic() - started
             notify(
                 f"worker_utils: {worker}: no free Redis database on {url.masked} after "
-                f"{wait:g}s; using key prefix {prefix!r} in database {url.db}"
+                f"{wait:g}s; using key prefix {prefix!r} in database {shared}"
             )
-            return lease
+            return with_user(lease)
         index, reclaimed = claimed
         leased_url = redis_url_with_db(url.url, index)
         janitor = redis_mod.Redis.from_url(
             leased_url, single_connection_client=True, **_ADMIN_TIMEOUTS
         )
+        lease = RedisLease(
+            server_url=url.url,
+            url=leased_url,
+            db=index,
+            prefix=prefix,
+            mode="index",
+            database_count=count,
+            waited=time.monotonic() - started if announced else 0.0,
+            reclaimed=reclaimed,
+            _janitor=janitor,
+            _refresher=_Refresher(
+                keeper, _LEASE.format(index), value, ttl_ms, None if tie is None else tie[0]
+            ),
+        )
+        return with_user(lease)
     except redis_mod.RedisError as exc:
         keeper.close()
         raise RedisSetupError(_explain(exc, url, setting)) from None
-    return RedisLease(
-        server_url=url.url,
-        url=leased_url,
-        db=index,
-        prefix=prefix,
-        mode="index",
-        database_count=count,
-        waited=time.monotonic() - started if announced else 0.0,
-        reclaimed=reclaimed,
-        _janitor=janitor,
-        _refresher=_Refresher(keeper, _LEASE.format(index), value, ttl_ms),
-    )
 
 
 def release_abandoned(value: dict[str, Any]) -> None:
-    """Empty and release a lease whose worker died, if it still holds it.
+    """Remove what a worker that died left: its Redis user, its keys and its lease.
 
     Registered per worker as a run teardown: the controller calls it when the
     run ends (every worker is gone by then) and a later run's reaper calls it
@@ -555,13 +734,32 @@ def release_abandoned(value: dict[str, Any]) -> None:
     redis_mod = _import_redis()
     url, index, lease = value["url"], int(value["db"]), value["lease"]
     with redis_mod.Redis.from_url(url, **_ADMIN_TIMEOUTS) as keeper:
-        if keeper.get(_LEASE.format(index)) != lease.encode():
+        if value.get("user"):
+            with contextlib.suppress(redis_mod.ResponseError):
+                keeper.acl_deluser(value["user"])
+        if value.get("mode") == "prefix":
+            with redis_mod.Redis.from_url(
+                redis_url_with_db(url, index), **_ADMIN_TIMEOUTS
+            ) as janitor:
+                delete_prefix(janitor, value["prefix"])
+            return
+        current = keeper.get(_LEASE.format(index))
+        if current is None or _token(current) != _token(lease.encode()):
             return
         with redis_mod.Redis.from_url(redis_url_with_db(url, index), **_ADMIN_TIMEOUTS) as janitor:
             janitor.flushdb()
         keeper.register_script(_RELEASE)(
-            keys=[_LEASE.format(index), _DIRTY.format(index)], args=[lease]
+            keys=[_LEASE.format(index), _DIRTY.format(index)], args=[current]
         )
+
+
+def _token(raw: bytes) -> object:
+    """The token of a lease value: it stays when the value records a new connection."""
+    try:
+        owner = json.loads(raw)
+    except ValueError:
+        return raw
+    return owner.get("token") if isinstance(owner, dict) else raw
 
 
 def _claim(
@@ -571,17 +769,21 @@ def _claim(
     candidates: list[int],
     value: str,
     ttl_ms: int,
+    run_id: str | None,
 ) -> tuple[int, bool] | None:
-    """Try each candidate once; return ``(index, reclaimed)`` for the first one taken."""
+    """Try each candidate once; return ``(index, reclaimed)`` for the first one taken.
+
+    ``ttl_ms`` 0 claims without an expiry (a lease tied to its connection).
+    """
     take_over = keeper.register_script(_TAKE_OVER)
     release = keeper.register_script(_RELEASE)
     probe = redis_mod.Redis.from_url(url.url, single_connection_client=True, **_ADMIN_TIMEOUTS)
     try:
         for index in candidates:
             key = _LEASE.format(index)
-            if not keeper.set(key, value, nx=True, px=ttl_ms):
+            if not keeper.set(key, value, nx=True, px=ttl_ms or None):
                 owner = keeper.get(key)
-                if not _owner_is_dead(owner) or not take_over(
+                if not _holder_gone(redis_mod, keeper, owner, run_id) or not take_over(
                     keys=[key], args=[owner, value, ttl_ms]
                 ):
                     continue
@@ -610,18 +812,18 @@ def _claim(
 
 
 def _prefix_lease(
-    redis_mod: Any, url: RedisUrl, prefix: str, count: int, cluster: bool
+    redis_mod: Any, url: RedisUrl, db: int, prefix: str, count: int, cluster: bool
 ) -> RedisLease:
     if cluster:
         janitor = redis_mod.cluster.RedisCluster.from_url(url.url, **_ADMIN_TIMEOUTS)
     else:
         janitor = redis_mod.Redis.from_url(
-            url.url, single_connection_client=True, **_ADMIN_TIMEOUTS
+            redis_url_with_db(url.url, db), single_connection_client=True, **_ADMIN_TIMEOUTS
         )
     return RedisLease(
         server_url=url.url,
-        url=url.url,
-        db=url.db,
+        url=redis_url_with_db(url.url, db),
+        db=db,
         prefix=prefix,
         mode="prefix",
         database_count=count,

