@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -90,3 +98,135 @@ def test_the_api_raises_redis_setup_error_with_the_same_message(redis_server: Se
         f"worker_redis: database 16 in REDIS_URL (redis://127.0.0.1:{redis_server.port}/16) "
         f"is out of range: the server has 16 (0-15); name one of those, such as 0"
     )
+
+
+HOLDER = """
+import sys
+from worker_utils.redis import lease_redis, parse_redis_url
+
+lease = lease_redis(parse_redis_url(sys.argv[1]), ttl=float(sys.argv[2]),
+                    env={"PYTEST_XDIST_WORKER": "gw0", "WORKER_UTILS_TESTRUN_UID": "holder"})
+lease.client().set("mine", 1)
+print(lease.db, flush=True)
+sys.stdin.readline()
+print("lost" if lease.lost else "held", lease.client().get("mine"), flush=True)
+lease.release()
+"""
+
+
+def hold_in_child(server: Server, ttl: float) -> subprocess.Popen[str]:
+    """A process holding the server's only leasable database; it reports on a line of input."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, server.url, str(ttl)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert child.stdout is not None
+    assert child.stdout.readline() == "1\n"
+    return child
+
+
+def stop(child: subprocess.Popen[str]) -> None:
+    child.kill()
+    child.communicate()
+
+
+def claim_only_database(server: Server, wait: float) -> RedisLease:
+    return lease_redis(
+        parse_redis_url(server.url), mode="index", wait=wait, env=env("gw5"), notify=lambda _: None
+    )
+
+
+def test_a_lease_stays_held_while_its_worker_is_stopped_for_many_ttls(
+    redis_server_factory: Callable[..., Server],
+) -> None:
+    server = redis_server_factory("--databases", "3")  # 0 leases, 2 prefix mode, 1 leasable
+    child = hold_in_child(server, ttl=0.5)
+    try:
+        os.kill(child.pid, signal.SIGSTOP)
+        try:
+            time.sleep(2.5)  # five TTLs: no refresh could have run
+            with pytest.raises(RedisSetupError, match="no free database"):
+                claim_only_database(server, wait=0.5)
+        finally:
+            os.kill(child.pid, signal.SIGCONT)
+        assert child.communicate("report\n", timeout=10)[0] == "held b'1'\n"
+    finally:
+        stop(child)
+    assert server.keys_by_db() == {}
+
+
+def test_a_killed_workers_lease_is_taken_over_within_seconds(
+    redis_server_factory: Callable[..., Server],
+) -> None:
+    server = redis_server_factory("--databases", "3")
+    stop(hold_in_child(server, ttl=30))
+    started = time.monotonic()
+    lease = claim_only_database(server, wait=10)
+    try:
+        assert (lease.db, lease.reclaimed) == (1, True)
+        assert time.monotonic() - started < 3
+    finally:
+        lease.release()
+    assert server.keys_by_db() == {}
+
+
+@pytest.mark.parametrize("restarted", [False, True], ids=["connection closed", "server restarted"])
+def test_a_lease_whose_holder_left_the_server_is_taken_over_at_once_from_any_host(
+    redis_server_factory: Callable[..., Server], restarted: bool
+) -> None:
+    server = redis_server_factory("--databases", "3")
+    holder = server.client(single_connection_client=True)
+    run_id = holder.info("server")["run_id"]
+    # A holder on another host: its pid says nothing here, its connection does.
+    owner = {"host": "elsewhere", "pid": 1, "started": 0.0, "token": "t",
+             "client": holder.client_id(), "server": "0" * 40 if restarted else run_id}  # fmt: skip
+    holder.set("worker_utils:lease:1", json.dumps(owner))
+    try:
+        if not restarted:
+            with pytest.raises(RedisSetupError, match="no free database"):
+                claim_only_database(server, wait=0.3)
+    finally:
+        holder.close()
+    lease = claim_only_database(server, wait=5)
+    try:
+        assert lease.db == 1
+        assert lease.waited == 0.0
+    finally:
+        lease.release()
+    assert server.keys_by_db() == {}
+
+
+@pytest.mark.skipif(
+    not os.environ.get("WORKER_UTILS_REDIS_SOAK"),
+    reason="a long soak; set WORKER_UTILS_REDIS_SOAK=1 to run it",
+)
+def test_a_lease_outlives_a_ninety_second_pause_beside_a_concurrent_run(
+    redis_server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    server = redis_server_factory("--databases", "4")  # leasable: 1 and 2
+    child = hold_in_child(server, ttl=30)
+    try:
+        os.kill(child.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            others = [
+                lease_redis(parse_redis_url(server.url), wait=0, env=env(f"gw{n}"),
+                            notify=lambda _: None)
+                for n in range(3)
+            ]  # fmt: skip
+            try:
+                while time.monotonic() - started < 90:
+                    # The concurrent run keeps asking for a database all along.
+                    with contextlib.suppress(RedisSetupError):
+                        claim_only_database(server, wait=0).release()
+                    assert [o.db for o in others if o.mode == "index"] == [2]
+                    time.sleep(5)
+            finally:
+                for other in others:
+                    other.release()
+        finally:
+            os.kill(child.pid, signal.SIGCONT)
+        assert child.communicate("report\n", timeout=10)[0] == "held b'1'\n"
+    finally:
+        stop(child)
+    assert server.keys_by_db() == {}

@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import PRECEDENCE, SOURCES, Given
 from tests.redis.test_errors import FORMS
 from worker_utils._settings import Setting
-from worker_utils.redis.plugin import MODE, SERVER, URL, WAIT
+from worker_utils.redis.plugin import LEASE_TTL, MODE, SERVER, URL, WAIT
 
 SHOW = """
 import os
@@ -118,6 +118,13 @@ def test_a_bad_url_says_what_is_wrong_with_it(given: Given, url: str, reason: st
             "expected a number of seconds, such as 60",
         ),
         (
+            LEASE_TTL,
+            "0",
+            "env",
+            "worker_utils_redis_lease_ttl (from WORKER_UTILS_REDIS_LEASE_TTL): found '0'; "
+            "expected a number of seconds above 0, such as 30",
+        ),
+        (
             SERVER,
             "/nonexistent/redis-server",
             "env",
@@ -125,7 +132,7 @@ def test_a_bad_url_says_what_is_wrong_with_it(given: Given, url: str, reason: st
             "found '/nonexistent/redis-server'; expected an executable file",
         ),
     ],
-    ids=["mode", "wait-text", "wait-negative", "server"],
+    ids=["mode", "wait-text", "wait-negative", "lease-ttl-zero", "server"],
 )
 def test_a_bad_value_is_one_usage_error(
     given: Given, setting: Setting[object], text: str, source: str, message: str

@@ -487,7 +487,8 @@ def _acl_user(
     try:
         admin.execute_command("ACL", "SETUSER", name, *rules)
     except redis_mod.ResponseError as exc:
-        return "", str(exc).rstrip(".")
+        # An unknown command's error quotes the arguments, the password among them.
+        return "", str(exc).split(", with args")[0].rstrip(".")
     return password, ""
 
 
