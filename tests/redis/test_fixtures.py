@@ -174,3 +174,65 @@ def test_a_project_can_override_the_server_fixture_with_its_own(
     )
     pytester.runpytest_subprocess("-n", "2").assert_outcomes(passed=1)
     assert redis_server.keys_by_db() == {}
+
+
+SESSION_CONFTEST = """
+import pytest
+import redis
+
+APP = {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _configure_app(worker_redis_url, worker_redis_db, worker_redis_prefix, worker_redis):
+    APP["client"] = redis.Redis.from_url(worker_redis_url)
+    APP["db"], APP["prefix"] = worker_redis_db, worker_redis_prefix
+    APP["fixture"] = worker_redis
+    yield
+    APP["client"].close()
+"""
+
+SESSION_TESTS = """
+import os
+import subprocess
+import sys
+
+from conftest import APP
+
+
+def key():
+    return APP["prefix"] + "hits"
+
+
+def test_1_the_app_writes_without_any_function_fixture():
+    assert APP["client"].incr(key()) == 1
+
+
+def test_2_the_next_test_starts_clean():
+    assert APP["client"].get(key()) is None
+    APP["fixture"].set(key(), 1)
+
+
+def test_3_a_subprocess_given_the_url_writes(worker_redis_url):
+    assert APP["client"].get(key()) is None
+    code = "import redis, sys; redis.Redis.from_url(sys.argv[1]).set(sys.argv[2], 1)"
+    subprocess.run([sys.executable, "-c", code, worker_redis_url, key()], check=True)
+
+
+def test_4_and_that_is_gone_too():
+    assert APP["client"].get(key()) is None
+"""
+
+
+@pytest.mark.parametrize("mode", ["index", "prefix"])
+def test_session_fixtures_take_the_plain_values_and_every_test_starts_clean(
+    pytester: pytest.Pytester, redis_server: Server, mode: str
+) -> None:
+    pytester.makeconftest(SESSION_CONFTEST)
+    pytester.makepyfile(test_app=SESSION_TESTS)
+    result = pytester.runpytest_subprocess(
+        "-p", "no:randomly", "-n", "2", "--dist=each", f"--worker-utils-redis-mode={mode}",
+        f"--worker-utils-redis-url={redis_server.url}",
+    )  # fmt: skip
+    result.assert_outcomes(passed=8)
+    assert redis_server.keys_by_db() == {}

@@ -17,7 +17,7 @@ import pytest
 
 from tests.redis.conftest import Server
 from worker_utils import RedisLease, RedisSetupError, lease_redis
-from worker_utils.redis import parse_redis_url
+from worker_utils.redis import parse_redis_url, release_abandoned
 
 
 def env(worker: str) -> dict[str, str]:
@@ -230,3 +230,17 @@ def test_a_lease_outlives_a_ninety_second_pause_beside_a_concurrent_run(
     finally:
         stop(child)
     assert server.keys_by_db() == {}
+
+
+def test_what_a_dead_prefix_mode_worker_left_is_removed_by_the_reaper(redis_server: Server) -> None:
+    lease = lease_redis(parse_redis_url(redis_server.url), mode="prefix", env=env("gw0"))
+    try:
+        lease.client().set(lease.prefix + "k", 1)
+        with redis_server.client() as admin:
+            assert admin.acl_users() == sorted(["default", lease.acl_user])
+        release_abandoned(lease.abandon_record())  # as if the worker had died
+        assert redis_server.keys_by_db() == {}
+        with redis_server.client() as admin:
+            assert admin.acl_users() == ["default"]
+    finally:
+        lease.release()

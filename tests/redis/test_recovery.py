@@ -52,9 +52,14 @@ def test_a_crashed_runs_leftovers_and_leases_are_removed_by_the_next_run(
         0: [b"worker_utils:dirty:1", b"worker_utils:lease:1"],
         1: [b"left"],
     }
+    with redis_server.client() as admin:
+        (user,) = [u for u in admin.acl_users() if u != "default"]
+        assert user.startswith("worker_utils.")
     example.pytester.makepyfile(test_crash="def test_nothing():\n    pass\n")
     example.pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
     assert redis_server.keys_by_db() == {}
+    with redis_server.client() as admin:
+        assert admin.acl_users() == ["default"]
 
 
 def test_a_lease_held_elsewhere_expires_and_the_worker_waits_for_it_visibly(
