@@ -447,7 +447,7 @@ def _holder_gone(redis_mod: Any, keeper: Any, raw: bytes | None, run_id: str | N
     return _owner_is_dead(raw)
 
 
-def prefix_database(count: int, bookkeeping: int) -> int:
+def _prefix_database(count: int, bookkeeping: int) -> int:
     """The database prefix mode uses: the highest index besides ``bookkeeping``, never leased.
 
     A server with one database has no other: prefixed keys then share it with
@@ -621,7 +621,7 @@ def lease_redis(
             raise
     except redis_mod.RedisError as exc:
         raise RedisSetupError(_explain(exc, url, setting)) from None
-    shared = prefix_database(count, url.db)
+    shared = _prefix_database(count, url.db)
     user = f"worker_utils.{tag}.{worker}.{token[:8]}"
 
     def with_user(lease: RedisLease) -> RedisLease:
