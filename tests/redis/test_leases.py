@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -125,6 +125,17 @@ def hold_in_child(server: Server, ttl: float) -> subprocess.Popen[str]:
     return child
 
 
+@contextlib.contextmanager
+def stopped(child: subprocess.Popen[str]) -> Iterator[None]:
+    """SIGSTOP ``child`` during the block; after it, the child must still hold its lease."""
+    os.kill(child.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(child.pid, signal.SIGCONT)
+    assert child.communicate("report\n", timeout=10)[0] == "held b'1'\n"
+
+
 def stop(child: subprocess.Popen[str]) -> None:
     child.kill()
     child.communicate()
@@ -142,14 +153,10 @@ def test_a_lease_stays_held_while_its_worker_is_stopped_for_many_ttls(
     server = redis_server_factory("--databases", "3")  # 0 leases, 2 prefix mode, 1 leasable
     child = hold_in_child(server, ttl=0.5)
     try:
-        os.kill(child.pid, signal.SIGSTOP)
-        try:
+        with stopped(child):
             time.sleep(2.5)  # five TTLs: no refresh could have run
             with pytest.raises(RedisSetupError, match="no free database"):
                 claim_only_database(server, wait=0.5)
-        finally:
-            os.kill(child.pid, signal.SIGCONT)
-        assert child.communicate("report\n", timeout=10)[0] == "held b'1'\n"
     finally:
         stop(child)
     assert server.keys_by_db() == {}
@@ -206,8 +213,7 @@ def test_a_lease_outlives_a_ninety_second_pause_beside_a_concurrent_run(
     server = redis_server_factory("--databases", "4")  # leasable: 1 and 2
     child = hold_in_child(server, ttl=30)
     try:
-        os.kill(child.pid, signal.SIGSTOP)
-        try:
+        with stopped(child):
             started = time.monotonic()
             others = [
                 lease_redis(parse_redis_url(server.url), wait=0, env=env(f"gw{n}"),
@@ -224,9 +230,6 @@ def test_a_lease_outlives_a_ninety_second_pause_beside_a_concurrent_run(
             finally:
                 for other in others:
                     other.release()
-        finally:
-            os.kill(child.pid, signal.SIGCONT)
-        assert child.communicate("report\n", timeout=10)[0] == "held b'1'\n"
     finally:
         stop(child)
     assert server.keys_by_db() == {}

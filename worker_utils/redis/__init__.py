@@ -399,17 +399,20 @@ class _Refresher:
         self.client.close()
 
 
-def _owner_is_dead(raw: bytes | None) -> bool:
-    """Return True if a lease value names a process on this host that no longer runs."""
+def _owner(raw: bytes | None) -> dict[str, Any] | None:
+    """The owner a lease value records, None if it is not a JSON object."""
     if raw is None:
-        return False
+        return None
     try:
         owner = json.loads(raw)
     except ValueError:
-        return False
-    return (
-        isinstance(owner, dict) and owner.get("pid") != os.getpid() and owner_alive(owner) is False
-    )
+        return None
+    return owner if isinstance(owner, dict) else None
+
+
+def _owner_is_dead(owner: dict[str, Any]) -> bool:
+    """Return True if a lease's owner is a process on this host that no longer runs."""
+    return owner.get("pid") != os.getpid() and owner_alive(owner) is False
 
 
 def _connection_tie(redis_mod: Any, keeper: Any) -> tuple[int, str] | None:
@@ -430,13 +433,8 @@ def _holder_gone(redis_mod: Any, keeper: Any, raw: bytes | None, run_id: str | N
     recorded by an earlier server process (a restart with persistence) is gone.
     Otherwise the holder's pid decides, for an owner on this host.
     """
-    if raw is None:
-        return False
-    try:
-        owner = json.loads(raw)
-    except ValueError:
-        return False
-    if not isinstance(owner, dict):
+    owner = _owner(raw)
+    if owner is None:
         return False
     client, server = owner.get("client"), owner.get("server")
     if run_id is not None and isinstance(client, int) and isinstance(server, str):
@@ -444,7 +442,7 @@ def _holder_gone(redis_mod: Any, keeper: Any, raw: bytes | None, run_id: str | N
             return True
         with contextlib.suppress(redis_mod.ResponseError):
             return not keeper.execute_command("CLIENT", "LIST", "ID", client)
-    return _owner_is_dead(raw)
+    return _owner_is_dead(owner)
 
 
 def _prefix_database(count: int, bookkeeping: int) -> int:
