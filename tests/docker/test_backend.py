@@ -27,19 +27,23 @@ pytestmark = pytest.mark.usefixtures("docker_engine")
 USES_BOTH = (
     RECORD_SNIPPET
     + """
+import redis
 import worker_utils
 
 def _use(worker_postgres, worker_redis, worker_postgres_server_url, worker_redis_server_url):
     worker_postgres.execute("CREATE TABLE t (x int)")
     worker_redis.set("k", "v")
+    # CONFIG is for the server's own user: a worker's Redis user may not run it.
+    with redis.Redis.from_url(worker_redis_server_url) as admin:
+        config = admin.config_get("appendonly") | admin.config_get("save")
     record(
         run=worker_utils.get_testrun_uid(),
         worker=worker_utils.get_worker_id(),
         postgres=worker_postgres_server_url,
         redis=worker_redis_server_url,
         fsync=worker_postgres.execute("SHOW fsync").fetchone()[0],
-        appendonly=worker_redis.config_get("appendonly")["appendonly"],
-        save=worker_redis.config_get("save")["save"],
+        appendonly=config["appendonly"],
+        save=config["save"],
     )
 """
     + "".join(
