@@ -132,7 +132,10 @@ def add_settings(parser: pytest.Parser, settings: Sequence[Setting[Any]]) -> Non
 
 def _given(config: pytest.Config, setting: Setting[Any]) -> Iterator[tuple[str, str, Any]]:
     """Yield, in the order of precedence, each place as (what was set, its origin, value)."""
-    yield setting.option, setting.option, config.getoption(setting.ini, None)
+    given = config.getoption(setting.ini, None)
+    if given is None:  # before pytest fills config.option in: its early hooks
+        given = getattr(getattr(config, "known_args_namespace", None), setting.ini, None)
+    yield setting.option, setting.option, given
     yield setting.env, setting.env, os.environ.get(setting.env)
     yield setting.ini, _ini_origin(config, setting.ini), config.getini(setting.ini)
 

@@ -17,12 +17,12 @@ import signal
 import sys
 import uuid
 from pathlib import Path
-from types import ModuleType
+from types import FrameType, ModuleType
 from typing import Any
 
 import pytest
 
-from worker_utils import _settings, _worker
+from worker_utils import _export, _settings, _worker
 from worker_utils._plugin import Run, run_key, summary_key, usage_error
 from worker_utils._report import WorkerReport, summary_lines
 from worker_utils.run import _signals, coordination
@@ -94,14 +94,61 @@ def _start_run(config: pytest.Config, given_uid: str | None) -> Run:
     return run
 
 
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(_export)
+
+
+def _starting_xdist_worker() -> bool:
+    """Whether this process is an xdist worker parsing its config: xdist's bootstrap calls us.
+
+    The ``PYTEST_XDIST_*`` variables alone cannot tell: a pytest started by a
+    test of a worker inherits them. xdist runs its worker code through execnet
+    as the module ``__channelexec__``, which is on the stack while the worker's
+    config is parsed, before ``config.workerinput`` exists; it holds the
+    ``workerinput`` it received and no ``config`` yet (a pytest run in-process
+    by a test of a worker finds one that has both).
+    """
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        found = frame.f_globals
+        if found.get("__name__") == "__channelexec__":
+            workerinput = found.get("workerinput")
+            return (
+                isinstance(workerinput, dict)
+                and "config" not in found
+                and workerinput.get("testrunuid") == os.environ.get(_worker.XDIST_RUN_VAR)
+            )
+        frame = frame.f_back
+    return False
+
+
+def _exports_here(early_config: pytest.Config) -> bool:
+    """Whether this process runs tests and so exports variables: not an xdist controller."""
+    known = early_config.known_args_namespace
+    if getattr(known, "help", False) or getattr(known, "version", False):
+        return False
+    if early_config.stash[run_key].lock is None:
+        return True  # an xdist worker
+    xdist = early_config.pluginmanager.hasplugin("xdist")
+    return not (xdist and (getattr(known, "numprocesses", None) or getattr(known, "tx", None)))
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     # pytest imports the first conftest.py files before pytest_configure: start
-    # the run now, so that helpers called at their import time see this run.
-    if _worker.WORKER_VAR in os.environ or hasattr(early_config, "workerinput"):
-        return  # an xdist worker (or an isolated process), which learns its run from workerinput
-    given = getattr(early_config.known_args_namespace, "testrunuid", None)
-    early_config.stash[run_key] = _start_run(early_config, given)
+    # (or, in an xdist worker, join) the run now, so that helpers called at their
+    # import time see this run, and export the worker's variables before them.
+    if hasattr(early_config, "workerinput"):
+        return  # an isolated process, which learns its run from workerinput
+    uid = os.environ.get(_worker.XDIST_RUN_VAR)
+    if uid and _starting_xdist_worker():
+        run = Run(uid, coordination.run_dir_for(uid), lock=None)
+    else:  # a run of its own, even if it inherited a worker's variables
+        given = getattr(early_config.known_args_namespace, "testrunuid", None)
+        run = _start_run(early_config, given)
+    early_config.stash[run_key] = run
+    if _exports_here(early_config):
+        early_config.hook.pytest_worker_utils_export(config=early_config, run=run)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -111,7 +158,8 @@ def pytest_configure(config: pytest.Config) -> None:
     run = config.stash.get(run_key, None)
     if workerinput is not None:
         uid = workerinput["testrunuid"]
-        run = Run(uid, Path(workerinput[_RUN_DIR_INPUT]), lock=None)
+        if run is None or run.uid != uid:
+            run = Run(uid, Path(workerinput[_RUN_DIR_INPUT]), lock=None)
         run.set_env(_worker.RUN_VAR, uid)
         run.set_env(coordination.RUN_DIR_VAR, str(run.directory))
         _signals.register_worker(run.directory)

@@ -20,6 +20,8 @@ from worker_utils.postgres.plugin import (
     _PostgresSettings,
     _PostgresWorker,
     _worker_key,
+    export_mismatch,
+    started_server_url,
 )
 from worker_utils.run import coordination
 
@@ -40,15 +42,9 @@ def worker_postgres_server_url(request: pytest.FixtureRequest) -> str:
     if settings.url:
         return settings.url
     from worker_utils.servers import ServerStartError
-    from worker_utils.servers import plugin as servers
-    from worker_utils.servers.postgres import PostgresServer
 
-    connections = max(100, 20 + _worker.get_worker_count() * postgres.CONNECTIONS_PER_WORKER)
     try:
-        if servers.backend(request.config, "postgres") == "docker":
-            url = servers.docker_url(request.config, "postgres", max_connections=connections)
-        else:
-            url = PostgresServer(connections).url(get_run(request.config).directory)
+        url = started_server_url(request.config, _worker.get_worker_count())
     except ServerStartError as exc:
         error = str(exc)
     else:
@@ -204,6 +200,19 @@ def worker_postgres_scratch_database(
             fail(exc)
 
     return scratch_database
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _worker_postgres_export(request: pytest.FixtureRequest) -> None:
+    # The exported URL names this worker's namespace: make it before the first test.
+    __tracebackhide__ = True
+    settings = _pg_settings(request)
+    if not settings.exports:
+        return
+    namespace: postgres.WorkerNamespace = request.getfixturevalue("worker_postgres_namespace")
+    mismatch = export_mismatch(settings, settings.worker_url(namespace.url, namespace.name))
+    if mismatch is not None:
+        _pg_fail(settings, mismatch)
 
 
 @pytest.fixture(scope="session")

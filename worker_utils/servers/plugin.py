@@ -87,9 +87,20 @@ class _ServerSettings:
 _servers_key = pytest.StashKey[_ServerSettings]()
 
 
+def _server_settings(config: pytest.Config) -> _ServerSettings | None:
+    """The settings, read on first use: a worker's exports start servers before pytest_configure.
+
+    None when this plugin is blocked (``-p no:worker_utils.servers.plugin``).
+    """
+    settings = config.stash.get(_servers_key, None)
+    if settings is None and config.pluginmanager.has_plugin("worker_utils.servers.plugin"):
+        settings = config.stash[_servers_key] = _ServerSettings(config)
+    return settings
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    settings = _ServerSettings(config)
-    config.stash[_servers_key] = settings
+    settings = _server_settings(config)
+    assert settings is not None
     run = get_run(config)
     if settings.docker and run.lock is not None:
         config.pluginmanager.register(_DockerRunHooks(run, settings), "worker_utils.servers.docker")
@@ -100,7 +111,7 @@ def backend(config: pytest.Config, kind: str) -> str:
 
     ``embedded`` when this plugin is blocked (``-p no:worker_utils.servers.plugin``).
     """
-    settings = config.stash.get(_servers_key, None)
+    settings = _server_settings(config)
     return "embedded" if settings is None else settings.backends[kind]
 
 
@@ -112,7 +123,9 @@ def docker_url(config: pytest.Config, kind: str, *, max_connections: int = 100) 
     """
     from worker_utils.servers import docker
 
-    image, setting = config.stash[_servers_key].images[kind]
+    settings = _server_settings(config)
+    assert settings is not None  # backend() said docker
+    image, setting = settings.images[kind]
     run = get_run(config)
     return docker.shared_url(
         kind,

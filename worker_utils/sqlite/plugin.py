@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from worker_utils import _settings, sqlite
-from worker_utils._plugin import fail, get_run
+from worker_utils import _export, _settings, sqlite
+from worker_utils._plugin import Run, fail, get_run
 from worker_utils.run import coordination, paths
 
 _RESET_CHOICES = ("auto", *sqlite.RESET_MODES)
@@ -36,7 +36,20 @@ RESET = _settings.Setting[str](
     default="auto",
     metavar="MODE",
 )
-SETTINGS: list[_settings.Setting[Any]] = [PRAGMAS, RESET]
+_ENV_FORMS = ("url", "path")
+ENV = _settings.Setting[list[_export.Export]](
+    name="sqlite_env",
+    help="Variables set to this worker's SQLite database (url: sqlite:///PATH, or its path) "
+    "before conftest.py files are imported",
+    accepted=_export.accepted("DATABASE_URL or DB_PATH:path", _ENV_FORMS),
+    parse=_export.exports_parser(_ENV_FORMS),
+    default=[],
+    default_text="none",
+    metavar="NAME[:FORM]",
+    multiple=True,
+)
+SETTINGS: list[_settings.Setting[Any]] = [PRAGMAS, RESET, ENV]
+_FILE = "sqlite.db"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -44,11 +57,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 _reset_key = pytest.StashKey[str]()
+_exports_key = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl
+def pytest_worker_utils_export(config: pytest.Config, run: Run) -> None:
+    exports = _settings.resolve(config, ENV).value
+    path = paths.worker_tmp_path() / _FILE  # worker_sqlite_database makes it before any test
+    for export in exports:
+        run.set_env(export.name, f"sqlite:///{path}" if export.form == "url" else str(path))
 
 
 def pytest_configure(config: pytest.Config) -> None:
     sqlite._set_pragmas(_settings.resolve(config, PRAGMAS).value)
     config.stash[_reset_key] = _settings.resolve(config, RESET).value
+    config.stash[_exports_key] = bool(_settings.resolve(config, ENV).value)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -103,6 +126,13 @@ def worker_sqlite_database(
     run.report.note("sqlite", str(database.path))
     yield database
     database.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _worker_sqlite_export(request: pytest.FixtureRequest) -> None:
+    # The exported path names this worker's file: make it before the first test.
+    if request.config.stash[_exports_key]:
+        request.getfixturevalue("worker_sqlite_database")
 
 
 def _reset_mode(request: pytest.FixtureRequest) -> str:
