@@ -67,10 +67,13 @@ def exports_parser(forms: Sequence[str]) -> Callable[[str], list[Export]]:
 
 
 @pytest.hookspec
-def pytest_worker_utils_export(config: pytest.Config, run: Run) -> None:
+def pytest_worker_utils_export(config: pytest.Config, run: Run, controller: bool) -> None:
     """Set the run's exported variables in this process, before conftest.py files are imported.
 
-    Called in each xdist worker and in a run without workers, never in an
-    xdist controller; ``config`` is the early config (``config.option`` is
-    not filled in yet: read settings with :func:`worker_utils._settings.resolve`).
+    Called in each xdist worker, in a run without workers, and in an xdist
+    controller (``controller`` True), which runs no tests: settings modules
+    import there too (pytest-django sets Django up in every process), so it
+    gets values of the same form naming nothing that exists, and nothing is
+    made for it. ``config`` is the early config (``config.option`` is not
+    filled in yet: read settings with :func:`worker_utils._settings.resolve`).
     """

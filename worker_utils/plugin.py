@@ -122,15 +122,13 @@ def _starting_xdist_worker() -> bool:
     return False
 
 
-def _exports_here(early_config: pytest.Config) -> bool:
-    """Whether this process runs tests and so exports variables: not an xdist controller."""
+def _is_controller(early_config: pytest.Config) -> bool:
+    """Whether this process is an xdist controller, which runs no tests itself."""
     known = early_config.known_args_namespace
-    if getattr(known, "help", False) or getattr(known, "version", False):
-        return False
     if early_config.stash[run_key].lock is None:
-        return True  # an xdist worker
+        return False  # an xdist worker
     xdist = early_config.pluginmanager.hasplugin("xdist")
-    return not (xdist and (getattr(known, "numprocesses", None) or getattr(known, "tx", None)))
+    return bool(xdist and (getattr(known, "numprocesses", None) or getattr(known, "tx", None)))
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -147,8 +145,11 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         given = getattr(early_config.known_args_namespace, "testrunuid", None)
         run = _start_run(early_config, given)
     early_config.stash[run_key] = run
-    if _exports_here(early_config):
-        early_config.hook.pytest_worker_utils_export(config=early_config, run=run)
+    known = early_config.known_args_namespace
+    if not (getattr(known, "help", False) or getattr(known, "version", False)):
+        early_config.hook.pytest_worker_utils_export(
+            config=early_config, run=run, controller=_is_controller(early_config)
+        )
 
 
 @pytest.hookimpl(tryfirst=True)

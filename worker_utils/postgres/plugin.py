@@ -244,7 +244,7 @@ def _render(url: str, form: str) -> str:
 
 
 @pytest.hookimpl
-def pytest_worker_utils_export(config: pytest.Config, run: Run) -> None:
+def pytest_worker_utils_export(config: pytest.Config, run: Run, controller: bool) -> None:
     settings = _PostgresSettings(config)
     config.stash[_pg_early_key] = settings  # pytest_configure takes it over
     if not settings.exports:
@@ -252,18 +252,23 @@ def pytest_worker_utils_export(config: pytest.Config, run: Run) -> None:
     from worker_utils.servers import ServerStartError
 
     try:
+        workers = _early_worker_count(config) if controller else _worker.get_worker_count()
         server = settings.url
         if not server:
-            server = settings.embedded_url = started_server_url(config, _worker.get_worker_count())
+            server = settings.embedded_url = started_server_url(config, workers)
         name = postgres.worker_postgres_name(run.uid, prefix=settings.prefix)
-        url = settings.worker_url(server, name)
+        if controller:  # a database that does not exist: any use fails at once
+            url = postgres.worker_url(server, name, "database", application_name=name)
+        else:
+            url = settings.worker_url(server, name)
         values = {export.name: _render(url, export.form) for export in settings.exports}
     except (ServerStartError, postgres.PostgresError) as exc:
         settings.failure = str(exc)  # every test fails with it, without a traceback
         return
     for name, value in values.items():
         run.set_env(name, value)
-    settings.exported_url = url
+    if not controller:
+        settings.exported_url = url
 
 
 def export_mismatch(settings: _PostgresSettings, url: str) -> str | None:
@@ -296,6 +301,10 @@ def pytest_configure(config: pytest.Config) -> None:
         from worker_utils.servers import postgres as server
 
         get_run(config).set_env(server.BINDIR_VAR, str(bindir))
+    if config.pluginmanager.hasplugin("django"):  # pytest-django: route its test databases
+        from worker_utils.postgres import _django
+
+        config.pluginmanager.register(_django, "worker_utils.postgres.django")
     if getattr(config, "workerinput", None) is None and settings.url:
         config.pluginmanager.register(_PostgresRunHooks(settings), "worker_utils.postgres")
 
@@ -357,6 +366,12 @@ def _blocker(worker: _PostgresWorker) -> str | None:
             f"lock (pid {pid}); commit or close the connections a test opens before it ends"
         )
     return None
+
+
+def _early_worker_count(config: pytest.Config) -> int:
+    """The workers an xdist controller will start, read before config.option is filled in."""
+    value = getattr(config.known_args_namespace, "numprocesses", None)
+    return value if isinstance(value, int) and value > 0 else os.cpu_count() or 1
 
 
 def _worker_count(config: pytest.Config) -> int:

@@ -61,9 +61,10 @@ _exports_key = pytest.StashKey[bool]()
 
 
 @pytest.hookimpl
-def pytest_worker_utils_export(config: pytest.Config, run: Run) -> None:
+def pytest_worker_utils_export(config: pytest.Config, run: Run, controller: bool) -> None:
     exports = _settings.resolve(config, ENV).value
-    path = paths.worker_tmp_path() / _FILE  # worker_sqlite_database makes it before any test
+    # worker_sqlite_database makes it before any test (in a controller, never).
+    path = paths.worker_tmp_path() / _FILE
     for export in exports:
         run.set_env(export.name, f"sqlite:///{path}" if export.form == "url" else str(path))
 
