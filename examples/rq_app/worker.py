@@ -1,0 +1,8 @@
+"""The queue's worker, as production runs it: its own process, configured by REDIS_URL."""
+
+from rq import SimpleWorker
+
+from jobs import queue, redis
+
+if __name__ == "__main__":
+    SimpleWorker([queue], connection=redis).work(burst=True)

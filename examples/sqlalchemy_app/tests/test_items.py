@@ -1,0 +1,15 @@
+import pytest
+from sqlalchemy.exc import IntegrityError
+
+from models import add_item
+
+
+@pytest.mark.parametrize("name", ["pen", "ink", "pad"])
+def test_each_test_starts_from_the_migrated_tables(session, name):
+    assert add_item(session, name) == 1
+
+
+def test_alembics_constraint_names_are_kept(session):
+    add_item(session, "pen")
+    with pytest.raises(IntegrityError, match="uq_item_name"):
+        add_item(session, "pen")
