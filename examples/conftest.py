@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-# A suite of its own, with its own pytest.ini: `pytest examples/sandbox_service -n 2`.
-collect_ignore = ["sandbox_service"]
+# Projects of their own, each with its own pytest.ini: run them from their directory,
+# such as `cd examples/django_app && pytest -n 2`.
+collect_ignore = ["async_app", "django_app", "rq_app", "sandbox_service", "sqlalchemy_app"]
 
 
 @pytest.fixture(scope="session")

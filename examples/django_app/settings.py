@@ -4,7 +4,7 @@ import os
 
 import dj_database_url
 
-SECRET_KEY = "example-only"  # noqa: S105
+SECRET_KEY = "example-only"
 USE_TZ = True
 INSTALLED_APPS = [
     "django.contrib.auth",

@@ -1,8 +1,7 @@
 """The queue's worker, as production runs it: its own process, configured by REDIS_URL."""
 
-from rq import SimpleWorker
-
 from jobs import queue, redis
+from rq import SimpleWorker
 
 if __name__ == "__main__":
     SimpleWorker([queue], connection=redis).work(burst=True)

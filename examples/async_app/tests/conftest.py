@@ -1,5 +1,4 @@
 import pytest
-from starlette.testclient import TestClient
 
 
 @pytest.fixture(scope="session")
@@ -8,11 +7,3 @@ def worker_postgres_setup():
         conn.execute("CREATE TABLE visit (id serial PRIMARY KEY, name text NOT NULL)")
 
     return migrate
-
-
-@pytest.fixture
-def client():
-    from service import app
-
-    with TestClient(app) as client:
-        yield client

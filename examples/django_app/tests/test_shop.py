@@ -2,12 +2,11 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, connection
-
 from shop.models import Product
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("n", range(3))
+@pytest.mark.parametrize("n", range(2))
 def test_each_test_starts_from_the_migrated_database(n):
     assert Product.objects.count() == 0
     Product.objects.create(slug=f"p{n}", name="Pen")

@@ -1,7 +1,6 @@
 import pytest
-from sqlalchemy.exc import IntegrityError
-
 from models import add_item
+from sqlalchemy.exc import IntegrityError
 
 
 @pytest.mark.parametrize("name", ["pen", "ink", "pad"])
