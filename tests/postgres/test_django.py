@@ -1,0 +1,80 @@
+"""pytest-django: the exported URL reaches Django's settings, its test database is the worker's."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.postgres.conftest import URL, databases, schemas
+
+pytest.importorskip("pytest_django")
+
+PREFIX = "wu_dj"
+# Django reads the URL when pytest-django imports the settings, in its own early hook.
+SETTINGS = """
+import os
+
+import dj_database_url
+
+SECRET_KEY = "test"
+INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth"]
+DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"])}
+"""
+TEST = """
+import json
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import connection
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("n", range(2))
+def test_django(n):
+    User.objects.create_user(f"user{n}")
+    assert User.objects.count() == 1
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_schema(), current_database()")
+        schema, database = cursor.fetchone()
+        if schema == "public":  # database mode
+            cursor.execute(
+                "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+                [database],
+            )
+        else:
+            cursor.execute("SELECT obj_description(to_regnamespace(%s), 'pg_namespace')", [schema])
+        owner = json.loads(cursor.fetchone()[0])
+    name = database if schema == "public" else schema
+    print("WORKER", name, settings.DATABASES["default"]["NAME"], owner["name"], owner["run"])
+"""
+
+
+@pytest.mark.parametrize("mode", ["schema", "database"])
+@pytest.mark.parametrize("n", ["0", "2"])
+def test_djangos_test_database_is_the_workers_namespace_with_its_record(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, n: str, mode: str
+) -> None:
+    monkeypatch.setenv("WORKER_UTILS_POSTGRES_URL", URL)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    prefix = f"{PREFIX}{mode[0]}{n}"
+    pytester.makeini(
+        f"""
+        [pytest]
+        DJANGO_SETTINGS_MODULE = dj_settings
+        pythonpath = .
+        worker_utils_postgres_env = DATABASE_URL
+        worker_utils_postgres_mode = {mode}
+        worker_utils_postgres_prefix = {prefix}
+        """
+    )
+    pytester.makepyfile(dj_settings=SETTINGS, test_django=TEST)
+    result = pytester.runpytest_subprocess("-n", n, "-p", "no:randomly", "-s", "--reuse-db")
+    result.assert_outcomes(passed=2)
+    seen = [line.split()[1:] for line in result.stdout.lines if line.startswith("WORKER ")]
+    for name, django_name, owner, run in seen:
+        assert name.startswith(f"{prefix}_"), "Django uses the worker's namespace"
+        assert owner == name, "it carries worker_utils' ownership record"
+        assert run.replace("-", "_")[:10] in name, "its name carries the run id"
+        assert django_name == (name if mode == "database" else URL.rpartition("/")[2])
+    assert schemas(prefix) == []
+    assert databases(prefix) == [], "--reuse-db keeps nothing: no database per run is left"
