@@ -138,6 +138,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     # import time see this run, and export the worker's variables before them.
     if hasattr(early_config, "workerinput"):
         return  # an isolated process, which learns its run from workerinput
+    _check_contract()
     uid = os.environ.get(_worker.XDIST_RUN_VAR)
     if uid and _starting_xdist_worker():
         run = Run(uid, coordination.run_dir_for(uid), lock=None)

@@ -26,7 +26,7 @@ def _routed(settings: _PostgresSettings, run_uid: str) -> list[str]:
     """The Django aliases whose connections land in this worker's namespace."""
     from django.conf import settings as django_settings
 
-    if settings.exported_url is None:
+    if settings.exported_url is None or not django_settings.configured:
         return []
     name = postgres.worker_postgres_name(run_uid, prefix=settings.prefix)
     path = urllib.parse.urlsplit(settings.exported_url).path
