@@ -20,7 +20,7 @@ POSTGRES = os.environ.get(
     "WU_TEST_POSTGRES_URL",
     "postgresql://postgres@127.0.0.1:5432/test",  # noqa: WU202 the machine's server
 )
-REDIS = os.environ.get("WU_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")  # noqa: WU202
+REDIS = os.environ.get("WU_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")  # noqa: WU202,WU602
 PREFIX = "wu_xa"
 #: For the test of an overridden server, which runs beside the others.
 OTHER_PREFIX = "wu_xb"
