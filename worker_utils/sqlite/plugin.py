@@ -36,17 +36,11 @@ RESET = _settings.Setting[str](
     default="auto",
     metavar="MODE",
 )
-_ENV_FORMS = ("url", "path")
-ENV = _settings.Setting[list[_export.Export]](
-    name="sqlite_env",
-    help="Variables set to this worker's SQLite database (url: sqlite:///PATH, or its path) "
-    "before conftest.py files are imported",
-    accepted=_export.accepted("DATABASE_URL or DB_PATH:path", _ENV_FORMS),
-    parse=_export.exports_parser(_ENV_FORMS),
-    default=[],
-    default_text="none",
-    metavar="NAME[:FORM]",
-    multiple=True,
+ENV = _export.env_setting(
+    "sqlite",
+    "this worker's SQLite database (url: sqlite:///PATH, or its path)",
+    ("url", "path"),
+    "DATABASE_URL or DB_PATH:path",
 )
 SETTINGS: list[_settings.Setting[Any]] = [PRAGMAS, RESET, ENV]
 _FILE = "sqlite.db"
