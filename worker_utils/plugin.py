@@ -11,6 +11,7 @@ those modules from :data:`pytest_plugins`, and ``-p no:worker_utils.redis.plugin
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import signal
@@ -146,6 +147,9 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         given = getattr(early_config.known_args_namespace, "testrunuid", None)
         run = _start_run(early_config, given)
     early_config.stash[run_key] = run
+    # pytest_unconfigure never runs if pytest stops before pytest_configure (a usage
+    # error in an early hook); the cleanups do, after it.
+    early_config.add_cleanup(functools.partial(_end_run, early_config))
     known = early_config.known_args_namespace
     if not (getattr(known, "help", False) or getattr(known, "version", False)):
         early_config.hook.pytest_worker_utils_export(
@@ -179,6 +183,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config: pytest.Config) -> None:
+    _end_run(config)
+
+
+def _end_run(config: pytest.Config) -> None:
+    """Run the teardowns, release the lock, put the environment back: once, however pytest ends."""
     run = config.stash.get(run_key, None)
     if run is None:
         return

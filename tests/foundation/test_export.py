@@ -227,3 +227,13 @@ def test_an_overridden_server_fixture_is_an_error_naming_the_setting_to_use(
         ]
     )
     assert _schemas(OTHER_PREFIX) == []
+
+
+def test_a_usage_error_before_pytest_configure_leaves_the_environment_as_it_was(
+    pytester: pytest.Pytester,
+) -> None:
+    before = dict(os.environ)
+    pytester.makepyfile("def test_it(): pass")
+    result = pytester.runpytest_inprocess("-p", "no:randomly", "--worker-utils-sqlite-env=1BAD")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert dict(os.environ) == before, "the run started early was ended, its variables restored"
