@@ -205,7 +205,7 @@ def test_an_overridden_server_fixture_is_an_error_naming_the_setting_to_use(
         import pytest
 
         @pytest.fixture(scope="session")
-        def worker_postgres_url():
+        def worker_postgres_server_url():
             return {other!r}
         """
     )
@@ -218,12 +218,13 @@ def test_an_overridden_server_fixture_is_an_error_naming_the_setting_to_use(
     )
     result.assert_outcomes(errors=1)
     name = f"{OTHER_PREFIX}_*_master"
-    query = f"application_name={name}&options=-csearch_path%3D{name}%2Cpublic"
+    query = f"application_name={name}&options=-csearch_path%3D{name}%2Cpublic*"
     result.stdout.fnmatch_lines(
         [
             f"worker_utils_postgres_env: DATABASE_URL was set to {POSTGRES}?{query} before "
             f"conftest.py files were imported, but this worker's URL is {other}?{query} (an "
-            f"overridden server fixture); give the server with worker_utils_postgres_url instead"
+            f"overridden worker_postgres_server_url fixture); give the server with "
+            f"worker_utils_postgres_url instead"
         ]
     )
     assert _schemas(OTHER_PREFIX) == []

@@ -158,11 +158,14 @@ def clone_schema(
         )
     for table, column, seq, identity, *params, last_value in sequences:
         if identity:  # LIKE made a new identity sequence: only its position is copied
-            made = conn.execute(
-                "SELECT pg_get_serial_sequence(%s, %s)", [f'"{target}"."{table}"', column]
-            ).fetchone()[0]  # type: ignore[index]
+            made, made_name = conn.execute(
+                "SELECT s, (SELECT relname FROM pg_class WHERE oid = s::regclass) "
+                "FROM pg_get_serial_sequence(%s, %s) AS s",
+                [f'"{target}"."{table}"', column],
+            ).fetchone()  # type: ignore[misc]
             new_seq = dst.as_string(conn) + "." + sql.Identifier(seq).as_string(conn)
-            if made != new_seq:
+            # Compared by name: the server quotes the qualified name only where needed.
+            if made_name != seq:
                 conn.execute(
                     sql.SQL("ALTER SEQUENCE {} RENAME TO {}").format(
                         sql.SQL(made), sql.Identifier(seq)

@@ -210,7 +210,7 @@ def _worker_postgres_export(request: pytest.FixtureRequest) -> None:
     if not settings.exports:
         return
     namespace: postgres.WorkerNamespace = request.getfixturevalue("worker_postgres_namespace")
-    mismatch = export_mismatch(settings, settings.worker_url(namespace.url, namespace.name))
+    mismatch = export_mismatch(settings, namespace.worker_url)
     if mismatch is not None:
         _pg_fail(settings, mismatch)
 

@@ -172,6 +172,7 @@ class _PostgresSettings:
             self.mode,
             application_name=name,
             extension_schema=self.extension_schema,
+            lock_timeout=self.lock_timeout,
         )
 
 
@@ -274,8 +275,8 @@ def export_mismatch(settings: _PostgresSettings, url: str) -> str | None:
     return (
         f"worker_utils_postgres_env: {names} was set to {mask_password(settings.exported_url)} "
         f"before conftest.py files were imported, but this worker's URL is "
-        f"{mask_password(url)} (an overridden server fixture); give the server with "
-        f"worker_utils_postgres_url instead"
+        f"{mask_password(url)} (an overridden worker_postgres_server_url fixture); give the "
+        f"server with worker_utils_postgres_url instead"
     )
 
 
