@@ -175,7 +175,8 @@ def pytest_configure(config: pytest.Config) -> None:
         run = _start_run(config, getattr(config.option, "testrunuid", None))
     if workerinput is None and config.pluginmanager.hasplugin("xdist"):
         config.option.testrunuid = run.uid  # xdist hands this id to the workers
-    run.report = WorkerReport(_worker.get_worker_id())
+    if run.report.worker != _worker.get_worker_id():  # made before inherited variables went
+        run.report = WorkerReport(_worker.get_worker_id())
     config.stash[run_key] = run
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(run), "worker_utils.xdist")
