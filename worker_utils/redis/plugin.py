@@ -16,9 +16,10 @@ from typing import Any, cast
 
 import pytest
 
-from worker_utils import _settings, _worker
+from worker_utils import _export, _settings, _worker
 from worker_utils import redis as wu_redis
-from worker_utils._plugin import fail, get_run
+from worker_utils._plugin import Run, fail, get_run
+from worker_utils._util import mask_password
 from worker_utils.run import coordination
 
 
@@ -106,7 +107,14 @@ LEASE_TTL = _settings.Setting(
     default_text="30",
     metavar="SECONDS",
 )
-SETTINGS: list[_settings.Setting[Any]] = [URL, MODE, WAIT, LEASE_TTL, SERVER]
+_NO_DATABASE = 999_999_999
+ENV = _export.env_setting(
+    "redis",
+    "this worker's Redis URL (or with :prefix, its key prefix)",
+    ("url", "prefix"),
+    "REDIS_URL",
+)
+SETTINGS: list[_settings.Setting[Any]] = [URL, ENV, MODE, WAIT, LEASE_TTL, SERVER]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -125,6 +133,9 @@ class _RedisSettings:
         self.mode = _settings.resolve(config, MODE).value
         self.wait = _settings.resolve(config, WAIT).value
         self.ttl = _settings.resolve(config, LEASE_TTL).value
+        self.exports: list[_export.Export] = _settings.resolve(config, ENV).value
+        #: What went wrong taking the lease before conftest.py files were imported.
+        self.early_failure: str | None = None
         server = _settings.resolve(config, SERVER).value
         if server is not None:  # where the embedded server looks, in this process and its workers
             from worker_utils.servers import redis as redis_server
@@ -242,6 +253,29 @@ def worker_lease(config: pytest.Config, server_url: str | None = None) -> wu_red
     return lease
 
 
+@pytest.hookimpl
+def pytest_worker_utils_export(config: pytest.Config, run: Run, controller: bool) -> None:
+    settings = _redis_settings(config)
+    if not settings.exports:
+        return
+    if controller:
+        # No lease: a database index no server has, so that any use fails at once.
+        server = settings.url.url if settings.url is not None else "redis://127.0.0.1:1"
+        placeholder = wu_redis.redis_url_with_db(server, _NO_DATABASE)
+        for export in settings.exports:
+            run.set_env(export.name, placeholder if export.form == "url" else "wu:controller:")
+        return
+    from worker_utils.servers import ServerStartError
+
+    try:
+        lease = worker_lease(config)  # held from now on; the fixtures take it over
+    except (ServerStartError, wu_redis.RedisSetupError, wu_redis.RedisUrlError) as exc:
+        settings.early_failure = str(exc)  # every test that needs Redis fails with it
+        return
+    for export in settings.exports:
+        run.set_env(export.name, lease.url if export.form == "url" else lease.prefix)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     # After every session fixture's teardown, before the run's teardowns.
@@ -280,10 +314,22 @@ def worker_redis_lease(
     failure of every test that needs Redis, without a traceback.
     """
     __tracebackhide__ = True
+    settings = _redis_settings(request.config)
+    if settings.early_failure is not None:
+        fail(settings.early_failure)
     try:
-        return worker_lease(request.config, worker_redis_server_url)
+        lease = worker_lease(request.config, worker_redis_server_url)
     except (wu_redis.RedisSetupError, wu_redis.RedisUrlError) as exc:
         fail(exc)
+    if settings.exports and lease.server_url != worker_redis_server_url:
+        names = ", ".join(export.name for export in settings.exports)
+        fail(
+            f"worker_utils_redis_env: {names} was set to a database of "
+            f"{mask_password(lease.server_url)} before conftest.py files were imported, but the "
+            f"worker_redis_server_url fixture gives {mask_password(worker_redis_server_url)}; "
+            f"give the server with worker_utils_redis_url instead of overriding the fixture"
+        )
+    return lease
 
 
 @pytest.fixture(autouse=True)
