@@ -111,7 +111,7 @@ def test_the_sdist_carries_the_docs_the_demo_and_the_changelog(dist: Path) -> No
 
 def test_the_changelog_has_an_unreleased_section_first() -> None:
     headings = re.findall(r"^## (.+)$", (ROOT / "CHANGELOG.md").read_text(), re.MULTILINE)
-    assert headings[0] == "[Unreleased]"
+    assert headings[0] == "Unreleased"
 
 
 @pytest.mark.parametrize("artifact", [WHEEL, SDIST])
