@@ -75,7 +75,8 @@ class ServerFactory:
 @pytest.fixture(autouse=True)
 def _light_inner_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     """Inner pytest runs skip two unrelated installed plugins: half their start-up time."""
-    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:pytest_postgresql -p no:pytest_redis")
+    given = os.environ.get("PYTEST_ADDOPTS", "")
+    monkeypatch.setenv("PYTEST_ADDOPTS", f"{given} -p no:pytest_postgresql -p no:pytest_redis")
 
 
 @pytest.fixture

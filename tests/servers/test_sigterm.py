@@ -41,7 +41,11 @@ def start_and_wait(directory: Path, record_dir: Path) -> subprocess.Popen[str]:
     run = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly", "-n", "2"],
         cwd=directory,
-        env={**os.environ, "PYTEST_ADDOPTS": "-p no:pytest_postgresql -p no:pytest_redis"},
+        env={
+            **os.environ,
+            "PYTEST_ADDOPTS": os.environ.get("PYTEST_ADDOPTS", "")
+            + " -p no:pytest_postgresql -p no:pytest_redis",
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
