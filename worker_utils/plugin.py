@@ -82,7 +82,7 @@ def _start_run(config: pytest.Config, given_uid: str | None) -> Run:
     lock = coordination.RunLock(uid)
     run = Run(uid, lock.acquire(), lock)
     sigterm = _signals.SigtermAsInterrupt(
-        lambda: _signals.signal_workers(run.directory, signal.SIGTERM)
+        lambda: _signals.signal_workers(run.directory, signal.SIGTERM), sigint="repeat"
     )
     sigterm.install()
     config.stash[_sigterm_key] = sigterm
@@ -169,7 +169,7 @@ def pytest_configure(config: pytest.Config) -> None:
         run.set_env(_worker.RUN_VAR, uid)
         run.set_env(coordination.RUN_DIR_VAR, str(run.directory))
         _signals.register_worker(run.directory)
-        config.stash[_sigterm_key] = _signals.SigtermAsInterrupt()
+        config.stash[_sigterm_key] = _signals.SigtermAsInterrupt(sigint="once")
         config.stash[_sigterm_key].install()
     elif run is None:
         run = _start_run(config, getattr(config.option, "testrunuid", None))
