@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A private Docker engine and the local server images for the Docker tests.
 #
-#   tests/docker/engine.sh start   install docker.io and mmdebstrap if missing (Debian, root),
+#   tests/docker/engine.sh start   install docker.io, mmdebstrap and docker-compose if missing
+#                                  (Debian, root),
 #                                  start a private dockerd, build the local images
 #   tests/docker/engine.sh stop    stop that dockerd by its pid and remove its bridge
 #   tests/docker/engine.sh env     print the DOCKER_HOST line to eval
@@ -45,6 +46,9 @@ install_packages() {
     command -v dockerd >/dev/null || missing+=(docker.io)
     command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
     command -v bc >/dev/null || missing+=(bc)
+    # Compose, for the test of examples/docker/compose.yaml: Debian has v1 only.
+    command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 ||
+        missing+=(docker-compose)
     [ ${#missing[@]} -eq 0 ] && return
     local t0
     t0=$(date +%s)

@@ -110,14 +110,17 @@ def test_reap_without_an_engine_is_one_line(
     )
 
 
-def test_the_compose_example_uses_the_pinned_images() -> None:
+def test_the_compose_example_uses_the_pinned_images_and_their_settings() -> None:
     compose = Path(__file__).parents[2] / "examples" / "docker" / "compose.yaml"
     images = [
         line.split("image:")[1].strip()
         for line in compose.read_text().splitlines()
         if line.strip().startswith("image:")
     ]
-    assert images == [backend.DEFAULT_IMAGES["postgres"], backend.DEFAULT_IMAGES["redis"]]
+    assert images == [
+        f"${{WORKER_UTILS_{kind.upper()}_IMAGE:-{backend.DEFAULT_IMAGES[kind]}}}"
+        for kind in ("postgres", "redis")
+    ]
 
 
 def test_the_docker_page_shows_the_compose_example_as_it_is() -> None:
