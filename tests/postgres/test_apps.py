@@ -3,11 +3,15 @@ extensions made by tests, scratch databases and the names of the setup's constra
 
 from __future__ import annotations
 
+import json
+import uuid
+
 import psycopg
 import pytest
 
-from tests.postgres.conftest import URL, Example, databases, schemas
+from tests.postgres.conftest import URL, Example, databases, execute, schemas
 from worker_utils import postgres
+from worker_utils.postgres._names import record
 
 APP_SUITE = """
 import asyncio
@@ -257,3 +261,35 @@ def test_a_scratch_suffix_that_does_not_fit_is_named() -> None:
         f"worker_postgres_scratch_database: suffix {'x' * 40!r} makes {name + '_' + 'x' * 40!r} "
         "longer than PostgreSQL's 63-byte limit; use at most 36 bytes"
     )
+
+
+def test_reap_lists_and_drops_the_scratch_databases_the_code_under_test_made() -> None:
+    # A schema of a dead worker (this process's own record counts as dead, as for a
+    # reaper started by the worker itself) that named a scratch database, which the
+    # code under test then created: no record of its own, so only its owner lists it.
+    name = f"wu_t_{uuid.uuid4().hex[:8]}_gw0"
+    scratch = f"{name}_made_by_app"
+    owner = record("schema", name, "test", "0" * 32)
+    owner["scratch"] = [scratch, f"{name}_never_made"]
+    execute(f"CREATE SCHEMA {name}")
+    execute(f"COMMENT ON SCHEMA {name} IS '{json.dumps(owner)}'")
+    execute(f"CREATE DATABASE {scratch}")
+    try:
+        mine = [
+            f"would drop schema {name}",
+            f"would drop database {scratch} (scratch database of {name})",
+        ]
+        dry: list[str] = []
+        postgres.reap(URL, dry_run=True, log=dry.append)
+        assert [line for line in dry if name in line] == mine
+        assert databases(name) == [scratch]
+        done: list[str] = []
+        postgres.reap(URL, log=done.append)
+        assert [line for line in done if name in line] == [
+            line.replace("would drop", "dropped") for line in mine
+        ]
+        assert databases(name) == []
+        assert schemas(name) == []
+    finally:
+        execute(f"DROP SCHEMA IF EXISTS {name}")
+        execute(f"DROP DATABASE IF EXISTS {scratch}")

@@ -81,11 +81,15 @@ def reap(
                     lock_conn = connections[lock_db] = connect(
                         namespace_dsn(url, dbname=lock_db), autocommit=True
                     )
+                scratch = _unrecorded_scratch(conn, owner)
                 reason = drop_if_unlocked(conn, lock_conn, owner, dry_run)
             if reason is None:
                 result.dropped.append(name)
                 if log:
-                    log(f"{'would drop' if dry_run else 'dropped'} {kind} {name}")
+                    verb = "would drop" if dry_run else "dropped"
+                    log(f"{verb} {kind} {name}")
+                    for database in scratch:
+                        log(f"{verb} database {database} (scratch database of {name})")
             else:
                 result.kept.append((name, reason))
                 if log:
@@ -94,6 +98,22 @@ def reap(
         for each in connections.values():
             each.close()
     return result
+
+
+def _unrecorded_scratch(conn: psycopg.Connection[Any], owner: Mapping[str, Any]) -> list[str]:
+    """The scratch databases of ``owner`` that exist without a record of their own.
+
+    The code under test made them; those with a record are reaped, and listed, on their own.
+    """
+    names = owner.get("scratch") or []
+    if not names:
+        return []
+    rows = conn.execute(
+        "SELECT datname FROM pg_database WHERE datname = ANY(%s)"
+        " AND shobj_description(oid, 'pg_database') IS NULL ORDER BY 1",
+        [list(names)],
+    )
+    return [row[0] for row in rows]
 
 
 def _keep_reason(owner: Mapping[str, Any], current_db: str) -> str | None:
