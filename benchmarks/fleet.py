@@ -22,6 +22,14 @@ Printed per fleet:
   and how many workers spent more than 1 s getting Redis;
 - leftovers: schemas, databases, Redis keys and ACL users that were not there before
   and are there after, and run directories left under the temp dir.
+
+``--catalog 0,250,1000`` measures instead what grows with the number of worker
+namespaces on one server, in a database of its own that it drops at the end: for
+each count, the namespaces are made the way workers make them (a copy of a
+10-table setup, with an ownership record naming a run on another host, whose
+advisory lock one connection holds, as live owners elsewhere would), then it times
+one more copy, the reaper's pass at a run's start (it must keep every namespace,
+trying each one's lock), and reports the catalog's size.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 # Run as a script, this file's directory comes first on sys.path, and the
 # benchmarks named redis.py and postgres.py would hide the real packages.
@@ -47,6 +56,11 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import psycopg  # noqa: E402
 import redis  # noqa: E402
+from psycopg import sql  # noqa: E402
+
+from worker_utils import postgres  # noqa: E402
+from worker_utils.postgres._clone import clone_schema  # noqa: E402
+from worker_utils.postgres._names import lock_key, record  # noqa: E402
 
 CONFTEST = '''
 import json, os, time, uuid
@@ -299,6 +313,90 @@ def median_max(values: list[float]) -> str:
     return f"{statistics.median(values):.2f} / {max(values):.2f}"
 
 
+SETUP_TABLES = 10
+
+
+def _namespace(
+    conn: psycopg.Connection[Any], database: str, name: str, holder: psycopg.Connection[Any]
+) -> float:
+    """Make worker namespace ``name`` as a worker on another host would; return the seconds."""
+    started = time.perf_counter()
+    owner = record("schema", name, database, "f" * 32)
+    owner.update(host="another-host.invalid", pid=1, started=0.0)
+    with conn.transaction():
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+        clone_schema(conn, "setup", name, "")
+        conn.execute(
+            sql.SQL("COMMENT ON SCHEMA {} IS {}").format(
+                sql.Identifier(name), sql.Literal(json.dumps(owner))
+            )
+        )
+    holder.execute("SELECT pg_advisory_lock(%s)", [lock_key("schema", name)])
+    return time.perf_counter() - started
+
+
+def catalog(args: argparse.Namespace) -> None:
+    counts = sorted(int(part) for part in args.catalog.split(","))
+    database = f"fleet_catalog_{os.urandom(3).hex()}"
+    base = psycopg.conninfo.conninfo_to_dict(args.postgres_url)
+    url = psycopg.conninfo.make_conninfo(args.postgres_url, dbname=database)
+    with psycopg.connect(args.postgres_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    print(f"catalog: database {database} on {base.get('host')}:{base.get('port', 5432)}")
+    rows = []
+    try:
+        with (
+            psycopg.connect(url, autocommit=True) as conn,
+            psycopg.connect(url, autocommit=True) as holder,
+        ):
+            conn.execute("CREATE SCHEMA setup")
+            for i in range(SETUP_TABLES):
+                conn.execute(
+                    f"CREATE TABLE setup.t{i} (id bigserial PRIMARY KEY, slug text UNIQUE, "
+                    f"n int NOT NULL, created timestamptz DEFAULT now())"
+                )
+                conn.execute(f"CREATE INDEX t{i}_n ON setup.t{i} (n)")
+            made = 0
+            for count in counts:
+                while made < count:
+                    _namespace(conn, database, f"wu_fleet_{made}_gw0", holder)
+                    made += 1
+                one_more = statistics.median(
+                    _namespace(conn, database, f"wu_fleet_{made + i}_gw0", holder) for i in range(5)
+                )
+                made += 5
+                lines: list[str] = []
+                started = time.perf_counter()
+                result = postgres.reap(url, dry_run=True, log=lines.append)
+                reap_s = time.perf_counter() - started
+                assert not result.dropped, result.dropped  # every owner holds its lock
+                size = conn.execute(
+                    "SELECT pg_total_relation_size('pg_class') + pg_total_relation_size("
+                    "'pg_attribute') + pg_total_relation_size('pg_depend') + "
+                    "pg_total_relation_size('pg_description'), "
+                    "(SELECT count(*) FROM pg_class)"
+                ).fetchone()
+                assert size is not None
+                kept = [name for name, _ in result.kept if name.startswith("wu_fleet_")]
+                reasons = {why for name, why in result.kept if name.startswith("wu_fleet_")}
+                assert reasons == {"its owner holds its lock"}, reasons  # the lock was tried
+                rows.append((made, one_more, reap_s, len(kept), size[0], size[1]))
+    finally:
+        with psycopg.connect(args.postgres_url, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
+            )
+    print(
+        f"{'namespaces':>10}  {'one more copy ms':>16}  {'reaper pass s':>13}  "
+        f"{'kept':>5}  {'catalog MB':>10}  {'pg_class rows':>13}"
+    )
+    for made, one_more, reap_s, kept, size, relations in rows:
+        print(
+            f"{made:>10}  {one_more * 1000:>16.1f}  {reap_s:>13.3f}  {kept:>5}  "
+            f"{size / 2**20:>10.1f}  {relations:>13}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fleets", default="15x4,25x4", help="runs x workers, comma-separated")
@@ -314,7 +412,13 @@ def main() -> None:
     parser.add_argument(
         "--redis-url", default=os.environ.get("WORKER_UTILS_REDIS_URL", "redis://127.0.0.1:6379/0")
     )
+    parser.add_argument(
+        "--catalog", default="", help="namespace counts, comma-separated: the catalog part"
+    )
     args = parser.parse_args()
+    if args.catalog:
+        catalog(args)
+        return
     max_connections, databases = server_limits(args.postgres_url, args.redis_url)
     print(
         f"machine: {os.cpu_count()} cores; PostgreSQL max_connections={max_connections}, "
