@@ -28,6 +28,7 @@ class WorkerReport:
         self.facts: dict[str, list[Any]] = {}
         self.planned: dict[str, str] = {}
         self.servers: list[list[str]] = []
+        self.waits: dict[str, list[Any]] = {}
 
     def note(self, kind: str, value: Any) -> None:
         """Record that this worker was given ``value`` of ``kind`` (e.g. a port)."""
@@ -49,6 +50,13 @@ class WorkerReport:
         if server not in self.servers:
             self.servers.append(server)
 
+    def note_wait(self, kind: str, seconds: float, what: str) -> None:
+        """Record that this worker waited ``seconds`` for ``what``, such as ``a free database``.
+
+        The summary counts, per ``kind``, the workers that waited and how long.
+        """
+        self.waits[kind] = [seconds, what]
+
     def as_dict(self) -> dict[str, Any]:
         """Return the report as plain data that xdist can send to the controller."""
         return {
@@ -56,6 +64,7 @@ class WorkerReport:
             "facts": self.facts,
             "planned": self.planned,
             "servers": self.servers,
+            "waits": self.waits,
         }
 
 
@@ -108,7 +117,8 @@ def summary_lines(reports: Mapping[str, Mapping[str, Any]], *, table: bool) -> I
     if "sqlite" in used and "tmp" not in used:
         used.insert(0, "tmp")  # the SQLite file is shown in the worker's directory
     servers = _servers(reports)
-    if not used and not servers and not any(list(_notes(reports[w])) for w in workers):
+    noted = any(list(_notes(reports[w])) or reports[w].get("waits") for w in workers)
+    if not used and not servers and not noted:
         return
     if table:
         yield from _table(reports, workers, used)
@@ -119,8 +129,24 @@ def summary_lines(reports: Mapping[str, Mapping[str, Any]], *, table: bool) -> I
             parts = [f"{COLUMNS[k]} {_cell(k, facts[k], tmp)}" for k in used if k in facts]
             parts += [f"{kind} {text}" for kind, text in _notes(reports[worker])]
             yield f"worker_utils: {worker}: {'; '.join(parts) or 'no resources'}"
+    yield from _waits(reports, workers)
     for kind, url, origin in servers:
         yield f"worker_utils: {kind} server {url} ({origin})"
+
+
+def _waits(reports: Mapping[str, Mapping[str, Any]], workers: list[str]) -> Iterator[str]:
+    """One line per kind of resource some worker waited for: how many, how long."""
+    kinds = [kind for w in workers for kind in reports[w].get("waits", {})]
+    for kind in dict.fromkeys(kinds):
+        waited = {w: reports[w].get("waits", {}).get(kind) for w in workers}
+        users = [w for w in workers if kind in reports[w]["facts"] or waited[w]]
+        waits = [waited[w] for w in users if waited[w]]
+        seconds = [float(wait[0]) for wait in waits]
+        yield (
+            f"worker_utils: {kind}: {len(waits)} of {len(users)} "
+            f"worker{'s' if len(users) != 1 else ''} waited for {waits[0][1]}: "
+            f"{max(seconds):.2f}s at most, {sum(seconds):.2f}s in all"
+        )
 
 
 def _table(

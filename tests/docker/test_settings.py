@@ -90,10 +90,12 @@ def test_reap_with_nothing_to_reap_says_what_to_pass(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.delenv("WORKER_UTILS_POSTGRES_URL", raising=False)
+    monkeypatch.delenv("WORKER_UTILS_REDIS_URL", raising=False)
     assert cli.main(["reap"]) == 2
     assert capsys.readouterr().err == (
         "worker-utils reap: nothing to reap; pass --postgres-url URL or set "
-        "WORKER_UTILS_POSTGRES_URL, or pass --docker\n"
+        "WORKER_UTILS_POSTGRES_URL, --redis-url URL or set WORKER_UTILS_REDIS_URL, "
+        "or pass --docker\n"
     )
 
 

@@ -75,6 +75,20 @@ def test_there_is_no_summary_when_no_test_used_a_resource() -> None:
     assert list(summary_lines(reports, table=False)) == []
 
 
+def test_the_summary_says_how_many_workers_waited_and_how_long() -> None:
+    reports = {}
+    for worker, waited in (("gw0", 0.0), ("gw1", 0.25), ("gw2", 1.5), ("gw3", 0.0)):
+        report = WorkerReport(worker)
+        report.note("redis", "db 1" if not waited else "prefix wu:x:gw1: in db 15")
+        if waited:
+            report.note_wait("redis", waited, "a free database")
+        reports[worker] = report.as_dict()
+    assert list(summary_lines(reports, table=False))[-1] == (
+        "worker_utils: redis: 2 of 4 workers waited for a free database: "
+        "1.50s at most, 1.75s in all"
+    )
+
+
 PORTS = """
 def test_ports(worker_port, worker_tmp_path):
     worker_port(); worker_port()

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -101,28 +102,32 @@ def test_the_api_raises_redis_setup_error_with_the_same_message(redis_server: Se
 
 
 HOLDER = """
-import sys
+import json, sys
 from worker_utils.redis import lease_redis, parse_redis_url
 
 lease = lease_redis(parse_redis_url(sys.argv[1]), ttl=float(sys.argv[2]),
                     env={"PYTEST_XDIST_WORKER": "gw0", "WORKER_UTILS_TESTRUN_UID": "holder"})
 lease.client().set("mine", 1)
 print(lease.db, flush=True)
+print(json.dumps(lease.abandon_record()), flush=True)
 sys.stdin.readline()
 print("lost" if lease.lost else "held", lease.client().get("mine"), flush=True)
 lease.release()
 """
 
 
-def hold_in_child(server: Server, ttl: float) -> subprocess.Popen[str]:
-    """A process holding the server's only leasable database; it reports on a line of input."""
+def hold_in_child(server: Server, ttl: float) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """A process holding the server's only leasable database, and its lease's abandon record.
+
+    The process reports on its lease on a line of input.
+    """
     child = subprocess.Popen(
         [sys.executable, "-c", HOLDER, server.url, str(ttl)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert child.stdout is not None
     assert child.stdout.readline() == "1\n"
-    return child
+    return child, json.loads(child.stdout.readline())
 
 
 @contextlib.contextmanager
@@ -151,7 +156,7 @@ def test_a_lease_stays_held_while_its_worker_is_stopped_for_many_ttls(
     redis_server_factory: Callable[..., Server],
 ) -> None:
     server = redis_server_factory("--databases", "3")  # 0 leases, 2 prefix mode, 1 leasable
-    child = hold_in_child(server, ttl=0.5)
+    child, _ = hold_in_child(server, ttl=0.5)
     try:
         with stopped(child):
             time.sleep(2.5)  # five TTLs: no refresh could have run
@@ -162,19 +167,32 @@ def test_a_lease_stays_held_while_its_worker_is_stopped_for_many_ttls(
     assert server.keys_by_db() == {}
 
 
-def test_a_killed_workers_lease_is_taken_over_within_seconds(
+def test_a_killed_workers_lease_is_taken_over_within_seconds_and_its_teardown_spares_it(
     redis_server_factory: Callable[..., Server],
 ) -> None:
     server = redis_server_factory("--databases", "3")
-    stop(hold_in_child(server, ttl=30))
+    child, abandoned = hold_in_child(server, ttl=30)
+    stop(child)
     started = time.monotonic()
     lease = claim_only_database(server, wait=10)
     try:
         assert (lease.db, lease.reclaimed) == (1, True)
         assert time.monotonic() - started < 3
+        lease.client().set("theirs", 1)
+        # The dead worker's run ends: its teardown frees what the worker held, if it still does.
+        release_abandoned(abandoned)
+        assert server.keys_by_db() == {
+            0: [b"worker_utils:dirty:1", b"worker_utils:lease:1"],
+            1: [b"theirs"],
+        }
+        assert not lease.lost
+        lease.clean()
+        assert server.keys_by_db()[0] == [b"worker_utils:dirty:1", b"worker_utils:lease:1"]
     finally:
         lease.release()
     assert server.keys_by_db() == {}
+    with server.client() as admin:
+        assert admin.acl_users() == ["default"]  # the dead worker's user went with its teardown
 
 
 @pytest.mark.parametrize("restarted", [False, True], ids=["connection closed", "server restarted"])
@@ -211,7 +229,7 @@ def test_a_lease_outlives_a_ninety_second_pause_beside_a_concurrent_run(
     redis_server_factory: Callable[..., Server], tmp_path: Path
 ) -> None:
     server = redis_server_factory("--databases", "4")  # leasable: 1 and 2
-    child = hold_in_child(server, ttl=30)
+    child, _ = hold_in_child(server, ttl=30)
     try:
         with stopped(child):
             started = time.monotonic()

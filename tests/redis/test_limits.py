@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import os
+import re
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,9 +15,13 @@ import pytest
 
 from tests.redis.conftest import Example, Server
 from tests.redis.test_pollution import assert_one_owner_per_database
-from worker_utils.redis import lease_redis, parse_redis_url
+from worker_utils.redis import RedisSetupError, lease_redis, parse_redis_url
 
 Records = Callable[[], list[dict[str, Any]]]
+
+
+def env(worker: str) -> dict[str, str]:
+    return {"PYTEST_XDIST_WORKER": worker, "WORKER_UTILS_TESTRUN_UID": "fleet"}
 
 
 def run_concurrently(
@@ -53,36 +61,181 @@ def test_nine_concurrent_runs_of_two_workers_share_sixteen_databases_without_ove
     assert redis_server.keys_by_db() == {}
 
 
-def test_a_run_with_more_workers_than_databases_falls_back_to_key_prefixes(
+# Each inner worker records the state of its lease while the plugins' session teardowns run.
+STATE_AT_TEARDOWN = """
+import json, os
+from pathlib import Path
+
+import redis
+
+
+def pytest_sessionfinish(session):
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "master")
+    with redis.Redis.from_url(os.environ["WU_TEST_SERVER_URL"]) as bookkeeping:
+        for key in bookkeeping.scan_iter(match="worker_utils:lease:*"):
+            owner = json.loads(bookkeeping.get(key))
+            if owner["worker"] == worker and owner["run"] == os.environ["WORKER_UTILS_TESTRUN_UID"]:
+                path = Path(os.environ["WU_TEST_RECORD_DIR"], f"state-{worker}")
+                path.write_text(str(owner.get("state")))
+"""
+
+
+def test_a_run_with_more_workers_than_databases_falls_back_to_key_prefixes_at_once(
     example: Example,
     redis_server_factory: Callable[..., Server],
+    record_dir: Path,
     read_records: Records,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     server = redis_server_factory("--databases", "4")
-    monkeypatch.setenv("WORKER_UTILS_REDIS_WAIT", "1")
     monkeypatch.setenv("WU_TEST_HOLD_UNTIL_PREFIXED", "2")
+    monkeypatch.setenv("WU_TEST_SERVER_URL", server.url)
+    monkeypatch.delenv("WORKER_UTILS_REDIS_WAIT", raising=False)  # the default: 60 s
     example.copy("pollution")
     example.copy("tiny")
+    example.pytester.makeconftest(STATE_AT_TEARDOWN)
     result = example.pytester.runpytest_subprocess(
         "-n", "4", "--dist=each", "-p", "no:cacheprovider", "--worker-utils-summary=short",
         f"--worker-utils-redis-url={server.url}",
     )  # fmt: skip
     result.assert_outcomes(passed=4 * 17)
-    modes = {(r["worker"], r["mode"], r["db"]) for r in read_records()}
+    records = read_records()
+    modes = {(r["worker"], r["mode"], r["db"]) for r in records}
+    indexed = {m[0] for m in modes if m[1] == "index"}
     assert {m[1:] for m in modes if m[1] == "index"} == {("index", 1), ("index", 2)}
     prefixed = {m[0] for m in modes if m[1] == "prefix"}
     assert len(prefixed) == 2
-    result.stderr.fnmatch_lines(
-        [
-            f"worker_utils: gw*: no free Redis database on {server.url} (2 leasable, all "
-            f"leased or holding other users' keys); waiting up to 1s for one to be released",
-            f"worker_utils: gw*: no free Redis database on {server.url} after 1s; "
-            f"using key prefix 'wu:*:gw*:' in database 3",
-        ]
+    # Both databases are held by live workers of this run: nothing to wait for.
+    waits = [r["waited"] for r in records if "waited" in r and r["mode"] == "prefix"]
+    assert len(waits) == 2 * 2
+    assert all(0 < waited < 1 for waited in waits)
+    assert all(r["waited"] == 0.0 for r in records if "waited" in r and r["mode"] == "index")
+    message = (
+        f"worker_utils: gw*: no free Redis database on {server.url} (2 leasable: 2 held by "
+        f"live workers) and none is about to be freed; using key prefix 'wu:*:gw*:' in database 3"
     )
+    assert len(fnmatch.filter(result.stderr.lines, message)) == 2
     result.stdout.fnmatch_lines(["worker_utils: gw*: redis prefix wu:*:gw*: in db 3"])
+    (summary,) = [line for line in result.stdout.lines if line.startswith("worker_utils: redis:")]
+    found = re.fullmatch(
+        r"worker_utils: redis: 2 of 4 workers waited for a free database: "
+        r"([0-9.]+)s at most, ([0-9.]+)s in all",
+        summary,
+    )
+    assert found, summary
+    assert float(found[1]) == round(max(waits), 2)
+    # A worker's lease says it is being released while the session's teardowns run.
+    states = {path.name: path.read_text() for path in record_dir.glob("state-*")}
+    assert states == {f"state-{worker}": "releasing" for worker in indexed}
     assert server.keys_by_db() == {}
+
+
+def test_when_live_workers_hold_every_database_a_worker_decides_at_once(
+    redis_server_factory: Callable[..., Server],
+) -> None:
+    server = redis_server_factory("--databases", "5")  # leasable: 1, 2 and 3
+    url = parse_redis_url(server.url)
+    live = lease_redis(url, env=env("gw0"))
+    # A worker elsewhere whose expiring lease is refreshed on time, and someone else's keys.
+    elsewhere = {"host": "elsewhere", "pid": 1, "token": "t", "ttl": 30_000}
+    with server.client() as bookkeeping:
+        bookkeeping.set("worker_utils:lease:2", json.dumps(elsewhere), px=30_000)
+    with server.client(3) as other:
+        other.set("theirs", 1)
+    survey = "3 leasable: 2 held by live workers, 1 holding other users' keys"
+    notices: list[str] = []
+    try:
+        with pytest.raises(RedisSetupError) as strict:
+            lease_redis(url, mode="index", env=env("gw1"), notify=notices.append)
+        assert str(strict.value) == (
+            f"worker_redis: no free database on {server.url} ({survey}) and none is about to be "
+            f"freed; use fewer workers or concurrent runs, start the server with more "
+            f"--databases, or set worker_utils_redis_mode to auto to fall back to a key prefix"
+        )
+        fallback = lease_redis(url, env=env("gw1"), notify=notices.append)  # waits up to 60 s
+        try:
+            assert (fallback.mode, fallback.db) == ("prefix", 4)
+            assert 0 < fallback.waited < 1
+        finally:
+            fallback.release()
+    finally:
+        live.release()
+    assert notices == [
+        f"worker_utils: gw1: no free Redis database on {server.url} ({survey}) and none is "
+        f"about to be freed; using key prefix 'wu:fleet:gw1:' in database 4"
+    ]
+    with server.client() as bookkeeping:
+        bookkeeping.delete("worker_utils:lease:2")
+    assert server.keys_by_db() == {3: [b"theirs"]}
+
+
+@pytest.mark.parametrize("plausible", ["releasing", "expiring"])
+def test_a_worker_waits_while_a_release_is_plausible_and_gets_the_freed_database(
+    redis_server_factory: Callable[..., Server], plausible: str
+) -> None:
+    server = redis_server_factory("--databases", "4")  # leasable: 1 and 2
+    url = parse_redis_url(server.url)
+    live = lease_redis(url, env=env("gw0"))
+    leaving = None
+    if plausible == "releasing":
+        leaving = lease_redis(url, env=env("gw1"))
+        leaving.announce_release()  # its session is over; its plugins' teardowns run
+    else:
+        # A worker elsewhere missed the refresh of its 30 s lease: it expires in 0.5 s.
+        late = {"host": "elsewhere", "pid": 1, "token": "t", "ttl": 30_000}
+        with server.client() as bookkeeping:
+            bookkeeping.set("worker_utils:lease:2", json.dumps(late), px=500)
+    words = "being released" if plausible == "releasing" else "on an expiring lease"
+    waiting = threading.Event()
+    notices: list[str] = []
+
+    def notify(message: str) -> None:
+        notices.append(message)
+        waiting.set()
+
+    def release_once_waited_for() -> None:
+        if waiting.wait(timeout=60) and leaving is not None:
+            leaving.release()
+
+    releaser = threading.Thread(target=release_once_waited_for)
+    releaser.start()
+    try:
+        lease = lease_redis(url, mode="index", wait=60, env=env("gw2"), notify=notify)
+        try:
+            assert lease.db == 2
+            assert 0 < lease.waited < 30
+            assert notices == [
+                f"worker_utils: gw2: no free Redis database on {server.url} (2 leasable: 1 held "
+                f"by a live worker, 1 {words}); waiting up to 60s for one to be released"
+            ]
+        finally:
+            lease.release()
+    finally:
+        waiting.set()
+        releaser.join()
+        live.release()
+        if leaving is not None:
+            leaving.release()
+    assert server.keys_by_db() == {}
+
+
+def test_a_strict_worker_that_waited_in_vain_names_the_wait(
+    redis_server_factory: Callable[..., Server],
+) -> None:
+    server = redis_server_factory("--databases", "3")  # one leasable database
+    url = parse_redis_url(server.url)
+    leaving = lease_redis(url, env=env("gw0"))
+    leaving.announce_release()
+    try:
+        with pytest.raises(RedisSetupError) as strict:
+            lease_redis(url, mode="index", wait=0.3, env=env("gw1"), notify=lambda _: None)
+    finally:
+        leaving.release()
+    assert str(strict.value) == (
+        f"worker_redis: no free database on {server.url} after 0.3s (1 leasable: 1 being "
+        f"released); raise worker_utils_redis_wait, use fewer workers, start the server with "
+        f"more --databases, or set worker_utils_redis_mode to auto to fall back to a key prefix"
+    )
 
 
 def test_strict_index_mode_fails_once_per_worker_with_a_clear_message(
@@ -94,7 +247,7 @@ def test_strict_index_mode_fails_once_per_worker_with_a_clear_message(
     server = redis_server_factory("--databases", "3")
     other_run = lease_redis(parse_redis_url(server.url), env={"PYTEST_XDIST_WORKER": "gw0"})
     assert other_run.db == 1  # the only database besides the bookkeeping one
-    monkeypatch.setenv("WORKER_UTILS_REDIS_WAIT", "0.5")
+    monkeypatch.delenv("WORKER_UTILS_REDIS_WAIT", raising=False)  # 60 s, never needed
     example.copy("tiny")
     try:
         result = example.pytester.runpytest_subprocess(
@@ -105,10 +258,10 @@ def test_strict_index_mode_fails_once_per_worker_with_a_clear_message(
         other_run.release()
     result.assert_outcomes(errors=2)
     message = (
-        f"worker_redis: no free database on {server.url} after 0.5s (1 leasable, all "
-        f"leased or holding other users' keys); raise worker_utils_redis_wait, use fewer "
-        f"workers, start the server with more --databases, or set worker_utils_redis_mode "
-        f"to auto to fall back to a key prefix"
+        f"worker_redis: no free database on {server.url} (1 leasable: 1 held by a live "
+        f"worker) and none is about to be freed; use fewer workers or concurrent runs, start "
+        f"the server with more --databases, or set worker_utils_redis_mode to auto to fall "
+        f"back to a key prefix"
     )
     assert result.stdout.lines.count(message) == 2
     assert "During handling" not in result.stdout.str()

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import itertools
 import os
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+import redis
 
 from tests.redis.conftest import Example, Server
+from worker_utils.redis import _prefix_database, lease_redis, parse_redis_url, redis_url_with_db
 
 Records = Callable[[], list[dict[str, Any]]]
 
@@ -94,13 +97,69 @@ def test_keys_someone_else_keeps_in_databases_1_to_5_survive_the_run(
             assert other.get("counter") == f"theirs {db}".encode()
 
 
+def keys_of_someone_else(url: str) -> tuple[dict[int, dict[str, Any]], Callable[[], None]]:
+    """Write someone else's keys where a run on the shared server must never reach them.
+
+    In the bookkeeping database, in the prefix database, and, when one is free,
+    in a leasable database: leased to make sure no worker is using it, then
+    given up without its lease and marker, so that its keys are nobody's
+    leftovers. Returns what each database holds of them, and a function that
+    removes them.
+    """
+    tag = f"someone-else:{uuid.uuid4().hex}:"
+    server = parse_redis_url(url)
+    lease = lease_redis(
+        server,
+        wait=0,
+        env={"PYTEST_XDIST_WORKER": "gw0", "WORKER_UTILS_TESTRUN_UID": tag.replace(":", "-")},
+        notify=lambda _: None,
+    )
+    dbs = [server.db, _prefix_database(lease.database_count, server.db)]
+    if lease.mode == "index":  # else every leasable database is in use: none to keep keys in
+        dbs.append(lease.db)
+    for db in dbs:
+        with redis.Redis.from_url(redis_url_with_db(url, db)) as other:
+            other.set(tag + "counter", f"theirs {db}")
+            other.rpush(tag + "queue", "a", "b")
+    with redis.Redis.from_url(url) as bookkeeping:
+        bookkeeping.delete(f"worker_utils:lease:{lease.db}", f"worker_utils:dirty:{lease.db}")
+    lease.release()  # its lease gone, it empties nothing: the keys are someone else's now
+    kept = {db: {tag + "counter": f"theirs {db}".encode(), tag + "queue": [b"a", b"b"]}
+            for db in dbs}  # fmt: skip
+
+    def remove() -> None:
+        for db in dbs:
+            with redis.Redis.from_url(redis_url_with_db(url, db)) as other:
+                other.delete(tag + "counter", tag + "queue")
+
+    return kept, remove
+
+
+def read_keys(url: str, kept: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    found = {}
+    for db, keys in kept.items():
+        with redis.Redis.from_url(redis_url_with_db(url, db)) as other:
+            counter, queue = sorted(keys)
+            found[db] = {counter: other.get(counter), queue: other.lrange(queue, 0, -1)}
+    return found
+
+
 def test_the_pollution_suite_passes_on_the_machines_shared_server_without_touching_others(
     example: Example, read_records: Records
 ) -> None:
     url = os.environ.get("WU_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")  # noqa: WU202
-    example.copy("pollution")
-    result = example.pytester.runpytest_subprocess(
-        "-n", "2", "-p", "no:cacheprovider", f"--worker-utils-redis-url={url}"
-    )
-    result.assert_outcomes(passed=15)
-    assert_one_owner_per_database(read_records())
+    kept, remove = keys_of_someone_else(url)
+    try:
+        assert read_keys(url, kept) == kept
+        example.copy("pollution")
+        result = example.pytester.runpytest_subprocess(
+            "-n", "2", "-p", "no:cacheprovider", f"--worker-utils-redis-url={url}"
+        )
+        result.assert_outcomes(passed=15)
+        records = read_records()
+        assert_one_owner_per_database(records)
+        # The run never leased the database that holds someone else's keys, and left them all.
+        assert not {r["db"] for r in records if r["mode"] == "index"} & set(kept)
+        assert read_keys(url, kept) == kept
+    finally:
+        remove()

@@ -76,8 +76,8 @@ def test_a_lease_held_elsewhere_expires_and_the_worker_waits_for_it_visibly(
     run = example.popen(tmp_path, env={"WORKER_UTILS_REDIS_URL": redis_server.url})
     assert run.stdout is not None
     waiting = (
-        f"worker_utils: master: no free Redis database on {redis_server.url} (14 leasable, "
-        f"all leased or holding other users' keys); waiting up to 60s for one to be released"
+        f"worker_utils: master: no free Redis database on {redis_server.url} (14 leasable: "
+        f"14 on expiring leases); waiting up to 60s for one to be released"
     )
     lines = []
     for line in run.stdout:

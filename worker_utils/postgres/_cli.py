@@ -1,4 +1,5 @@
-"""``worker-utils reap``: remove what dead test runs left: PostgreSQL namespaces, containers."""
+"""``worker-utils reap``: remove what dead test runs left: PostgreSQL namespaces, Redis leases,
+containers."""
 
 from __future__ import annotations
 
@@ -13,19 +14,26 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     """Add the ``reap`` subcommand."""
     parser = subparsers.add_parser(
         "reap",
-        help="Remove the PostgreSQL schemas and databases, and with --docker the containers, "
-        "that crashed test runs left behind",
+        help="Remove the PostgreSQL schemas and databases, the Redis leases, and with --docker "
+        "the containers, that crashed test runs left behind",
         description=(
             "Drop the schemas (in the URL's database) and databases that worker_utils created "
-            "and whose owners are dead; with --docker, remove the containers of the docker "
-            "backend whose run on this host is dead. Anything without a worker_utils ownership "
-            "record or label is never touched. Exit status: 0 done, 2 usage or connection errors."
+            "and whose owners are dead; on Redis, empty and free the databases leased by dead "
+            "workers, and remove their prefixed keys and Redis users; with --docker, remove the "
+            "containers of the docker backend whose run on this host is dead. Anything without "
+            "a worker_utils ownership record, lease or label is never touched. Exit status: "
+            "0 done, 2 usage or connection errors."
         ),
     )
     parser.add_argument(
         "--postgres-url",
         metavar="URL",
         help="The server and database to clean (default: $WORKER_UTILS_POSTGRES_URL)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="The Redis server whose database holds the leases (default: $WORKER_UTILS_REDIS_URL)",
     )
     parser.add_argument(
         "--docker",
@@ -41,12 +49,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def run(args: argparse.Namespace) -> int:
     """Reap what ``args`` names and print one line per namespace or container found."""
     from worker_utils import postgres
+    from worker_utils.redis import _reap as redis_reap
 
     url = args.postgres_url or os.environ.get(postgres.URL_VAR)
-    if not url and not args.docker:
+    redis_url = args.redis_url or os.environ.get(redis_reap.URL_VAR)
+    if not url and not redis_url and not args.docker:
         print(
             f"worker-utils reap: nothing to reap; pass --postgres-url URL or set "
-            f"{postgres.URL_VAR}, or pass --docker",
+            f"{postgres.URL_VAR}, --redis-url URL or set {redis_reap.URL_VAR}, or pass --docker",
             file=sys.stderr,
         )
         return 2
@@ -60,6 +70,25 @@ def run(args: argparse.Namespace) -> int:
             print(f"worker-utils reap: {exc}", file=sys.stderr)
             return 2
         print(f"{verb} {len(names)} container(s)")
+    if redis_url:
+        from worker_utils import redis
+
+        setting = "--redis-url" if args.redis_url else redis_reap.URL_VAR
+        try:
+            freed = redis_reap.reap(
+                redis.parse_redis_url(redis_url, setting=setting),
+                setting=setting,
+                dry_run=args.dry_run,
+                log=print,
+            )
+        except (redis.RedisUrlError, redis.RedisSetupError) as exc:
+            print(f"worker-utils reap: {exc}", file=sys.stderr)
+            return 2
+        verb = "would free" if args.dry_run else "freed"
+        print(
+            f"{verb} {len(freed.freed)} Redis lease(s) and {len(freed.users)} user(s), "
+            f"kept {len(freed.kept)}"
+        )
     if not url:
         return 0
     try:

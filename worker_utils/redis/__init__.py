@@ -11,16 +11,19 @@ refresh from a daemon thread. An index is claimed only if it is empty, or if
 its keys were left by a worker_utils run that died (a ``dirty`` marker says
 so): a shared server's other users keep their data.
 
-When no index frees within the wait, or the server is a cluster (no
-``SELECT``), the lease falls back to *prefix mode*: the worker owns every key
-that starts with :attr:`RedisLease.prefix` in the *prefix database* (the
-highest index besides the bookkeeping one, never leased), and cleanup removes
-those keys with ``SCAN`` + ``UNLINK``. Where the server allows ``ACL
+When every index is taken, the worker waits only while a release is
+plausible (a holder releasing it, a lease about to expire, a holder it cannot
+check) and otherwise decides at once. When no index frees, or the server is a
+cluster (no ``SELECT``), the lease falls back to *prefix mode*: the worker owns
+every key that starts with :attr:`RedisLease.prefix` in the *prefix database*
+(the highest index besides the bookkeeping one, never leased), and cleanup
+removes those keys with ``SCAN`` + ``UNLINK``. Where the server allows ``ACL
 SETUSER``, each lease gets its own Redis user, and tests connect as that user:
 it cannot run ``FLUSHALL``, ``SWAPDB``, ``CONFIG``, ``SHUTDOWN``, ``CLIENT
 KILL`` or ``SELECT`` another database, and in prefix mode it reaches only the
 worker's own keys and cannot ``FLUSHDB``. Nothing here ever sends
-``FLUSHALL``; ``FLUSHDB`` goes only to an index whose lease this process holds.
+``FLUSHALL``; ``FLUSHDB`` runs only in a script that checks, in the same step,
+that the index's lease still holds the token of the lease it empties.
 
 redis-py is imported inside the functions that need it, so that ``import
 worker_utils`` stays light.
@@ -39,7 +42,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from worker_utils._util import mask_password, wait_until
@@ -68,6 +71,10 @@ __all__ = [
 LEASE_KEY_PREFIX = "worker_utils:"
 _LEASE = LEASE_KEY_PREFIX + "lease:{}"
 _DIRTY = LEASE_KEY_PREFIX + "dirty:{}"
+# A prefix-mode lease, by its token: it names the worker's prefix, user and connection.
+_PREFIX = LEASE_KEY_PREFIX + "prefix:{}"
+# The state a lease record carries once its worker has begun to release it.
+_RELEASING = "releasing"
 
 Mode = Literal["auto", "index", "prefix"]
 MODES: tuple[Mode, ...] = ("auto", "index", "prefix")
@@ -97,6 +104,23 @@ _TAKE_OVER = (
     "if ARGV[3] == '0' then redis.call('SET', KEYS[1], ARGV[2]) "
     "else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end return 1 end return 0"
 )
+# Empty an index (ARGV[3], none if empty) and delete KEYS (if ARGV[4] is 1) only while
+# the lease KEYS[1] in the bookkeeping database ARGV[2] holds the token ARGV[1]: checked
+# and done in one step, so no other worker can lease the index in between.
+_FLUSH = """
+redis.call('SELECT', ARGV[2])
+local value = redis.call('GET', KEYS[1])
+if not value then return 0 end
+local ok, owner = pcall(cjson.decode, value)
+if not ok or type(owner) ~= 'table' or owner['token'] ~= ARGV[1] then return 0 end
+if ARGV[3] ~= '' then
+  redis.call('SELECT', ARGV[3])
+  redis.call('FLUSHDB')
+  redis.call('SELECT', ARGV[2])
+end
+if ARGV[4] == '1' then redis.call('DEL', unpack(KEYS)) end
+return 1
+"""
 #: What a test's Redis user may not do on a server others share.
 _ACL_DENIED = ("-@admin", "-flushall", "-swapdb", "-move")
 
@@ -219,7 +243,10 @@ class RedisLease:
             Pub/sub channels are server-wide in both modes, so name them with it.
         mode: ``"index"`` (the whole database is ours) or ``"prefix"``.
         database_count: The server's number of databases (1 on a cluster).
-        waited: Seconds spent waiting for a free index.
+        waited: Seconds from finding every index taken to the lease (an index
+            freed, or the fallback to a prefix); 0.0 when the first look
+            found one free. A worker that decided at once waited the time of
+            one look (milliseconds).
         reclaimed: The index held keys of a dead worker_utils run, removed on claim.
         cluster: The server runs in cluster mode.
         acl_user: The Redis user :attr:`url` connects as; empty when the server
@@ -242,6 +269,8 @@ class RedisLease:
     _janitor: Any = field(default=None, repr=False)
     _client: Any = field(default=None, repr=False)
     _refresher: _Refresher | None = field(default=None, repr=False)
+    _bookkeeping: int = field(default=0, repr=False)
+    _flush_script: Any = field(default=None, repr=False)
 
     @property
     def lost(self) -> bool:
@@ -285,13 +314,42 @@ class RedisLease:
     def clean(self) -> None:
         """Remove every key this worker owns: ``FLUSHDB`` on the leased index, or its prefix.
 
-        A lost lease is not cleaned: the index may belong to another worker now.
+        The index is emptied only while its lease is still this one, checked in
+        the same step on the server: a lease lost meanwhile is reported by
+        :attr:`lost` instead, and the index, which may be another worker's
+        now, is left alone.
         """
         if self.mode == "index":
-            if not self.lost:
-                self._janitor.flushdb()
+            if self._refresher is not None and not self._refresher.lost:
+                self._flush(release=False)
         else:
             delete_prefix(self._janitor, self.prefix)
+
+    def _flush(self, *, release: bool) -> None:
+        """Empty the leased index (with ``release``, give it back too) if the lease is ours."""
+        assert self._refresher is not None
+        refresher = self._refresher
+        if self._flush_script is None:
+            self._flush_script = self._janitor.register_script(_FLUSH)
+        done = self._flush_script(
+            keys=[refresher.key, _DIRTY.format(self.db)],
+            args=[refresher.token, self._bookkeeping, self.db, int(release)],
+        )
+        if not done:
+            refresher.lost = True
+
+    def announce_release(self) -> None:
+        """Mark the lease as being released, so that workers who find every index taken wait.
+
+        A worker that finds every index held by live workers falls back at
+        once; one held by a worker that announced its release makes it wait
+        for that index instead. The pytest plugin calls this when a worker's
+        session ends, before the other plugins' teardowns; :meth:`release`
+        calls it if nobody did.
+        """
+        if self._refresher is not None and self.mode == "index":
+            with contextlib.suppress(Exception):  # the server may be gone at run end
+                self._refresher.update(state=_RELEASING)
 
     def release(self) -> None:
         """Empty the database or prefix, give the index back and close the connections.
@@ -303,13 +361,18 @@ class RedisLease:
         try:
             if self._refresher is not None:
                 self._refresher.stop()
+                if not self._refresher.releasing:
+                    self.announce_release()
             with contextlib.suppress(Exception):  # the server may be gone at run end
                 if self.acl_user:
                     self._janitor.acl_deluser(self.acl_user)
             with contextlib.suppress(Exception):
-                self.clean()
-                if self.mode == "index" and self._refresher is not None:
-                    self._refresher.release()
+                if self.mode == "prefix":
+                    delete_prefix(self._janitor, self.prefix)
+                    if self._refresher is not None:
+                        self._refresher.release()
+                elif not self.lost:
+                    self._flush(release=True)
         finally:
             if self._refresher is not None:
                 self._refresher.close()
@@ -339,24 +402,28 @@ def delete_prefix(client: Any, prefix: str, *, batch: int = 1000) -> int:
 
 
 class _Refresher:
-    """Watches a lease from a daemon thread, every third of its TTL.
+    """Watches a lease record from a daemon thread, every third of its TTL.
 
-    A lease tied to its connection (``tie`` is the connection's client id) has
-    no expiry: the thread checks that the lease still names that connection,
-    and records the new one if redis-py reconnected. An untied lease expires
-    after ``ttl_ms`` without a refresh, so the thread refreshes it.
+    A record tied to its connection (``tie`` is the connection's client id)
+    has no expiry: the thread checks that the record still names that
+    connection, and records the new one if redis-py reconnected. An untied
+    record expires after ``ttl_ms`` without a refresh, so the thread refreshes
+    it.
     """
 
     def __init__(self, client: Any, key: str, value: str, ttl_ms: int, tie: int | None) -> None:
         self.client = client
         self.key = key
         self.value = value
+        self.token = str(json.loads(value)["token"])
         self.ttl_ms = ttl_ms
         self.tie = tie
         self.lost = False
+        self.releasing = False
         self._refresh = client.register_script(_REFRESH)
         self._take_over = client.register_script(_TAKE_OVER)
         self._release = client.register_script(_RELEASE)
+        self._lock = threading.Lock()  # the thread and update() both rewrite the value
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._loop, name=f"worker_utils redis lease {key}", daemon=True
@@ -366,9 +433,10 @@ class _Refresher:
     def _loop(self) -> None:
         while not self._stop.wait(self.ttl_ms / 3000):
             try:
-                if not self._check():
-                    self.lost = True
-                    return
+                with self._lock:
+                    if not self._check():
+                        self.lost = True
+                        return
             except Exception:  # a blip of the server: try again next period
                 continue
 
@@ -380,20 +448,35 @@ class _Refresher:
             return bool(self.client.get(self.key) == self.value.encode())
         # Reconnected (a server-side idle timeout, a network blip): the lease is
         # ours only if nobody took it while no connection held it.
-        value = json.dumps({**json.loads(self.value), "client": current})
-        if not self._take_over(keys=[self.key], args=[self.value, value, 0]):
+        if not self._rewrite(client=current):
             return False
-        self.value, self.tie = value, current
+        self.tie = current
         return True
+
+    def _rewrite(self, **fields: Any) -> bool:
+        """Replace fields of the record if it is still ours (compare-and-set); return whether."""
+        value = json.dumps({**json.loads(self.value), **fields})
+        ttl_ms = 0 if self.tie is not None else self.ttl_ms  # 0: no expiry
+        if not self._take_over(keys=[self.key], args=[self.value, value, ttl_ms]):
+            return False
+        self.value = value
+        return True
+
+    def update(self, **fields: Any) -> None:
+        """Record ``fields`` in the lease record, such as its ``state``; mark it lost if taken."""
+        with self._lock:
+            if not self._rewrite(**fields):
+                self.lost = True
+            elif fields.get("state") == _RELEASING:
+                self.releasing = True
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
 
-    def release(self) -> None:
-        """Delete the lease and its dirty marker, if the lease is still ours."""
-        dirty = _DIRTY.format(self.key.rpartition(":")[2])
-        self._release(keys=[self.key, dirty], args=[self.value])
+    def release(self, *keys: str) -> None:
+        """Delete the record and ``keys``, if the record is still ours."""
+        self._release(keys=[self.key, *keys], args=[self.value])
 
     def close(self) -> None:
         self.client.close()
@@ -426,23 +509,96 @@ def _connection_tie(redis_mod: Any, keeper: Any) -> tuple[int, str] | None:
     return client, run_id
 
 
-def _holder_gone(redis_mod: Any, keeper: Any, raw: bytes | None, run_id: str | None) -> bool:
-    """Whether the lease value ``raw`` names a holder that no longer holds it.
+# What a claimant can tell of a lease it could not take (see _holder).
+_Holder = Literal["gone", "live", "releasing", "expiring", "unknown", "changing"]
+# A release is plausible soon for these: the worker waits for them.
+_PLAUSIBLE: tuple[str, ...] = ("releasing", "expiring", "unknown", "changing")
+_SURVEY_WORDS = {
+    "live": ("held by a live worker", "held by live workers"),
+    "releasing": ("being released", "being released"),
+    "expiring": ("on an expiring lease", "on expiring leases"),
+    "unknown": (
+        "held by a worker not checkable from here",
+        "held by workers not checkable from here",
+    ),
+    "changing": ("changing hands", "changing hands"),
+    "foreign": ("holding other users' keys", "holding other users' keys"),
+}
 
-    A lease tied to a connection is held while Redis lists that client id; one
-    recorded by an earlier server process (a restart with persistence) is gone.
-    Otherwise the holder's pid decides, for an owner on this host.
+
+def _holder(
+    redis_mod: Any, keeper: Any, key: str, raw: bytes | None, run_id: str | None
+) -> tuple[_Holder, str]:
+    """Classify the holder of the lease ``key`` whose value is ``raw``; say why in words.
+
+    ``gone``: the holder no longer holds it (its connection is closed, it was
+    leased before the server restarted, or its process on this host exited);
+    ``live``: held by a worker that is alive and not releasing it;
+    ``releasing``: its worker is in its teardown; ``expiring``: an expiring
+    lease that missed its refresh, or whose refresh period is unknown;
+    ``unknown``: nothing here can check the holder (``CLIENT LIST`` refused,
+    another host, or not a worker_utils record); ``changing``: released
+    while we looked. ``run_id`` is the server's, None where ``CLIENT LIST``
+    is refused.
     """
+    if raw is None:
+        return "changing", "it was released just now"
     owner = _owner(raw)
     if owner is None:
-        return False
+        return "unknown", "its lease is not a worker_utils record"
     client, server = owner.get("client"), owner.get("server")
+    listed = False
     if run_id is not None and isinstance(client, int) and isinstance(server, str):
         if server != run_id:
-            return True
-        with contextlib.suppress(redis_mod.ResponseError):
-            return not keeper.execute_command("CLIENT", "LIST", "ID", client)
-    return _owner_is_dead(owner)
+            return "gone", "it was leased before the server restarted"
+        try:
+            listed = bool(keeper.execute_command("CLIENT", "LIST", "ID", client))
+        except redis_mod.ResponseError:
+            pass
+        else:
+            if not listed:
+                return "gone", "its connection to Redis is closed"
+    pid = owner.get("pid")
+    if not listed and _owner_is_dead(owner):
+        return "gone", f"its process {pid} on this host has exited"
+    if owner.get("state") == _RELEASING:
+        return "releasing", "its worker is releasing it"
+    if listed:
+        return "live", "its connection to Redis is open"
+    left_ms = int(keeper.pttl(key))
+    if left_ms > 0:
+        ttl_ms = owner.get("ttl")
+        # Refreshed every third of its TTL: below half of it, a refresh is late.
+        if isinstance(ttl_ms, int) and left_ms > ttl_ms / 2:
+            return "live", f"it is refreshed on time (expires in {left_ms / 1000:.1f}s if not)"
+        return "expiring", f"it expires in {left_ms / 1000:.1f}s unless refreshed"
+    if pid != os.getpid() and owner_alive(owner):
+        return "live", f"its process {pid} on this host runs"
+    return "unknown", "its holder cannot be checked from here"
+
+
+@dataclass
+class _Survey:
+    """What one claim pass found of the leasable indexes it could not take."""
+
+    found: dict[str, int] = field(default_factory=dict)
+
+    def add(self, state: str) -> None:
+        self.found[state] = self.found.get(state, 0) + 1
+
+    @property
+    def plausible(self) -> bool:
+        """Whether an index may be released soon: a reason to wait rather than decide."""
+        return any(self.found.get(state) for state in _PLAUSIBLE)
+
+    def describe(self) -> str:
+        """``2 leasable: 1 held by a live worker, 1 being released``, in a fixed order."""
+        parts = []
+        for state, (one, many) in _SURVEY_WORDS.items():
+            n = self.found.get(state, 0)
+            if n:
+                parts.append(f"{n} {one if n == 1 else many}")
+        return f"{sum(self.found.values())} leasable: {', '.join(parts)}"
 
 
 def _prefix_database(count: int, bookkeeping: int) -> int:
@@ -576,7 +732,11 @@ def lease_redis(
         setting: Where the URL came from, named in errors.
         mode: ``"auto"`` leases an index and falls back to a prefix; ``"index"``
             fails instead of falling back; ``"prefix"`` never leases an index.
-        wait: Seconds to wait for an index to be released when all are taken.
+        wait: Seconds to wait for an index when all are taken and a release is
+            plausible: a holder is releasing one, an expiring lease missed its
+            refresh, or a holder cannot be checked. When every index is held
+            by a live worker that is not releasing it, or holds other users'
+            keys, the worker decides at once.
         ttl: Seconds a lease lives without a refresh where the server refuses
             ``CLIENT LIST``, so that it cannot be tied to its connection; the
             period of the lease's checks is a third of it.
@@ -588,7 +748,8 @@ def lease_redis(
 
     Raises:
         RedisSetupError: redis-py is missing, the server is unreachable or
-            refuses us, or ``mode="index"`` and no index was free in time.
+            refuses us, or ``mode="index"`` and no index was free (at once,
+            or after ``wait`` seconds while a release was plausible).
     """
     redis_mod = _import_redis()
     if notify is None:
@@ -621,6 +782,19 @@ def lease_redis(
         raise RedisSetupError(_explain(exc, url, setting)) from None
     shared = _prefix_database(count, url.db)
     user = f"worker_utils.{tag}.{worker}.{token[:8]}"
+    ttl_ms = max(1, int(ttl * 1000))
+    record: dict[str, Any] = {
+        "run": run_uid,
+        "worker": worker,
+        **owner_record(),
+        "time": time.time(),
+        "token": token,
+    }
+    if tie is not None:
+        record.update(client=tie[0], server=tie[1])
+    else:
+        record["ttl"] = ttl_ms  # a claimant tells a late refresh from this
+    value = json.dumps(record)
 
     def with_user(lease: RedisLease) -> RedisLease:
         if lease.cluster:
@@ -641,23 +815,28 @@ def lease_redis(
             lease.url = _with_user(url.url, lease.db, user, password)
         return lease
 
+    def prefixed(waited: float = 0.0) -> RedisLease:
+        lease = _prefix_lease(redis_mod, url, shared, prefix, count, cluster)
+        lease.waited = waited
+        if cluster:
+            keeper.close()
+            return with_user(lease)
+        # Recorded like an index lease, so that a reaper on any host can tell
+        # whether the worker is gone and remove its keys and user.
+        key = _PREFIX.format(token)
+        prefix_value = json.dumps({**record, "prefix": prefix, "db": shared})
+        keeper.set(key, prefix_value, px=None if tie else ttl_ms)
+        lease._refresher = _Refresher(
+            keeper, key, prefix_value, ttl_ms, None if tie is None else tie[0]
+        )
+        return with_user(lease)
+
     if cluster or mode == "prefix" or count < 3:
-        keeper.close()
         try:
-            return with_user(_prefix_lease(redis_mod, url, shared, prefix, count, cluster))
+            return prefixed()
         except redis_mod.RedisError as exc:
+            keeper.close()
             raise RedisSetupError(_explain(exc, url, setting)) from None
-    record: dict[str, Any] = {
-        "run": run_uid,
-        "worker": worker,
-        **owner_record(),
-        "time": time.time(),
-        "token": token,
-    }
-    if tie is not None:
-        record.update(client=tie[0], server=tie[1])
-    value = json.dumps(record)
-    ttl_ms = max(1, int(ttl * 1000))
     started = time.monotonic()
     deadline = started + wait
     candidates = [i for i in range(count) if i not in (url.db, shared)]
@@ -665,40 +844,55 @@ def lease_redis(
     if first in candidates:
         at = candidates.index(first)
         candidates = candidates[at:] + candidates[:at]
-    announced = False
-    busy = f"({len(candidates)} leasable, all leased or holding other users' keys)"
     run_id = None if tie is None else tie[1]
+    looks = 0
+    survey = _Survey()
+    announced = False
 
-    def claim() -> tuple[int, bool] | None:
-        nonlocal announced
-        claimed = _claim(redis_mod, keeper, url, candidates, value, 0 if tie else ttl_ms, run_id)
-        if claimed is None and not announced and time.monotonic() < deadline:
+    def look() -> tuple[int, bool] | _Survey | None:
+        """Claim an index; else the survey if no release is plausible, else None (wait)."""
+        nonlocal looks, survey, announced
+        looks += 1
+        found = _claim(
+            redis_mod, keeper, url, candidates, value, 0 if tie else ttl_ms, run_id, token
+        )
+        if isinstance(found, tuple) or not found.plausible:
+            return found
+        survey = found
+        if not announced and time.monotonic() < deadline:
             notify(
-                f"worker_utils: {worker}: no free Redis database on {url.masked} {busy}; "
-                f"waiting up to {wait:g}s for one to be released"
+                f"worker_utils: {worker}: no free Redis database on {url.masked} "
+                f"({found.describe()}); waiting up to {wait:g}s for one to be released"
             )
             announced = True
-        return claimed
+        return None
 
     try:
-        claimed = wait_until(claim, timeout=wait, interval=0.1, max_interval=0.4)
-        if claimed is None:
-            keeper.close()
+        outcome = cast(
+            "tuple[int, bool] | _Survey | None",
+            wait_until(look, timeout=wait, interval=0.1, max_interval=0.4),
+        )
+        if not isinstance(outcome, tuple):
+            waited = time.monotonic() - started
+            if outcome is None:  # still plausible when the wait ran out
+                why = f"after {wait:g}s ({survey.describe()})"
+                advice = "raise worker_utils_redis_wait, use fewer workers"
+            else:
+                why = f"({outcome.describe()}) and none is about to be freed"
+                advice = "use fewer workers or concurrent runs"
             if mode == "index":
+                keeper.close()
                 raise RedisSetupError(
-                    f"worker_redis: no free database on {url.masked} after {wait:g}s "
-                    f"{busy}; raise worker_utils_redis_wait, use fewer workers, start "
-                    f"the server with more --databases, or set worker_utils_redis_mode "
-                    f"to auto to fall back to a key prefix"
+                    f"worker_redis: no free database on {url.masked} {why}; {advice}, start "
+                    f"the server with more --databases, or set worker_utils_redis_mode to "
+                    f"auto to fall back to a key prefix"
                 )
-            lease = _prefix_lease(redis_mod, url, shared, prefix, count, cluster=False)
-            lease.waited = time.monotonic() - started
             notify(
-                f"worker_utils: {worker}: no free Redis database on {url.masked} after "
-                f"{wait:g}s; using key prefix {prefix!r} in database {shared}"
+                f"worker_utils: {worker}: no free Redis database on {url.masked} {why}; "
+                f"using key prefix {prefix!r} in database {shared}"
             )
-            return with_user(lease)
-        index, reclaimed = claimed
+            return prefixed(waited)
+        index, reclaimed = outcome
         leased_url = redis_url_with_db(url.url, index)
         janitor = redis_mod.Redis.from_url(
             leased_url, single_connection_client=True, **_ADMIN_TIMEOUTS
@@ -710,12 +904,13 @@ def lease_redis(
             prefix=prefix,
             mode="index",
             database_count=count,
-            waited=time.monotonic() - started if announced else 0.0,
+            waited=0.0 if looks == 1 else time.monotonic() - started,
             reclaimed=reclaimed,
             _janitor=janitor,
             _refresher=_Refresher(
                 keeper, _LEASE.format(index), value, ttl_ms, None if tie is None else tie[0]
             ),
+            _bookkeeping=url.db,
         )
         return with_user(lease)
     except redis_mod.RedisError as exc:
@@ -728,37 +923,40 @@ def release_abandoned(value: dict[str, Any]) -> None:
 
     Registered per worker as a run teardown: the controller calls it when the
     run ends (every worker is gone by then) and a later run's reaper calls it
-    for a crashed run. A lease released cleanly no longer matches: no-op.
+    for a crashed run. The index is emptied and given back only if its lease
+    still holds the dead worker's token, checked in the same step on the
+    server: a worker that took the lease over since keeps its data. A lease
+    released cleanly no longer matches: no-op.
     """
     redis_mod = _import_redis()
-    url, index, lease = value["url"], int(value["db"]), value["lease"]
+    url, index = value["url"], int(value["db"])
+    token = _token(value["lease"].encode()) if value.get("lease") else None
+    bookkeeping = parse_redis_url(url).db
     with redis_mod.Redis.from_url(url, **_ADMIN_TIMEOUTS) as keeper:
         if value.get("user"):
             with contextlib.suppress(redis_mod.ResponseError):
                 keeper.acl_deluser(value["user"])
+        flush = keeper.register_script(_FLUSH)
         if value.get("mode") == "prefix":
             with redis_mod.Redis.from_url(
                 redis_url_with_db(url, index), **_ADMIN_TIMEOUTS
             ) as janitor:
                 delete_prefix(janitor, value["prefix"])
+            if token is not None:
+                flush(keys=[_PREFIX.format(token)], args=[token, bookkeeping, "", 1])
             return
-        current = keeper.get(_LEASE.format(index))
-        if current is None or _token(current) != _token(lease.encode()):
-            return
-        with redis_mod.Redis.from_url(redis_url_with_db(url, index), **_ADMIN_TIMEOUTS) as janitor:
-            janitor.flushdb()
-        keeper.register_script(_RELEASE)(
-            keys=[_LEASE.format(index), _DIRTY.format(index)], args=[current]
-        )
+        if token is not None:
+            flush(
+                keys=[_LEASE.format(index), _DIRTY.format(index)],
+                args=[token, bookkeeping, index, 1],
+            )
 
 
-def _token(raw: bytes) -> object:
+def _token(raw: bytes) -> str | None:
     """The token of a lease value: it stays when the value records a new connection."""
-    try:
-        owner = json.loads(raw)
-    except ValueError:
-        return raw
-    return owner.get("token") if isinstance(owner, dict) else raw
+    owner = _owner(raw)
+    token = owner.get("token") if owner is not None else None
+    return token if isinstance(token, str) else None
 
 
 def _claim(
@@ -769,22 +967,30 @@ def _claim(
     value: str,
     ttl_ms: int,
     run_id: str | None,
-) -> tuple[int, bool] | None:
+    token: str,
+) -> tuple[int, bool] | _Survey:
     """Try each candidate once; return ``(index, reclaimed)`` for the first one taken.
 
-    ``ttl_ms`` 0 claims without an expiry (a lease tied to its connection).
+    Otherwise return what was found of each candidate. ``ttl_ms`` 0 claims
+    without an expiry (a lease tied to its connection); ``token`` is the one
+    in ``value``.
     """
     take_over = keeper.register_script(_TAKE_OVER)
     release = keeper.register_script(_RELEASE)
+    flush = keeper.register_script(_FLUSH)
+    survey = _Survey()
     probe = redis_mod.Redis.from_url(url.url, single_connection_client=True, **_ADMIN_TIMEOUTS)
     try:
         for index in candidates:
             key = _LEASE.format(index)
             if not keeper.set(key, value, nx=True, px=ttl_ms or None):
                 owner = keeper.get(key)
-                if not _holder_gone(redis_mod, keeper, owner, run_id) or not take_over(
-                    keys=[key], args=[owner, value, ttl_ms]
-                ):
+                state, _ = _holder(redis_mod, keeper, key, owner, run_id)
+                if state != "gone":
+                    survey.add(state)
+                    continue
+                if not take_over(keys=[key], args=[owner, value, ttl_ms]):
+                    survey.add("changing")  # another claimant was faster
                     continue
             pipe = probe.pipeline(transaction=False)
             pipe.execute_command("SELECT", index)
@@ -795,17 +1001,16 @@ def _claim(
             if size:
                 if not keeper.exists(_DIRTY.format(index)):
                     release(keys=[key], args=[value])  # someone else's data: not ours to touch
+                    survey.add("foreign")
                     continue
                 # Left by a worker_utils run that died: ours to remove, and only this index.
-                pipe = probe.pipeline(transaction=False)
-                pipe.execute_command("SELECT", index)
-                pipe.flushdb()
-                pipe.execute_command("SELECT", url.db)
-                pipe.execute()
+                if not flush(keys=[key], args=[token, url.db, index, 0]):
+                    survey.add("changing")  # our expiring lease ran out meanwhile
+                    continue
                 reclaimed = True
             keeper.set(_DIRTY.format(index), value)
             return index, reclaimed
-        return None
+        return survey
     finally:
         probe.close()
 

@@ -80,7 +80,8 @@ MODE = _settings.Setting[wu_redis.Mode](
 )
 WAIT = _settings.Setting(
     name="redis_wait",
-    help="Seconds a worker waits for a free Redis database before prefix mode",
+    help="Seconds a worker waits for a Redis database that may be released soon "
+    "(when live workers hold them all, it decides at once) before prefix mode",
     accepted="a number of seconds, such as 60",
     parse=_seconds,
     default=60.0,
@@ -248,6 +249,8 @@ def worker_lease(config: pytest.Config, server_url: str | None = None) -> wu_red
             run_dir=run.directory,
         )
     run.report.note("redis", lease.describe())
+    if lease.waited:
+        run.report.note_wait("redis", lease.waited, "a free database")
     origin = "embedded" if server_url == settings.embedded_url else f"given by {setting}"
     run.report.note_server("redis", server_url, origin)
     return lease
@@ -276,13 +279,22 @@ def pytest_worker_utils_export(config: pytest.Config, run: Run, controller: bool
         run.set_env(export.name, lease.url if export.form == "url" else lease.prefix)
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    # After every session fixture's teardown, before the run's teardowns.
+@pytest.hookimpl(wrapper=True)
+def pytest_sessionfinish(session: pytest.Session) -> Iterator[None]:
     lease = session.config.stash.get(_lease_key, None)
     if lease is not None:
-        del session.config.stash[_lease_key]
-        lease.release()
+        # The worker's tests are over: a worker of another run that finds every
+        # database taken waits for this one, rather than falling back at once,
+        # while the other plugins' teardowns run.
+        lease.announce_release()
+    try:
+        yield
+    finally:
+        # After every session fixture's and plugin's teardown, before the run's teardowns.
+        lease = session.config.stash.get(_lease_key, None)
+        if lease is not None:
+            del session.config.stash[_lease_key]
+            lease.release()
 
 
 @pytest.fixture(scope="session")
