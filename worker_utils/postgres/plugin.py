@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import functools
 import os
 import re
 import sys
@@ -378,15 +377,11 @@ def pytest_runtest_makereport(
         refused = out_of_slots(error)
         if refused is not None:
             line = _refused_line(item.config, refused)
-            report.longrepr = pytest.TestReport.from_item_and_call(
-                item, pytest.CallInfo.from_call(functools.partial(_fail, line), when=call.when)
-            ).longrepr
+            # Reported as fail() reports a line, so that xdist and JUnit XML carry it as
+            # such; through a frame of ours, since pytest hides fail()'s own.
+            failed = pytest.CallInfo.from_call(lambda: fail(line), when=call.when)
+            report.longrepr = pytest.TestReport.from_item_and_call(item, failed).longrepr
     return report
-
-
-def _fail(line: str) -> NoReturn:
-    # A frame pytest shows (fail() hides its own): with none, the report says all are hidden.
-    raise pytest.fail.Exception(line, pytrace=False)
 
 
 def _refused_line(config: pytest.Config, refused: BaseException) -> str:

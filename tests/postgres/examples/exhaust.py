@@ -1,4 +1,4 @@
-"""Tests whose own connections a full server refuses: raw psycopg, SQLAlchemy and Django."""
+"""Tests that open connections until a full server refuses one: raw psycopg, SQLAlchemy, Django."""
 
 import psycopg
 import pytest
@@ -15,39 +15,32 @@ def _close_held():
         held.pop().close()
 
 
-def fill(url, **kwargs):
-    """Connect until the server refuses; return the refusal."""
+def fill(connect):
+    """Open connections until the server refuses one: that refusal fails the test."""
     while True:
-        try:
-            held.append(psycopg.connect(url, **kwargs))
-        except psycopg.OperationalError as exc:
-            return exc
+        held.append(connect())
 
 
 def test_psycopg(worker_postgres_url):
-    fill(worker_postgres_url)
-    psycopg.connect(worker_postgres_url)
+    fill(lambda: psycopg.connect(worker_postgres_url))
 
 
 def test_a_role_without_the_reserved_slots(worker_postgres_url):
-    raise fill(worker_postgres_url, user="wu_app")
+    fill(lambda: psycopg.connect(worker_postgres_url, user="wu_app"))
 
 
 def test_sqlalchemy(worker_postgres_url):
     import sqlalchemy
+    from sqlalchemy.pool import NullPool
 
-    engine = sqlalchemy.create_engine(render_url(worker_postgres_url, "sqlalchemy").url)
-    fill(worker_postgres_url)
-    try:
-        engine.connect()
-    finally:
-        engine.dispose()
+    url = render_url(worker_postgres_url, "sqlalchemy").url
+    fill(sqlalchemy.create_engine(url, poolclass=NullPool).connect)
 
 
 def test_django(worker_postgres_url):
     import django
     from django.conf import settings
-    from django.db import connection
+    from django.db import connections
 
     params = psycopg.conninfo.conninfo_to_dict(worker_postgres_url)
     settings.configure(
@@ -58,9 +51,15 @@ def test_django(worker_postgres_url):
                 "USER": params["user"],
                 "HOST": params["host"],
                 "PORT": params["port"],
+                "OPTIONS": {"application_name": params["application_name"]},
             }
         }
     )
     django.setup()
-    fill(worker_postgres_url)
-    connection.ensure_connection()
+
+    def connect():
+        connection = connections.create_connection("default")
+        connection.ensure_connection()
+        return connection
+
+    fill(connect)
