@@ -20,7 +20,17 @@ import pytest
 
 from worker_utils._util import mask_password
 
-__all__ = ["Found", "Setting", "add_settings", "choice", "one_of", "resolve", "words"]
+__all__ = [
+    "Found",
+    "Setting",
+    "add_settings",
+    "choice",
+    "count",
+    "one_of",
+    "resolve",
+    "seconds",
+    "words",
+]
 
 T = TypeVar("T")
 
@@ -103,6 +113,24 @@ def choice(choices: Sequence[str]) -> Callable[[str], str]:
 def words(text: str) -> list[str]:
     """Split a list given as text: items separated by spaces or commas."""
     return [word for word in re.split(r"[\s,]+", text) if word]
+
+
+def seconds(text: str) -> float:
+    """Parse a number of seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError from None  # the setting's message says what is accepted
+    if not 0 <= value < float("inf"):
+        raise ValueError
+    return value
+
+
+def count(text: str) -> int:
+    """Parse a whole number, 0 or more."""
+    if not text.isdigit():
+        raise ValueError
+    return int(text)
 
 
 def add_settings(parser: pytest.Parser, settings: Sequence[Setting[Any]]) -> None:

@@ -165,18 +165,6 @@ def test_a_role_without_create_on_the_database_is_told_what_to_grant(
     )
 
 
-def test_too_few_connections_for_the_workers_names_max_connections(example: Example) -> None:
-    result = run_one(example, "-n", "60")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(
-        [
-            "ERROR: WORKER_UTILS_POSTGRES_URL: the server accepts * more connections "
-            "(max_connections minus reserved: 97, in use: *) and 60 worker(s) need about 240; "
-            "raise max_connections in postgresql.conf or run fewer workers (-n)"
-        ]
-    )
-
-
 def test_a_bad_marker_value_fails_that_test_only(example: Example) -> None:
     example.pytester.makeini(f"[pytest]\nworker_utils_postgres_prefix = {example.prefix}\n")
     example.pytester.makepyfile(

@@ -14,6 +14,7 @@ The modules, in the order a namespace meets them:
 - ``_dsn``: importing psycopg, connection strings, connecting.
 - ``_urls``: a worker's own URL, and its form for other drivers (no psycopg).
 - ``_preflight``: the check of a configured server before the run.
+- ``_budget``: connection slots: who holds them, what a run needs.
 - ``_namespace``: :class:`WorkerNamespace` and its two kinds, schema and database.
 - ``_clone`` and ``_template``: the run's template, built once and copied per worker.
 - ``_reset``: the ``delete`` and ``truncate`` resets.
@@ -41,13 +42,13 @@ from worker_utils.postgres._namespace import (
     WorkerNamespace,
     create_extensions,
 )
-from worker_utils.postgres._preflight import CONNECTIONS_PER_WORKER, preflight
+from worker_utils.postgres._preflight import APP_CONNECTIONS, preflight
 from worker_utils.postgres._reap import ReapResult, reap
 from worker_utils.postgres._template import build_template, drop_template
 from worker_utils.postgres._urls import DRIVERS, DriverURL, render_url, worker_url
 
 __all__ = [
-    "CONNECTIONS_PER_WORKER",
+    "APP_CONNECTIONS",
     "DEFAULT_PREFIX",
     "DRIVERS",
     "KINDS",

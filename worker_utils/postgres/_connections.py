@@ -7,7 +7,7 @@ import select
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from worker_utils.postgres._dsn import CONNECT_TIMEOUT, psycopg_module
+from worker_utils.postgres._dsn import connect, psycopg_module
 
 if TYPE_CHECKING:
     import psycopg
@@ -45,7 +45,10 @@ class SharedConnection:
     def _open(self) -> FixtureConnection:
         from worker_utils.postgres._fixture_connection import FixtureConnection
 
-        conn = FixtureConnection.connect(self.namespace.dsn, connect_timeout=CONNECT_TIMEOUT)
+        conn = connect(
+            self.namespace.dsn, wait=self.namespace.slot_wait, connection_class=FixtureConnection
+        )
+        assert isinstance(conn, FixtureConnection)
         self._begun = False
         self.pid = conn.pgconn.backend_pid
         self.namespace.own_pids.add(self.pid)  # a reset never ends it

@@ -13,10 +13,11 @@ import contextlib
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
+from worker_utils.postgres._budget import ServerUse, plugin_application_name, read_server_use
 from worker_utils.postgres._clone import clone_schema, unclonable
 from worker_utils.postgres._dsn import connect, first_line, namespace_dsn, psycopg_module
 from worker_utils.postgres._errors import NamespaceNotOursError, PostgresError
@@ -38,6 +39,7 @@ __all__ = [
     "create_extensions",
     "drop_scratch",
     "kind_of",
+    "owner_lock",
 ]
 
 #: How a test's changes are undone: see :meth:`WorkerNamespace.reset`.
@@ -274,12 +276,21 @@ class DatabaseKind(NamespaceKind):
         keeper.execute(
             sql.SQL("COMMENT ON DATABASE {} IS {}").format(ident, sql.Literal(json.dumps(owner)))
         )
-        admin = namespace._admin = connect(
-            namespace_dsn(namespace.url, dbname=namespace.name, application_name=namespace.name),
-            autocommit=True,
+        admin = namespace._admin = namespace._connect(
+            namespace_dsn(namespace.url, dbname=namespace.name)
         )
         if namespace.extensions and template is None:  # a copy has its template's extensions
             create_extensions(admin, namespace.extensions, namespace.extension_schema)
+        if not namespace.template:
+            # The worker keeps this one connection (ADR-0019): the lock moves in with it,
+            # taken here before the record says so and released only when it closes.
+            admin.execute("SELECT pg_advisory_lock(%s)", [owner["lock"]])
+            owner["lockdb"] = namespace.name
+            admin.execute(
+                sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                    ident, sql.Literal(json.dumps(owner))
+                )
+            )
 
     def drop(self, conn: psycopg.Connection[Any], name: str) -> None:
         sql = psycopg_module().sql
@@ -384,11 +395,19 @@ class WorkerNamespace:
     #: ``lock_timeout`` of the connections made from :attr:`dsn` and
     #: :attr:`worker_url` (``"5s"``); ``"0"`` or None leaves the server's.
     lock_timeout: str | None = None
+    #: Seconds a connection of its own waits for a free slot on a full server.
+    slot_wait: float = 0.0
+    #: The run's template. In database mode it is copied with ``CREATE DATABASE ...
+    #: TEMPLATE``, which allows no other connection to it: its lock stays outside.
+    template: bool = False
     #: Backend pids of connections the fixtures hold open: never ended by a reset.
     own_pids: set[int] = field(default_factory=set, repr=False)
     #: The server's clock minus the local clock, in seconds, measured at :meth:`create`.
     clock_offset: float = field(default=0.0, repr=False)
+    #: The connection held for the namespace's life: its lock, its resets, its drop.
     _keeper: psycopg.Connection[Any] | None = field(default=None, repr=False)
+    #: The database the keeper is connected to, where it holds the lock.
+    _lockdb: str = field(default="", repr=False)
     _admin: psycopg.Connection[Any] | None = field(default=None, repr=False)
     _resetter: Resetter | None = field(default=None, repr=False)
     #: Set when a test may have moved sequences on without leaving rows (a
@@ -444,6 +463,16 @@ class WorkerNamespace:
         )
 
     @property
+    def application_name(self) -> str:
+        """The ``application_name`` of worker_utils' own connections for this namespace."""
+        return plugin_application_name(self.name)
+
+    def _connect(self, url: str) -> psycopg.Connection[Any]:
+        return connect(
+            url, autocommit=True, wait=self.slot_wait, application_name=self.application_name
+        )
+
+    @property
     def database(self) -> str:
         """The database the namespace's tables live in."""
         own = self._kind.dbname(self.name)
@@ -468,7 +497,7 @@ class WorkerNamespace:
             PostgresError: A live process of another run holds the name.
         """
         sql = psycopg_module().sql
-        keeper = self._keeper = connect(self.url, autocommit=True)
+        keeper = self._keeper = self._connect(self.url)
         if not keeper.execute(
             "SELECT pg_try_advisory_lock(%s)", [lock_key(self.kind, self.name)]
         ).fetchone()[0]:  # type: ignore[index]
@@ -487,17 +516,35 @@ class WorkerNamespace:
         self.clock_offset = server_now - (before + time.time()) / 2
         existing = self._kind.comment(keeper, self.name)
         if existing is not None:
-            if parse_record(existing[0], self.kind, self.name) is None:
+            found = parse_record(existing[0], self.kind, self.name)
+            if found is None:
                 raise NamespaceNotOursError(
                     f'worker_postgres: {self.kind} "{self.name}" exists and was not created by '
                     f"worker_utils; drop it yourself or set worker_utils_postgres_prefix to "
                     f"another prefix"
                 )
-            self._kind.drop(keeper, self.name)
+            # Our own lock above covers a lock kept here; one kept in the namespace is its own.
+            with owner_lock(
+                self.url, keeper, current_db, found, self.application_name, self.slot_wait
+            ) as held:
+                if held is not None:
+                    raise PostgresError(
+                        f'worker_postgres: {self.kind} "{self.name}" is in use by a live run '
+                        f"with the same run id ({held}); give each concurrent run its own "
+                        f"--testrunuid"
+                    )
+                self._kind.drop(keeper, self.name)
         clone = template if template is not None and template["clonable"] else None
         owner = self._owner = record(self.kind, self.name, current_db, self.run_uid)
+        if self.template:
+            owner["template"] = True
+        self._lockdb = current_db
         self._kind.create(self, keeper, owner, clone)
         admin = self._require_admin()
+        if owner.get("lockdb") == self.name:
+            # The lock lives in the namespace now, held by the admin connection: keep that one.
+            self._keeper, self._lockdb = admin, self.name
+            keeper.close()
         admin.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(_LOCK_TIMEOUT)))
         # Resets need no durability (a crash loses the namespace anyway), and not
         # waiting for the WAL flush saves a good part of each one. Others see a
@@ -539,7 +586,7 @@ class WorkerNamespace:
                     f"created by worker_utils; drop it yourself or pass another suffix"
                 )
             owner = record("database", name, self._owner["database"], self.run_uid)
-            owner["lockdb"] = self._owner["database"]
+            owner["lockdb"] = self._lockdb  # where the keeper holds the lock it just took
             keeper.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
             keeper.execute(
                 sql.SQL("COMMENT ON DATABASE {} IS {}").format(
@@ -550,6 +597,11 @@ class WorkerNamespace:
             self.url, name, "database", application_name=name, lock_timeout=self.lock_timeout
         )
 
+    def server_use(self) -> ServerUse:
+        """How the server's connection slots are used now, read through the namespace's own
+        connection: open already, it is no slot to ask a full server for."""
+        return read_server_use(self._require_keeper())
+
     def _require_keeper(self) -> psycopg.Connection[Any]:
         if self._keeper is None:
             raise PostgresError(f"worker_postgres: {self.kind} {self.name!r} was not created")
@@ -557,7 +609,7 @@ class WorkerNamespace:
 
     def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
         """Open a new psycopg connection that lands in this namespace."""
-        return connect(self.dsn, **kwargs)
+        return connect(self.dsn, wait=self.slot_wait, **kwargs)
 
     def snapshot(self) -> None:
         """Take the rows the namespace holds now (the setup's) as what resets return to.
@@ -664,18 +716,27 @@ class WorkerNamespace:
         keeper = self._keeper
         if keeper is None:
             return
+        outside: psycopg.Connection[Any] | None = None
         try:
             if self._admin is not None and self._admin is not keeper:
                 self._admin.close()
             # Only what this object created: never a name it found taken.
             if self._created and not keep and not keeper.closed:
-                drop_scratch(keeper, self.scratch)
-                self._kind.drop(keeper, self.name)
+                conn = keeper
+                if self._lockdb == self.name:
+                    # No database is dropped from inside it: a connection outside, for a moment.
+                    conn = outside = self._connect(self.url)
+                drop_scratch(conn, self.scratch)
+                if outside is not None:
+                    keeper.close()  # releases the lock: what holds it is gone in a moment
+                self._kind.drop(conn, self.name)
         finally:
             self._admin = self._keeper = None
             self._resetter = None
             self._created = False
             keeper.close()  # releases the advisory lock
+            if outside is not None:
+                outside.close()
 
 
 def drop_scratch(conn: psycopg.Connection[Any], names: Sequence[str]) -> list[str | None]:
@@ -705,7 +766,12 @@ def drop_scratch(conn: psycopg.Connection[Any], names: Sequence[str]) -> list[st
 
 
 def create_extensions(
-    target: str | psycopg.Connection[Any], names: Sequence[str], schema: str = "public"
+    target: str | psycopg.Connection[Any],
+    names: Sequence[str],
+    schema: str = "public",
+    *,
+    slot_wait: float = 0.0,
+    application_name: str | None = None,
 ) -> list[str]:
     """Create ``names`` in ``schema`` of a database unless they exist; return the names.
 
@@ -715,10 +781,16 @@ def create_extensions(
 
     Args:
         target: A URL, or an autocommit connection to the database.
+        slot_wait: Seconds a connection to ``target`` waits for a free slot.
+        application_name: Of a connection to ``target``.
     """
     psycopg = psycopg_module()
     sql = psycopg.sql
-    conn = connect(target, autocommit=True) if isinstance(target, str) else target
+    conn = (
+        connect(target, autocommit=True, wait=slot_wait, application_name=application_name)
+        if isinstance(target, str)
+        else target
+    )
     try:
         for name in names:
             try:
@@ -743,3 +815,66 @@ def create_extensions(
         if conn is not target:
             conn.close()
     return list(names)
+
+
+@contextlib.contextmanager
+def owner_lock(
+    url: str,
+    conn: psycopg.Connection[Any],
+    current_db: str,
+    owner: Mapping[str, Any],
+    application_name: str | None = None,
+    wait: float = 0.0,
+) -> Iterator[str | None]:
+    """Take the advisory lock of the namespace of record ``owner`` for the block, if it is free.
+
+    Yields None when it was, else why the namespace must be left alone. The
+    lock is tried where its owner holds it: in ``conn``'s database, or through
+    a connection of its own to the record's ``lockdb``. A lock kept in the
+    namespace's own database (a worker's database) is released before the
+    block, since dropping that database ends every connection to it; one whose
+    database is gone is free, one whose database cannot be reached is not.
+
+    Args:
+        url: The server, for a connection to another database.
+        conn: An autocommit connection to ``current_db``.
+        application_name: Of a connection to another database.
+        wait: Seconds a connection to another database waits for a free slot.
+    """
+    psycopg = psycopg_module()
+    key = owner["lock"]
+    lock_db = kind_of(owner["kind"]).lock_database(owner, current_db)
+    if lock_db == current_db:
+        lock_conn = conn
+    else:
+        try:
+            lock_conn = connect(
+                namespace_dsn(url, dbname=lock_db),
+                autocommit=True,
+                wait=wait,
+                application_name=application_name,
+            )
+        except psycopg.OperationalError as exc:
+            if f'database "{lock_db}" does not exist' in str(exc):
+                yield None  # dropped since its record was read: nothing holds its lock
+            else:
+                yield f"its lock cannot be checked in database {lock_db!r}: {first_line(exc)}"
+            return
+    try:
+        row = lock_conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()
+    except BaseException:
+        if lock_conn is not conn:
+            lock_conn.close()
+        raise
+    held = None if row and row[0] else "its owner holds its lock"
+    if held is not None or lock_db == owner["name"]:
+        if lock_conn is not conn:
+            lock_conn.close()  # before the block: a drop of the database would end it
+        yield held
+        return
+    try:
+        yield None
+    finally:
+        lock_conn.execute("SELECT pg_advisory_unlock(%s)", [key])
+        if lock_conn is not conn:
+            lock_conn.close()

@@ -9,15 +9,17 @@ import socket
 import struct
 
 from worker_utils._util import mask_password
+from worker_utils.postgres._budget import budget_warning, read_server_use
 from worker_utils.postgres._dsn import connect, first_line, psycopg_module
 from worker_utils.postgres._errors import PostgresError
 from worker_utils.postgres._namespace import kind_of
 
-__all__ = ["CONNECTIONS_PER_WORKER", "preflight"]
+__all__ = ["APP_CONNECTIONS", "preflight"]
 
-#: Connections one worker may open: its keeper, its test connection, and the
-#: application's own (a pool or two).
-CONNECTIONS_PER_WORKER = 4
+#: The default of ``worker_utils_postgres_app_connections``: the connections one
+#: worker's tests hold at once besides worker_utils' own (``worker_postgres``
+#: and an application's connection).
+APP_CONNECTIONS = 2
 #: Seconds a server has to answer the opening message; PostgreSQL answers at once.
 PROBE_TIMEOUT = 1.5
 # The first message of every libpq connection; a PostgreSQL server answers it
@@ -26,13 +28,32 @@ _SSL_REQUEST = struct.pack("!ii", 8, 80877103)
 _NO_DATABASE = re.compile(r'database "(?P<name>[^"]+)" does not exist')
 
 
-def preflight(url: str, *, setting: str, kind: str = "schema", workers: int = 1) -> None:
+def preflight(
+    url: str,
+    *,
+    setting: str,
+    kind: str = "schema",
+    workers: int = 1,
+    app_connections: int = APP_CONNECTIONS,
+    application_name: str | None = None,
+    slot_wait: float = 0.0,
+) -> str | None:
     """Check once, before any test, that the server can give every worker its namespace.
+
+    Args:
+        workers: The run's workers, each holding one connection of worker_utils'
+            and ``app_connections`` of its tests'.
+        application_name: Of the connection the check opens.
+        slot_wait: Seconds that connection waits for a free slot on a full server.
+
+    Returns:
+        A one-line warning when the server has fewer free connection slots than
+        the run needs, naming the numbers and the fixes; None when it has enough.
 
     Raises:
         PostgresError: A bad URL, an unreachable server, something else than
-            PostgreSQL at the address, a missing database or privilege, or too
-            few free connections; the message names the setting to change.
+            PostgreSQL at the address, or a missing database or privilege; the
+            message names the setting to change.
     """
     psycopg = psycopg_module()
     try:
@@ -53,7 +74,7 @@ def preflight(url: str, *, setting: str, kind: str = "schema", workers: int = 1)
                 f"point {setting} at PostgreSQL's port, 5432 by default"
             )
     try:
-        conn = connect(url, autocommit=True)
+        conn = connect(url, autocommit=True, wait=slot_wait, application_name=application_name)
     except psycopg.OperationalError as exc:
         missing = _NO_DATABASE.search(str(exc))
         if missing:
@@ -69,28 +90,16 @@ def preflight(url: str, *, setting: str, kind: str = "schema", workers: int = 1)
     namespace_kind = kind_of(kind)
     with conn:
         row = conn.execute(
-            psycopg.sql.SQL(
-                """
-                SELECT current_user, current_database(), {may_create},
-                       current_setting('max_connections')::int
-                         - current_setting('superuser_reserved_connections')::int,
-                       (SELECT count(*) FROM pg_stat_activity
-                        WHERE backend_type = 'client backend')
-                """
-            ).format(may_create=psycopg.sql.SQL(namespace_kind.may_create_sql))
+            psycopg.sql.SQL("SELECT current_user, current_database(), {may_create}").format(
+                may_create=psycopg.sql.SQL(namespace_kind.may_create_sql)
+            )
         ).fetchone()
-    assert row is not None
-    user, database, may_create, allowed, used = row
-    if not may_create:
-        raise PostgresError(namespace_kind.cannot_create(setting, user, database))
-    needed = workers * CONNECTIONS_PER_WORKER
-    if allowed - used < needed:
-        raise PostgresError(
-            f"{setting}: the server accepts {allowed - used} more connections "
-            f"(max_connections minus reserved: {allowed}, in use: {used}) and {workers} "
-            f"worker(s) need about {needed}; raise max_connections in postgresql.conf "
-            f"or run fewer workers (-n)"
-        )
+        assert row is not None
+        user, database, may_create = row
+        if not may_create:
+            raise PostgresError(namespace_kind.cannot_create(setting, user, database))
+        use = read_server_use(conn, exclude_self=True)
+    return budget_warning(use, workers, app_connections)
 
 
 def _tcp_addresses(params: dict[str, str]) -> list[tuple[str, int]]:

@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from worker_utils.postgres._dsn import connect, namespace_dsn
+from worker_utils.postgres._dsn import connect
 from worker_utils.postgres._names import RECORD_PATTERN, parse_record
-from worker_utils.postgres._namespace import drop_scratch, kind_of
+from worker_utils.postgres._namespace import drop_scratch, kind_of, owner_lock
 from worker_utils.servers._process import owner_alive
 
 if TYPE_CHECKING:
@@ -50,39 +50,52 @@ def _records(conn: psycopg.Connection[Any]) -> Iterator[tuple[str, str, str | No
 
 
 def reap(
-    url: str, *, dry_run: bool = False, log: Callable[[str], object] | None = None
+    url: str,
+    *,
+    dry_run: bool = False,
+    log: Callable[[str], object] | None = None,
+    application_name: str | None = None,
+    slot_wait: float = 0.0,
 ) -> ReapResult:
     """Drop the namespaces worker_utils created on this server whose owners are dead.
 
     A namespace is dropped only if its comment is a worker_utils ownership
     record naming it, its owner's advisory lock is free (the owning connection
-    is gone) and, when the owner ran on this host, its process has exited.
+    is gone) and, when the owner ran on this host, its process has exited. A
+    run's template is kept, besides, while a worker of its run is alive.
     Schemas are looked for in the database of ``url``; databases server-wide.
 
     Args:
         url: The server.
         dry_run: Report what would be dropped; drop nothing.
         log: Called with one line per namespace.
+        application_name: Of the connections the reaper opens.
+        slot_wait: Seconds each connection waits for a free slot on a full server.
     """
     result = ReapResult()
-    connections: dict[str, psycopg.Connection[Any]] = {}
-    conn = connections[""] = connect(url, autocommit=True)
-    try:
+    with connect(url, autocommit=True, wait=slot_wait, application_name=application_name) as conn:
         current_db = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
-        for kind, name, comment in list(_records(conn)):
-            owner = parse_record(comment, kind, name)
-            if owner is None:
-                continue
-            reason = _keep_reason(owner, current_db)
+        found = [
+            (kind, name, owner)
+            for kind, name, comment in list(_records(conn))
+            if (owner := parse_record(comment, kind, name)) is not None
+        ]
+        # Templates last: a worker's lock may live in its own database, out of the template's
+        # sight, so a template is kept while any namespace of its run is found alive.
+        found.sort(key=lambda item: bool(item[2].get("template")))
+        live_runs: set[str | None] = set()
+        for kind, name, owner in found:
+            scratch: list[str] = []
+            reason = kind_of(kind).foreign(owner, current_db)
             if reason is None:
-                lock_db = kind_of(kind).lock_database(owner, current_db)
-                lock_conn = connections.get(lock_db)
-                if lock_conn is None:
-                    lock_conn = connections[lock_db] = connect(
-                        namespace_dsn(url, dbname=lock_db), autocommit=True
+                reason = _alive_reason(owner, live_runs)
+                if reason is None:
+                    scratch = _unrecorded_scratch(conn, owner)
+                    reason = drop_if_unlocked(
+                        url, conn, current_db, owner, dry_run, application_name, slot_wait
                     )
-                scratch = _unrecorded_scratch(conn, owner)
-                reason = drop_if_unlocked(conn, lock_conn, owner, dry_run)
+                if reason is not None:
+                    live_runs.add(owner.get("run"))
             if reason is None:
                 result.dropped.append(name)
                 if log:
@@ -94,9 +107,6 @@ def reap(
                 result.kept.append((name, reason))
                 if log:
                     log(f"kept {kind} {name}: {reason}")
-    finally:
-        for each in connections.values():
-            each.close()
     return result
 
 
@@ -116,27 +126,32 @@ def _unrecorded_scratch(conn: psycopg.Connection[Any], owner: Mapping[str, Any])
     return [row[0] for row in rows]
 
 
-def _keep_reason(owner: Mapping[str, Any], current_db: str) -> str | None:
-    reason = kind_of(owner["kind"]).foreign(owner, current_db)
-    if reason is None and _owner_alive(owner):
-        reason = f"its owner, process {owner['pid']} on this host, is alive"
-    return reason
+def _alive_reason(owner: Mapping[str, Any], live_runs: set[str | None]) -> str | None:
+    if _owner_alive(owner):
+        return f"its owner, process {owner['pid']} on this host, is alive"
+    if owner.get("template") and owner.get("run") in live_runs:
+        return "a worker of its run is alive"
+    return None
 
 
 def drop_if_unlocked(
+    url: str,
     conn: psycopg.Connection[Any],
-    lock_conn: psycopg.Connection[Any],
+    current_db: str,
     owner: Mapping[str, Any],
     dry_run: bool,
+    application_name: str | None = None,
+    slot_wait: float = 0.0,
 ) -> str | None:
-    """Drop the namespace of record ``owner`` if its lock is free; else say why not."""
-    key = owner["lock"]
-    if not lock_conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()[0]:  # type: ignore[index]
-        return "its owner holds its lock"
-    try:
+    """Drop the namespace of record ``owner`` if its lock is free; else say why not.
+
+    Args:
+        conn: An autocommit connection to ``current_db`` on the server ``url``.
+    """
+    with owner_lock(url, conn, current_db, owner, application_name, slot_wait) as held:
+        if held is not None:
+            return held
         if not dry_run:
             drop_scratch(conn, owner.get("scratch") or [])
             kind_of(owner["kind"]).drop(conn, owner["name"])
-    finally:
-        lock_conn.execute("SELECT pg_advisory_unlock(%s)", [key])
     return None

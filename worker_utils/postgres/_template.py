@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from worker_utils._util import wait_until
+from worker_utils.postgres._budget import plugin_application_name
 from worker_utils.postgres._dsn import connect
 from worker_utils.postgres._names import parse_record, template_name
 from worker_utils.postgres._namespace import WorkerNamespace, kind_of
@@ -22,6 +23,7 @@ def build_template(
     extension_schema: str,
     setup: Callable[[Any], object],
     extensions: Sequence[str] = (),
+    slot_wait: float = 0.0,
 ) -> dict[str, Any]:
     """Run ``setup`` once for the run, in a template namespace that workers copy.
 
@@ -32,7 +34,14 @@ def build_template(
         ``seeded`` (database mode) is True when the setup left rows.
     """
     template = WorkerNamespace(
-        url, template_name(run_uid, prefix), run_uid, kind, extension_schema, extensions
+        url,
+        template_name(run_uid, prefix),
+        run_uid,
+        kind,
+        extension_schema,
+        extensions,
+        slot_wait=slot_wait,
+        template=True,
     )
     template.create()
     try:
@@ -50,19 +59,29 @@ def build_template(
         "clonable": reason is None,
         "reason": reason,
         "seeded": seeded,
+        "slot_wait": slot_wait,
     }
 
 
 def drop_template(value: Mapping[str, Any]) -> None:
     """Drop a template made by :func:`build_template`; the run's controller calls it at the end."""
-    with connect(value["url"], autocommit=True) as conn:
+    url = value["url"]
+    with connect(
+        url,
+        autocommit=True,
+        wait=value.get("slot_wait", 0.0),
+        application_name=plugin_application_name(value["name"]),
+    ) as conn:
         row = kind_of(value["kind"]).comment(conn, value["name"])
         owner = parse_record(row[0] if row else None, value["kind"], value["name"])
+        current_db = conn.info.dbname
         if owner is not None:
             # The builder has exited, but the server may not have ended its backend yet,
             # whose session still holds the owner's lock: give it a few seconds.
             wait_until(
-                lambda: drop_if_unlocked(conn, conn, owner, dry_run=False) is None or None,
+                lambda: (
+                    drop_if_unlocked(url, conn, current_db, owner, dry_run=False) is None or None
+                ),
                 timeout=5.0,
                 interval=0.05,
             )

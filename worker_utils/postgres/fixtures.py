@@ -44,7 +44,9 @@ def worker_postgres_server_url(request: pytest.FixtureRequest) -> str:
     from worker_utils.servers import ServerStartError
 
     try:
-        url = started_server_url(request.config, _worker.get_worker_count())
+        url = started_server_url(
+            request.config, _worker.get_worker_count(), settings.app_connections
+        )
     except ServerStartError as exc:
         error = str(exc)
     else:
@@ -96,6 +98,7 @@ def worker_postgres_namespace(
         extension_schema=settings.extension_schema,
         extensions=settings.extensions,
         lock_timeout=settings.lock_timeout,
+        slot_wait=settings.slot_wait,
     )
     try:
         if settings.extensions and namespace.extensions_per_run:
@@ -106,6 +109,8 @@ def worker_postgres_namespace(
                     worker_postgres_server_url,
                     settings.extensions,
                     settings.extension_schema,
+                    slot_wait=settings.slot_wait,
+                    application_name=namespace.application_name,
                 ),
                 run_dir=run.directory,
             )
@@ -124,6 +129,7 @@ def worker_postgres_namespace(
                     settings.extension_schema,
                     worker_postgres_setup,
                     settings.extensions,
+                    settings.slot_wait,
                 ),
                 teardown=postgres.drop_template,
                 run_dir=run.directory,

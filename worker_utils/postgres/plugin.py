@@ -10,6 +10,7 @@ import bisect
 import contextlib
 import os
 import re
+import sys
 import time
 from collections.abc import Generator
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 from worker_utils import _export, _settings, _worker, postgres
 from worker_utils._plugin import Run, fail, get_run, usage_error
 from worker_utils._util import mask_password
+from worker_utils.postgres._budget import plugin_application_name
 
 pytest_plugins = ["worker_utils.postgres.fixtures"]
 
@@ -114,6 +116,24 @@ LOCK_TIMEOUT = _settings.Setting(
     default="5s",
     metavar="DURATION",
 )
+APP_CONNECTIONS = _settings.Setting(
+    name="postgres_app_connections",
+    help="Connections each worker's tests hold at once besides worker_utils' own "
+    "(worker_postgres and the application's pool), for the preflight's estimate",
+    accepted="a whole number, 0 or more",
+    parse=_settings.count,
+    default=postgres.APP_CONNECTIONS,
+    metavar="N",
+)
+SLOT_WAIT = _settings.Setting(
+    name="postgres_slot_wait",
+    help="Seconds worker_utils' own connections wait for a free slot on a full server",
+    accepted="a number of seconds, such as 30 (0 fails at once)",
+    parse=_settings.seconds,
+    default=30.0,
+    default_text="30",
+    metavar="SECONDS",
+)
 BINDIR = _settings.Setting[Path | None](
     name="postgres_bindir",
     help="Where the embedded server's binaries are",
@@ -140,6 +160,8 @@ SETTINGS: list[_settings.Setting[Any]] = [
     EXTENSIONS,
     EXTENSION_SCHEMA,
     LOCK_TIMEOUT,
+    APP_CONNECTIONS,
+    SLOT_WAIT,
     BINDIR,
 ]
 
@@ -159,6 +181,8 @@ class _PostgresSettings:
         self.extensions: list[str] = _settings.resolve(config, EXTENSIONS).value
         self.extension_schema: str = _settings.resolve(config, EXTENSION_SCHEMA).value
         self.lock_timeout: str = _settings.resolve(config, LOCK_TIMEOUT).value
+        self.app_connections: int = _settings.resolve(config, APP_CONNECTIONS).value
+        self.slot_wait: float = _settings.resolve(config, SLOT_WAIT).value
         self.exports: list[_export.Export] = _settings.resolve(config, ENV).value
         #: The URL the exports were made from, before conftest.py files were imported.
         self.exported_url: str | None = None
@@ -214,16 +238,18 @@ _worker_key = pytest.StashKey[_PostgresWorker]()
 _pg_early_key = pytest.StashKey[_PostgresSettings]()
 
 
-def started_server_url(config: pytest.Config, workers: int) -> str:
+def started_server_url(config: pytest.Config, workers: int, app_connections: int) -> str:
     """Start the run's server (embedded, or a container), or join the worker that does.
 
     Raises:
         ServerStartError: It could not start.
     """
+    from worker_utils.postgres._budget import PLUGIN_CONNECTIONS
     from worker_utils.servers import plugin as servers
     from worker_utils.servers.postgres import PostgresServer
 
-    connections = max(100, 20 + workers * postgres.CONNECTIONS_PER_WORKER)
+    # Twice the estimate: a run's own server has room to spare.
+    connections = max(100, 20 + 2 * workers * (PLUGIN_CONNECTIONS + app_connections))
     if servers.backend(config, "postgres") == "docker":
         return servers.docker_url(config, "postgres", max_connections=connections)
     return PostgresServer(connections).url(get_run(config).directory)
@@ -251,7 +277,9 @@ def pytest_worker_utils_export(config: pytest.Config, run: Run, controller: bool
         workers = _early_worker_count(config) if controller else _worker.get_worker_count()
         server = settings.url
         if not server:
-            server = settings.embedded_url = started_server_url(config, workers)
+            server = settings.embedded_url = started_server_url(
+                config, workers, settings.app_connections
+            )
         name = postgres.worker_postgres_name(run.uid, prefix=settings.prefix)
         if controller:  # a database that does not exist: any use fails at once
             url = postgres.worker_url(server, name, "database", application_name=name)
@@ -306,23 +334,24 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    from worker_utils.postgres._dsn import SlotWaits
+
     settings = session.config.stash[_pg_key]
     run = get_run(session.config)
     run.report.plan("postgres", postgres.worker_postgres_name(run.uid, prefix=settings.prefix))
+    if SlotWaits.connections:
+        run.report.note(
+            "postgres slot wait", f"{SlotWaits.seconds:.1f} s ({SlotWaits.connections} connections)"
+        )
 
 
 def _lock_timed_out(error: BaseException | None) -> bool:
-    seen = 0
-    while error is not None and seen < 10:
-        if _LOCK_NOT_AVAILABLE in (
-            getattr(error, "sqlstate", None),
-            getattr(error, "pgcode", None),
-        ):
-            return True
-        # SQLAlchemy keeps the driver's error in .orig; others chain it.
-        error = getattr(error, "orig", None) or error.__cause__ or error.__context__
-        seen += 1
-    return False
+    from worker_utils.postgres._dsn import error_chain
+
+    return any(
+        _LOCK_NOT_AVAILABLE in (getattr(each, "sqlstate", None), getattr(each, "pgcode", None))
+        for each in error_chain(error)
+    )
 
 
 @pytest.hookimpl(wrapper=True)
@@ -330,7 +359,12 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
-    if report.failed and call.excinfo is not None and _lock_timed_out(call.excinfo.value):
+    if not report.failed or call.excinfo is None:
+        return report
+    from worker_utils.postgres._dsn import out_of_slots
+
+    error = call.excinfo.value
+    if _lock_timed_out(error):
         worker = item.config.stash.get(_worker_key, None)
         blocker = None if worker is None else _blocker(worker)
         if blocker is not None:
@@ -339,7 +373,35 @@ def pytest_runtest_makereport(
                 f"worker_postgres: a lock wait ran out after {worker.settings.lock_timeout} "
                 f"(worker_utils_postgres_lock_timeout): {blocker}\n\n{report.longrepr}"
             )
+    elif not isinstance(error, pytest.fail.Exception):  # ours are one line already
+        refused = out_of_slots(error)
+        if refused is not None:
+            line = _refused_line(item.config, refused)
+            # Reported as fail() reports a line, so that xdist and JUnit XML carry it as
+            # such; through a frame of ours, since pytest hides fail()'s own.
+            failed = pytest.CallInfo.from_call(lambda: fail(line), when=call.when)
+            report.longrepr = pytest.TestReport.from_item_and_call(item, failed).longrepr
     return report
+
+
+def _refused_line(config: pytest.Config, refused: BaseException) -> str:
+    """The one line of a test whose own connection the server refused for lack of slots."""
+    from worker_utils.postgres._budget import run_label
+    from worker_utils.postgres._dsn import server_message
+
+    worker = config.stash.get(_worker_key, None)
+    use = "the server's use could not be read"
+    this_run = None
+    if worker is not None:  # its one connection, open before the server filled up
+        this_run = run_label(worker.namespace.name)
+        with contextlib.suppress(Exception):
+            use = worker.namespace.server_use().describe(this_run)
+    return (
+        f"worker_postgres: the server refused a connection of this test for lack of slots "
+        f"({server_message(refused)}); {use}; run fewer workers (-n) or concurrent runs, "
+        f"raise max_connections, or put a pooler such as PgBouncer in session mode in front "
+        f"of the server"
+    )
 
 
 def _blocker(worker: _PostgresWorker) -> str | None:
@@ -386,26 +448,48 @@ class _PostgresRunHooks:
     def __init__(self, settings: _PostgresSettings) -> None:
         self.settings = settings
         self.usable = False  # the server passed the check: worth reaping at the end
+        self.application_name: str | None = None
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         # Once, before any test: a bad server is one clear message, not one error per test.
         __tracebackhide__ = True
-        url, setting = self.settings.url, self.settings.url_setting
+        settings = self.settings
+        url, setting = settings.url, settings.url_setting
         assert url is not None
+        self.application_name = plugin_application_name(
+            postgres.worker_postgres_name(get_run(session.config).uid, prefix=settings.prefix)
+        )
         try:
-            postgres.preflight(
-                url, setting=setting, kind=self.settings.mode, workers=_worker_count(session.config)
+            warning = postgres.preflight(
+                url,
+                setting=setting,
+                kind=settings.mode,
+                workers=_worker_count(session.config),
+                app_connections=settings.app_connections,
+                application_name=self.application_name,
+                slot_wait=settings.slot_wait,
             )
             self.usable = True
-            postgres.reap(url)  # what crashed runs left behind
+            # What crashed runs left behind.
+            postgres.reap(url, application_name=self.application_name, slot_wait=settings.slot_wait)
         except postgres.PostgresError as exc:
             usage_error(exc)
+        if warning is not None:
+            reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None:
+                reporter.write_line(warning, yellow=True)
+            else:
+                sys.stderr.write(warning + "\n")
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         # Namespaces of this run's workers that crashed (kill -9) are dead now.
         if self.settings.url and self.usable:
             with contextlib.suppress(Exception):
-                postgres.reap(self.settings.url)
+                postgres.reap(
+                    self.settings.url,
+                    application_name=self.application_name,
+                    slot_wait=self.settings.slot_wait,
+                )
 
 
 def _pg_fail(settings: _PostgresSettings, error: BaseException | str) -> NoReturn:

@@ -30,18 +30,8 @@ def _url(text: str) -> wu_redis.RedisUrl:
         raise ValueError(exc.reason) from None
 
 
-def _seconds(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        raise ValueError from None  # the setting's message says what is accepted
-    if not 0 <= seconds < float("inf"):
-        raise ValueError
-    return seconds
-
-
 def _positive_seconds(text: str) -> float:
-    seconds = _seconds(text)
+    seconds = _settings.seconds(text)
     if not seconds:
         raise ValueError
     return seconds
@@ -83,7 +73,7 @@ WAIT = _settings.Setting(
     help="Seconds a worker waits for a Redis database that may be released soon "
     "(when live workers hold them all, it decides at once) before prefix mode",
     accepted="a number of seconds, such as 60",
-    parse=_seconds,
+    parse=_settings.seconds,
     default=60.0,
     default_text="60",
     metavar="SECONDS",
