@@ -20,6 +20,8 @@ Printed per fleet:
 - per-worker provisioning time: how long a worker's first request of
   ``worker_postgres_url`` and of ``worker_redis_url`` took (median and maximum),
   and how many workers spent more than 1 s getting Redis;
+- the workers that waited for a free Redis database (``worker_redis_lease.waited``:
+  more workers than databases), the longest wait and all waits together;
 - leftovers: schemas, databases, Redis keys and ACL users that were not there before
   and are there after, and run directories left under the temp dir.
 
@@ -88,20 +90,22 @@ def provisioned(request):
     started = time.perf_counter()
     redis_url = request.getfixturevalue("worker_redis_url")
     redis_s = time.perf_counter() - started
-    record = {"postgres_s": postgres_s, "redis_s": redis_s, "redis_url": redis_url}
+    waited = request.getfixturevalue("worker_redis_lease").waited
+    record = {"postgres_s": postgres_s, "redis_s": redis_s, "redis_waited_s": waited}
     path = Path(os.environ["FLEET_RECORDS"]) / f"{uuid.uuid4().hex}.json"
     path.write_text(json.dumps(record))
-    return postgres_url, redis_url
+    # In prefix mode (more workers than databases) the application's keys carry it.
+    return postgres_url, redis_url, request.getfixturevalue("worker_redis_prefix")
 
 
 @pytest.fixture(scope="session")
 def app(provisioned):
     """The application's own connection and client, configured once per worker."""
-    postgres_url, redis_url = provisioned
+    postgres_url, redis_url, prefix = provisioned
     # Named after the run, so that the benchmark can count the fleet's connections.
     conn = psycopg.connect(postgres_url, autocommit=True, application_name=os.environ["FLEET_TAG"])
     client = redis.Redis.from_url(redis_url)
-    yield conn, client
+    yield conn, client, prefix
     client.close()
     conn.close()
 '''
@@ -115,10 +119,10 @@ HOLD = float(os.environ["FLEET_HOLD"])
 
 @pytest.mark.parametrize("n", range(int(os.environ["FLEET_TESTS"])))
 def test_light(app, worker_redis, n):
-    conn, client = app
+    conn, client, prefix = app
     conn.execute("INSERT INTO item VALUES (1, %s)", (str(n),))
     assert conn.execute("SELECT count(*) FROM item").fetchone()[0] == 1
-    assert client.set("key", n, nx=True)
+    assert client.set(prefix + "key", n, nx=True)
     worker_redis.incr("counter")
     time.sleep(HOLD)
 """
@@ -212,6 +216,7 @@ class Outcome:
     peaks: Peaks = field(default_factory=Peaks)
     postgres_s: list[float] = field(default_factory=list)
     redis_s: list[float] = field(default_factory=list)
+    redis_waited_s: list[float] = field(default_factory=list)
     seconds: float = 0.0
     leftovers: list[str] = field(default_factory=list)
 
@@ -298,6 +303,7 @@ def run_fleet(runs: int, workers: int, args: argparse.Namespace, suite: Path) ->
         record = json.loads(path.read_text())
         outcome.postgres_s.append(record["postgres_s"])
         outcome.redis_s.append(record["redis_s"])
+        outcome.redis_waited_s.append(record["redis_waited_s"])
     time.sleep(args.settle)  # a run's controller may still be dropping what it made
     after = snapshot(args.postgres_url, args.redis_url, run_root) - before
     # Other runs on the server come and go meanwhile: keep what names this fleet,
@@ -305,6 +311,10 @@ def run_fleet(runs: int, workers: int, args: argparse.Namespace, suite: Path) ->
     ours = re.compile("|".join([*tags, *uids, r"key (\S*:)?(key|counter) ="]))
     outcome.leftovers = sorted(line for line in after if ours.search(line))
     return outcome
+
+
+def waits(values: list[float]) -> str:
+    return f"{max(values, default=0):.2f} / {sum(values):.2f}"
 
 
 def median_max(values: list[float]) -> str:
@@ -444,6 +454,8 @@ def main() -> None:
         ("peak Redis clients", lambda o: str(o.peaks.redis)),
         ("Postgres provisioning s (median / max)", lambda o: median_max(o.postgres_s)),
         ("Redis provisioning s (median / max)", lambda o: median_max(o.redis_s)),
+        ("workers that waited for Redis", lambda o: str(sum(s > 0 for s in o.redis_waited_s))),
+        ("Redis wait s (max / total)", lambda o: waits(o.redis_waited_s)),
         ("workers over 1 s for Redis", lambda o: str(sum(s > 1 for s in o.redis_s))),
         ("wall time s", lambda o: f"{o.seconds:.1f}"),
         ("leftovers", lambda o: str(len(o.leftovers))),
