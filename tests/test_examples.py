@@ -21,6 +21,8 @@ POSTGRES = os.environ.get(
     "postgresql://postgres@127.0.0.1:5432/test",  # noqa: WU202 the machine's server
 )
 REDIS = os.environ.get("WU_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")  # noqa: WU202,WU602
+#: The example applications, each a suite of its own; the docs include their files.
+APPS = ["django_app", "sqlalchemy_app", "rq_app", "async_app"]
 #: Keys the examples' applications write: none may be left in any database.
 APP_KEYS = ("rq:*", "hits:*")
 
@@ -52,7 +54,7 @@ def _left_in_redis(uids: list[str]) -> list[str]:
     return left
 
 
-@pytest.mark.parametrize("example", ["django_app", "sqlalchemy_app", "rq_app", "async_app"])
+@pytest.mark.parametrize("example", APPS)
 def test_the_example_passes_at_n_2_twice_at_once_and_leaves_nothing(example: str) -> None:
     uids = [f"ex-{example.partition('_')[0]}-{uuid.uuid4().hex[:8]}" for _ in range(2)]
     env = {

@@ -1,0 +1,1 @@
+"""The application of the recipes' one-time migration (docs/recipes.md)."""

@@ -1,0 +1,1 @@
+"""The application of docs/sandbox.md: two singletons a test leaves behind."""
