@@ -20,8 +20,10 @@ Printed per fleet:
 - per-worker provisioning time: how long a worker's first request of
   ``worker_postgres_url`` and of ``worker_redis_url`` took (median and maximum),
   and how many workers spent more than 1 s getting Redis;
-- the workers that waited for a free Redis database (``worker_redis_lease.waited``:
-  more workers than databases), the longest wait and all waits together;
+- the Redis workers in prefix mode (more workers than databases), and those that
+  waited for a free database (``worker_redis_lease.waited``): how many got one after
+  waiting (the wait helped) and how many fell back to prefix mode after waiting (it
+  did not), with the longest wait of each;
 - leftovers: schemas, databases, Redis keys and ACL users that were not there before
   and are there after, and run directories left under the temp dir.
 
@@ -90,8 +92,13 @@ def provisioned(request):
     started = time.perf_counter()
     redis_url = request.getfixturevalue("worker_redis_url")
     redis_s = time.perf_counter() - started
-    waited = request.getfixturevalue("worker_redis_lease").waited
-    record = {"postgres_s": postgres_s, "redis_s": redis_s, "redis_waited_s": waited}
+    lease = request.getfixturevalue("worker_redis_lease")
+    record = {
+        "postgres_s": postgres_s,
+        "redis_s": redis_s,
+        "redis_waited_s": lease.waited,
+        "redis_mode": lease.mode,
+    }
     path = Path(os.environ["FLEET_RECORDS"]) / f"{uuid.uuid4().hex}.json"
     path.write_text(json.dumps(record))
     # In prefix mode (more workers than databases) the application's keys carry it.
@@ -123,7 +130,7 @@ def test_light(app, worker_redis, n):
     conn.execute("INSERT INTO item VALUES (1, %s)", (str(n),))
     assert conn.execute("SELECT count(*) FROM item").fetchone()[0] == 1
     assert client.set(prefix + "key", n, nx=True)
-    worker_redis.incr("counter")
+    worker_redis.incr(prefix + "counter")
     time.sleep(HOLD)
 """
 
@@ -217,6 +224,7 @@ class Outcome:
     postgres_s: list[float] = field(default_factory=list)
     redis_s: list[float] = field(default_factory=list)
     redis_waited_s: list[float] = field(default_factory=list)
+    redis_modes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     leftovers: list[str] = field(default_factory=list)
 
@@ -304,6 +312,7 @@ def run_fleet(runs: int, workers: int, args: argparse.Namespace, suite: Path) ->
         outcome.postgres_s.append(record["postgres_s"])
         outcome.redis_s.append(record["redis_s"])
         outcome.redis_waited_s.append(record["redis_waited_s"])
+        outcome.redis_modes.append(record["redis_mode"])
     time.sleep(args.settle)  # a run's controller may still be dropping what it made
     after = snapshot(args.postgres_url, args.redis_url, run_root) - before
     # Other runs on the server come and go meanwhile: keep what names this fleet,
@@ -313,8 +322,14 @@ def run_fleet(runs: int, workers: int, args: argparse.Namespace, suite: Path) ->
     return outcome
 
 
-def waits(values: list[float]) -> str:
-    return f"{max(values, default=0):.2f} / {sum(values):.2f}"
+def waited(outcome: Outcome, mode: str) -> str:
+    """How many workers waited and got ``mode``, and the longest wait, in seconds."""
+    waits = [
+        seconds
+        for seconds, got in zip(outcome.redis_waited_s, outcome.redis_modes, strict=True)
+        if got == mode and seconds > 0
+    ]
+    return f"{len(waits)}, max {max(waits, default=0):.2f}s"
 
 
 def median_max(values: list[float]) -> str:
@@ -454,8 +469,9 @@ def main() -> None:
         ("peak Redis clients", lambda o: str(o.peaks.redis)),
         ("Postgres provisioning s (median / max)", lambda o: median_max(o.postgres_s)),
         ("Redis provisioning s (median / max)", lambda o: median_max(o.redis_s)),
-        ("workers that waited for Redis", lambda o: str(sum(s > 0 for s in o.redis_waited_s))),
-        ("Redis wait s (max / total)", lambda o: waits(o.redis_waited_s)),
+        ("Redis: workers in prefix mode", lambda o: str(o.redis_modes.count("prefix"))),
+        ("Redis: waited, then a database", lambda o: waited(o, "index")),
+        ("Redis: waited, then prefix mode", lambda o: waited(o, "prefix")),
         ("workers over 1 s for Redis", lambda o: str(sum(s > 1 for s in o.redis_s))),
         ("wall time s", lambda o: f"{o.seconds:.1f}"),
         ("leftovers", lambda o: str(len(o.leftovers))),
