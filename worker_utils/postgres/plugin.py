@@ -396,6 +396,7 @@ class _PostgresRunHooks:
             postgres.preflight(
                 url, setting=setting, kind=self.settings.mode, workers=_worker_count(session.config)
             )
+            postgres.check_pooler(url, setting=setting, kind=self.settings.mode)
             self.usable = True
             postgres.reap(url)  # what crashed runs left behind
         except postgres.PostgresError as exc:
