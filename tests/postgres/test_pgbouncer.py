@@ -22,6 +22,7 @@ import pytest
 
 from tests.postgres.conftest import URL, Example, databases
 from worker_utils import ports, postgres
+from worker_utils.postgres import _pooler
 from worker_utils.servers._process import ProcessId, wait_for_port
 
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
@@ -221,3 +222,29 @@ def test_reaping_through_a_pooler_needs_session_pooling_and_nothing_else(
     postgres.check_pooler(strict_pgbouncer.url(), setting="--postgres-url", kind=None)
     with pytest.raises(postgres.PostgresError, match=r"^--postgres-url: .* pool_mode = session"):
         postgres.check_pooler(pgbouncer.url("transaction"), setting="--postgres-url", kind=None)
+
+
+def test_a_search_path_that_arrives_passes_the_options_check() -> None:
+    # PostgreSQL itself keeps "a,b" as given in options; a pooler that passes them on, the same.
+    assert _pooler._options(URL, "schema") is None
+
+
+@pytest.fixture(scope="module")
+def crowded_pgbouncer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgBouncer]:
+    """PgBouncer that takes one client at a time."""
+    config = [*documented_config(), "max_client_conn = 1"]
+    bouncer = start_pgbouncer(tmp_path_factory.mktemp("pgbouncer") / "crowded", config)
+    yield bouncer
+    bouncer.stop()
+
+
+def test_a_pooler_that_refuses_the_second_client_is_one_line(
+    crowded_pgbouncer: PgBouncer,
+) -> None:
+    url = crowded_pgbouncer.url()
+    with pytest.raises(postgres.PostgresError) as error:
+        postgres.check_pooler(url, setting="the_url", kind="database")
+    assert str(error.value) == (
+        f"the_url: cannot connect to {url} (no more connections allowed (max_client_conn)); "
+        f"start the server or point the_url at one that accepts connections"
+    )

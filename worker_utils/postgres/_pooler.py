@@ -52,57 +52,78 @@ def check_pooler(url: str, *, setting: str, kind: str | None) -> None:
 
     Raises:
         PostgresError: A pooler that pools per transaction or statement, or
-            that refuses ``options`` or (schema mode) drops them; the message
-            names the setting to change.
+            that refuses ``options`` or (schema mode) drops them, or a server
+            that refuses a connection; the message names the setting to change.
     """
     psycopg = psycopg_module()
     server = mask_password(url)
+    try:
+        problem = _pooling(url)
+        if problem == "":
+            return  # PostgreSQL itself
+        if problem is None and kind is not None:
+            problem = _options(url, kind)
+    except psycopg.OperationalError as exc:
+        words = _words(exc)
+        if "startup parameter" not in words:
+            raise PostgresError(
+                f"{setting}: cannot connect to {server} ({words}); start the server or point "
+                f"{setting} at one that accepts connections"
+            ) from None
+        fix = (
+            "add ignore_startup_parameters = options to the pooler's configuration (pgbouncer.ini)"
+        )
+        if kind == "schema":
+            fix = f"set worker_utils_postgres_mode = database and {fix}"
+        problem = (
+            f"refuses the options startup parameter of worker URLs (it answered: {words}); {fix}"
+        )
+    if problem:
+        raise PostgresError(
+            f"{setting}: {server} is a connection pooler that {problem}, or point {setting} at "
+            f"PostgreSQL itself"
+        )
+
+
+def _pooling(url: str) -> str | None:
+    """What is wrong with the pooling of a pooler at ``url``: None for session pooling, and
+    ``""`` when there is no pooler."""
     with connect(url, autocommit=True) as first:
         pid = _backend_pid(first)
         if first.pgconn.backend_pid == pid:
-            return  # PostgreSQL itself
+            return ""
         with connect(url, autocommit=True) as second:
             taken = _backend_pid(second) == pid
             moved = any(_backend_pid(first) != pid for _ in range(_PROBE_TRANSACTIONS))
-        if taken or moved:
-            raise PostgresError(
-                f"{setting}: {server} is a connection pooler that gives one client's "
-                f"transactions to different server connections (PgBouncer's pool_mode = "
-                f"transaction or statement), but each worker's search path, lock timeout and "
-                f"liveness lock belong to its session; set pool_mode = session for this "
-                f"database in the pooler's configuration, or point {setting} at PostgreSQL itself"
-            )
-    if kind is None:
-        return
-    search_path = _PROBE_PATH if kind == "schema" else ()
-    probe = namespace_dsn(url, search_path=search_path, lock_timeout=_PROBE_LOCK_TIMEOUT)
-    for _ in range(2):  # the second connection gets the first one's server connection back
-        try:
-            with connect(probe, autocommit=True) as conn:
-                row = conn.execute("SELECT current_setting('search_path')").fetchone()
-        except psycopg.OperationalError as exc:
-            raise PostgresError(_refused(setting, server, kind, _words(exc))) from None
-        assert row is not None
-        if search_path and row[0] != ", ".join(search_path):
-            raise PostgresError(
-                f"{setting}: {server} is a connection pooler that drops the options startup "
-                f"parameter (PgBouncer's ignore_startup_parameters = options), which carries each "
-                f"worker's search path in schema mode; set worker_utils_postgres_mode = database, "
-                f"whose workers need no search path, or point {setting} at PostgreSQL itself"
-            )
-
-
-def _refused(setting: str, server: str, kind: str, error: str) -> str:
-    fix = "add ignore_startup_parameters = options to the pooler's configuration (pgbouncer.ini)"
-    if kind == "schema":
-        fix = f"set worker_utils_postgres_mode = database and {fix}"
+    if not (taken or moved):
+        return None
     return (
-        f"{setting}: {server} is a connection pooler that refuses the options startup parameter "
-        f"of worker URLs (it answered: {error}); {fix}, or point {setting} at PostgreSQL itself"
+        "gives one client's transactions to different server connections (PgBouncer's "
+        "pool_mode = transaction or statement), but each worker's search path, lock timeout and "
+        "liveness lock belong to its session; set pool_mode = session for this database in the "
+        "pooler's configuration"
     )
 
 
+def _options(url: str, kind: str) -> str | None:
+    """What a pooler at ``url`` does wrong with the ``options`` of ``kind``'s worker URLs."""
+    search_path = _PROBE_PATH if kind == "schema" else ()
+    probe = namespace_dsn(url, search_path=search_path, lock_timeout=_PROBE_LOCK_TIMEOUT)
+    for _ in range(2):  # the second connection gets the first one's server connection back
+        with connect(probe, autocommit=True) as conn:
+            row = conn.execute("SELECT current_setting('search_path')").fetchone()
+        assert row is not None
+        # As the server keeps it: "a,b" from options, "a, b" from SET.
+        if search_path and [part.strip() for part in row[0].split(",")] != list(search_path):
+            return (
+                "drops the options startup parameter (PgBouncer's ignore_startup_parameters = "
+                "options), which carries each worker's search path in schema mode; set "
+                "worker_utils_postgres_mode = database, whose workers need no search path"
+            )
+    return None
+
+
 def _words(exc: BaseException) -> str:
-    """The pooler's own words in a failed connection's message, without libpq's preamble."""
+    """The server's own words in a failed connection's message, without libpq's preamble."""
     found = re.search(r"FATAL:\s+(.+)", str(exc))
     return found[1].strip() if found else first_line(exc)
