@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -15,7 +16,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.postgres.conftest import Example, execute, schemas
+from tests.postgres.conftest import URL, Example, execute, schemas
 from worker_utils import postgres
 from worker_utils._util import wait_until
 from worker_utils.postgres import _names
@@ -186,3 +187,60 @@ def test_reap_drops_a_namespace_only_when_its_owner_is_gone(
         reason = f"its owner, process {owner.pid} on this host, is alive"
         assert (dropped, kept) == ([], [(name, reason)])
         execute(f"DROP SCHEMA {name}", url)
+
+
+def test_reap_keeps_a_namespace_of_another_host_while_its_lock_is_held(
+    example: Example, scratch_database: str
+) -> None:
+    url = scratch_database
+    name = f"{example.prefix}_gw0"
+    with psycopg.connect(url, autocommit=True) as owner:
+        record = _names.record("schema", name, owner.info.dbname, "x")
+        # A worker on another host: its process cannot be looked up from here.
+        record.update(host=f"not-{socket.gethostname()}", pid=1, started=0.0)
+        owner.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+        owner.execute(
+            sql.SQL("COMMENT ON SCHEMA {} IS {}").format(
+                sql.Identifier(name), sql.Literal(json.dumps(record))
+            )
+        )
+        owner.execute("SELECT pg_advisory_lock(%s)", [record["lock"]])
+        held = postgres.reap(url)
+        owner.execute("SELECT pg_advisory_unlock(%s)", [record["lock"]])
+        released = postgres.reap(url)
+    assert (held.dropped, held.kept) == ([], [(name, "its owner holds its lock")])
+    assert (released.dropped, released.kept) == ([name], [])
+
+
+BUILD_TEMPLATE = """
+import sys
+from worker_utils import postgres
+
+postgres.build_template(
+    sys.argv[1], sys.argv[2], sys.argv[3], "schema", "public",
+    lambda conn: conn.execute("CREATE TABLE item (id int)"),
+)
+print("built", flush=True)
+sys.stdin.read()  # alive, as a worker is until the others have copied the template
+"""
+
+
+def test_reap_keeps_a_template_while_its_builder_lives_and_drops_it_after(prefix: str) -> None:
+    run_uid = f"template-{JOB}"
+    name = postgres.template_name(run_uid, prefix)
+    builder = subprocess.Popen(
+        [sys.executable, "-c", BUILD_TEMPLATE, URL, run_uid, prefix],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert builder.stdout is not None
+    try:
+        assert builder.stdout.readline() == "built\n"
+        alive = postgres.reap(URL)
+    finally:
+        builder.communicate(timeout=30)  # it exits
+    dead = postgres.reap(URL)
+    assert (name, f"its owner, process {builder.pid} on this host, is alive") in alive.kept
+    assert name not in alive.dropped
+    assert name in dead.dropped

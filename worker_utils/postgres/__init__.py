@@ -13,7 +13,8 @@ The modules, in the order a namespace meets them:
 - ``_names``: names, ownership records, lock keys.
 - ``_dsn``: importing psycopg, connection strings, connecting.
 - ``_urls``: a worker's own URL, and its form for other drivers (no psycopg).
-- ``_preflight``: the check of a configured server before the run.
+- ``_preflight``: the check of a configured server before the run; ``_pooler``: of a
+  connection pooler (PgBouncer) in front of it.
 - ``_budget``: connection slots: who holds them, what a run needs.
 - ``_namespace``: :class:`WorkerNamespace` and its two kinds, schema and database.
 - ``_clone`` and ``_template``: the run's template, built once and copied per worker.
@@ -42,6 +43,7 @@ from worker_utils.postgres._namespace import (
     WorkerNamespace,
     create_extensions,
 )
+from worker_utils.postgres._pooler import check_pooler
 from worker_utils.postgres._preflight import APP_CONNECTIONS, preflight
 from worker_utils.postgres._reap import ReapResult, reap
 from worker_utils.postgres._template import build_template, drop_template
@@ -62,6 +64,7 @@ __all__ = [
     "SharedConnection",
     "WorkerNamespace",
     "build_template",
+    "check_pooler",
     "create_extensions",
     "drop_template",
     "get_worker_postgres_schema",

@@ -93,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     try:
         postgres.preflight(url, setting="--postgres-url")
+        postgres.check_pooler(url, setting="--postgres-url", kind=None)
         result = postgres.reap(url, dry_run=args.dry_run, log=print)
     except postgres.PostgresError as exc:
         print(f"worker-utils reap: {exc}", file=sys.stderr)

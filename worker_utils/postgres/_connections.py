@@ -50,7 +50,8 @@ class SharedConnection:
         )
         assert isinstance(conn, FixtureConnection)
         self._begun = False
-        self.pid = conn.pgconn.backend_pid
+        # Not libpq's backend_pid: behind a pooler that is the pooler's, not the server's.
+        self.pid = int(conn.pgconn.exec_(b"SELECT pg_backend_pid()").get_value(0, 0) or 0)
         self.namespace.own_pids.add(self.pid)  # a reset never ends it
         return conn
 

@@ -140,6 +140,10 @@ class NamespaceKind(ABC):
         """The database where the owner of a namespace holds its advisory lock."""
         return current_db
 
+    @abstractmethod
+    def release(self, conn: psycopg.Connection[Any], name: str) -> None:
+        """Make namespace ``name``, kept for workers to copy, free to copy."""
+
     def foreign(self, owner: Mapping[str, Any], current_db: str) -> str | None:
         """Why a reaper connected to ``current_db`` must leave the namespace alone, if it must."""
         return None
@@ -222,6 +226,9 @@ class SchemaKind(NamespaceKind):
     def resetter(self, name: str) -> Resetter:
         return Resetter(lambda _: [name], database=False)
 
+    def release(self, conn: psycopg.Connection[Any], name: str) -> None:
+        pass  # a schema is copied by reading it: other sessions are no obstacle
+
     def template_facts(self, template: WorkerNamespace) -> tuple[str | None, bool]:
         # A copy counts the rows it copies itself.
         return unclonable(template._require_admin(), template.name), False
@@ -276,6 +283,13 @@ class DatabaseKind(NamespaceKind):
         keeper.execute(
             sql.SQL("COMMENT ON DATABASE {} IS {}").format(ident, sql.Literal(json.dumps(owner)))
         )
+        if namespace.lock_timeout and namespace.lock_timeout not in ("0", "0s", "0ms"):
+            # Also the database's default: it holds where a pooler drops the URL's options.
+            keeper.execute(
+                sql.SQL("ALTER DATABASE {} SET lock_timeout = {}").format(
+                    ident, sql.Literal(namespace.lock_timeout)
+                )
+            )
         admin = namespace._admin = namespace._connect(
             namespace_dsn(namespace.url, dbname=namespace.name)
         )
@@ -313,6 +327,17 @@ class DatabaseKind(NamespaceKind):
 
     def lock_database(self, owner: Mapping[str, Any], current_db: str) -> str:
         return str(owner.get("lockdb", current_db))
+
+    def release(self, conn: psycopg.Connection[Any], name: str) -> None:
+        # CREATE DATABASE ... TEMPLATE fails while any session is connected to the
+        # template, and a pooler keeps the builder's server connections open after
+        # the builder closed its own. Another role's session stays: the copy says so.
+        with contextlib.suppress(psycopg_module().Error):
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                [name],
+            )
 
     def cannot_create(self, setting: str, user: str, database: str) -> str:
         return (
@@ -730,6 +755,8 @@ class WorkerNamespace:
                 if outside is not None:
                     keeper.close()  # releases the lock: what holds it is gone in a moment
                 self._kind.drop(conn, self.name)
+            elif self._created and not keeper.closed:
+                self._kind.release(keeper, self.name)
         finally:
             self._admin = self._keeper = None
             self._resetter = None

@@ -469,6 +469,7 @@ class _PostgresRunHooks:
                 application_name=self.application_name,
                 slot_wait=settings.slot_wait,
             )
+            postgres.check_pooler(url, setting=setting, kind=self.settings.mode)
             self.usable = True
             # What crashed runs left behind.
             postgres.reap(url, application_name=self.application_name, slot_wait=settings.slot_wait)
