@@ -132,8 +132,12 @@ def test_a_url_only_application_runs_isolated_and_clean(example: Example, mode: 
     example.copy("pollution", ini=f"worker_utils_postgres_mode = {mode}\n")
     (example.pytester.path / "test_pollution.py").unlink()
     example.pytester.makepyfile(test_app=APP_SUITE)
-    workers = ["-n", "2", "--dist", "loadfile"] if mode == "schema" else ["-n", "0"]
-    result = example.pytester.runpytest_subprocess(*workers, "-p", "no:randomly")
+    if mode == "schema":
+        result = example.pytester.runpytest_subprocess(
+            "-n", "2", "--dist", "loadfile", "-p", "no:randomly"
+        )
+    else:  # without workers: in this process
+        result = example.pytester.runpytest("-n", "0", "-p", "no:randomly")
     result.assert_outcomes(passed=8)
     # prefix's teardown checks that no schema or database (scratch ones included) is left.
 
@@ -191,7 +195,7 @@ def test_lock_waits_fail_naming_the_blocker_and_leaks_and_extensions_are_reporte
     example.copy("pollution", ini="worker_utils_postgres_lock_timeout = 300ms\n")
     (example.pytester.path / "test_pollution.py").unlink()
     example.pytester.makepyfile(test_locks=LOCK_SUITE)
-    result = example.pytester.runpytest_subprocess("-n", "0", "-p", "no:randomly", "-rfE")
+    result = example.pytester.runpytest("-n", "0", "-p", "no:randomly", "-rfE")
     # Two connections ended at one reset (the earlier leak is in the way too): 2 + 1 warnings.
     result.assert_outcomes(passed=4, failed=2, warnings=3)
     result.stdout.fnmatch_lines(
