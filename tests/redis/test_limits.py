@@ -59,20 +59,21 @@ def test_a_run_with_more_workers_than_databases_falls_back_to_key_prefixes(
     read_records: Records,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Two leasable databases (1 and 2) for three workers.
     server = redis_server_factory("--databases", "4")
     monkeypatch.setenv("WORKER_UTILS_REDIS_WAIT", "1")
-    monkeypatch.setenv("WU_TEST_HOLD_UNTIL_PREFIXED", "2")
+    monkeypatch.setenv("WU_TEST_HOLD_UNTIL_PREFIXED", "1")
     example.copy("pollution")
     example.copy("tiny")
     result = example.pytester.runpytest_subprocess(
-        "-n", "4", "--dist=each", "-p", "no:cacheprovider", "--worker-utils-summary=short",
+        "-n", "3", "--dist=each", "-p", "no:cacheprovider", "--worker-utils-summary=short",
         f"--worker-utils-redis-url={server.url}",
     )  # fmt: skip
-    result.assert_outcomes(passed=4 * 17)
+    result.assert_outcomes(passed=3 * 17)
     modes = {(r["worker"], r["mode"], r["db"]) for r in read_records()}
     assert {m[1:] for m in modes if m[1] == "index"} == {("index", 1), ("index", 2)}
     prefixed = {m[0] for m in modes if m[1] == "prefix"}
-    assert len(prefixed) == 2
+    assert len(prefixed) == 1
     result.stderr.fnmatch_lines(
         [
             f"worker_utils: gw*: no free Redis database on {server.url} (2 leasable, all "
