@@ -105,18 +105,51 @@ def test_split_files_starts_a_file_at_each_name_line() -> None:
     }
 
 
-@pytest.mark.parametrize("page", RUN_PAGES)
-def test_the_examples_of_a_page_pass_in_parallel(
-    page: str, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+#: Session fixtures a page overrides that a run builds once for all its tests.
+RUN_WIDE_SETUPS = ("worker_postgres_setup", "worker_sqlite_setup")
+
+
+def page_files(page: str) -> dict[str, str]:
+    return split_files(page, [e.code for e in ALL if e.page == page and e.kind == "run"])
+
+
+def run_groups(pages: list[str]) -> list[list[str]]:
+    """Pages whose examples can share one run, each in a directory of its own.
+
+    Two pages share a run unless both override the same run-wide setup (the run
+    builds it once) or both make a file of the same name (pytest imports test
+    modules by their name).
+    """
+    groups: list[tuple[list[str], set[str]]] = []
+    for page in pages:
+        files = page_files(page)
+        code = "".join(files.values())
+        claims = {setup for setup in RUN_WIDE_SETUPS if f"def {setup}(" in code}
+        claims |= {name for name in files if name != "conftest.py"}
+        for members, taken in groups:
+            if not claims & taken:
+                members.append(page)
+                taken |= claims
+                break
+        else:
+            groups.append(([page], claims))
+    return [members for members, _ in groups]
+
+
+@pytest.mark.parametrize("pages", run_groups(RUN_PAGES), ids="+".join)
+def test_the_examples_of_each_page_pass_in_parallel(
+    pages: list[str], pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("WORKER_UTILS_POSTGRES_URL", POSTGRES_URL)
     monkeypatch.setenv("WORKER_UTILS_REDIS_URL", REDIS_URL)
-    blocks = [e.code for e in ALL if e.page == page and e.kind == "run"]
-    for name, code in split_files(page, blocks).items():
-        path = pytester.path / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(code)
-    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:randomly")
+    for page in pages:
+        for name, code in page_files(page).items():
+            path = pytester.path / Path(page).stem / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(code)
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:randomly", "-rp")
     outcomes = result.parseoutcomes()
-    assert result.ret == 0, f"docs/{page}: {outcomes}"
-    assert outcomes.get("passed", 0) >= 1
+    assert result.ret == 0, f"docs/{'+'.join(pages)}: {outcomes}"
+    passed = [line.split()[1] for line in result.stdout.lines if line.startswith("PASSED ")]
+    for page in pages:
+        assert any(test.startswith(f"{Path(page).stem}/") for test in passed), f"docs/{page}"
