@@ -158,6 +158,15 @@ def worker_postgres_setup():
     return setup
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _close_the_leaked_at_the_end():
+    # The run shares its process with the test that starts it: the connections the
+    # resets ended must not outlive it.
+    yield
+    for conn in LEAKED:
+        conn.close()
+
+
 def test_blocked_by_its_own_worker_postgres(worker_postgres, worker_postgres_url):
     worker_postgres.execute("INSERT INTO item VALUES ('tea', 1)")
     with psycopg.connect(worker_postgres_url) as app:
