@@ -8,4 +8,15 @@ the whole plugin off (this module is then never loaded).
 
 from __future__ import annotations
 
+import sys
+
+import pytest
+
 pytest_plugins = ["worker_utils.plugin"]
+
+
+def pytest_plugin_registered(plugin: object, manager: pytest.PytestPluginManager) -> None:
+    if plugin is sys.modules[__name__]:
+        from worker_utils.plugin import _register
+
+        _register(manager, pytest_plugins)  # before pytest reads the list: see _register()

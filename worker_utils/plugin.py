@@ -4,8 +4,8 @@ Registered by the ``pytest11`` entry point (:mod:`worker_utils._entry`, named
 ``worker_utils``) under this module's name. The run (its id, directory and
 liveness lock) is started here in the process that owns it and handed to xdist
 workers through ``workerinput``. Each resource lives in its own package, whose
-``plugin`` module holds its options, settings, hooks and fixtures; pytest loads
-those modules from :data:`pytest_plugins`, and ``-p no:worker_utils.redis.plugin``
+``plugin`` module holds its options, settings, hooks and fixtures; they are
+registered from :data:`pytest_plugins`, and ``-p no:worker_utils.redis.plugin``
 (and so on) switches one off.
 """
 
@@ -54,6 +54,26 @@ def resource_plugins() -> list[ModuleType]:
         found.append(module)
         found.extend(importlib.import_module(sub) for sub in getattr(module, "pytest_plugins", ()))
     return found
+
+
+def _register(manager: pytest.PytestPluginManager, names: list[str]) -> None:
+    """Register the plugin modules ``names`` under their names, as ``pytest_plugins`` would.
+
+    pytest resolves each name of a ``pytest_plugins`` list by first reading the
+    entry points of every installed distribution: a few milliseconds a name, in
+    every process of a run, xdist workers included. A module registered here
+    first is found registered when pytest reads the list. A blocked name
+    (``-p no:NAME``) is left out, as pytest leaves it out.
+    """
+    for name in names:
+        if not (manager.is_blocked(name) or manager.get_plugin(name) is not None):
+            manager.register(importlib.import_module(name), name)
+
+
+def pytest_plugin_registered(plugin: object, manager: pytest.PytestPluginManager) -> None:
+    # Called before pytest reads the module's pytest_plugins: see _register().
+    if isinstance(plugin, ModuleType) and plugin.__name__.startswith(f"{__package__}."):
+        _register(manager, getattr(plugin, "pytest_plugins", []))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -44,7 +44,7 @@ def test_a_bad_servers_setting_is_a_usage_error_naming_it(
 ) -> None:
     monkeypatch.setenv("WORKER_UTILS_SERVERS", text)
     pytester.makepyfile("def test_nothing(): pass")
-    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    result = pytester.runpytest("-p", "no:randomly")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         [

@@ -115,7 +115,9 @@ def test_import_time_settings_and_subprocesses_see_the_workers_own_resources(
     pytester.makepyfile(settings=SETTINGS)
     pytester.makeconftest("import settings  # before any fixture exists")
     pytester.makepyfile(test_app=TEST)
-    result = pytester.runpytest_subprocess("-n", n, "-p", "no:randomly")
+    # Without workers, the run needs no process of its own.
+    run = pytester.runpytest if n == "0" else pytester.runpytest_subprocess
+    result = run("-n", n, "-p", "no:randomly")
     result.assert_outcomes(passed=4)
     records = read_records()
     workers = {record["worker"] for record in records}
@@ -210,7 +212,7 @@ def test_an_overridden_server_fixture_is_an_error_naming_the_setting_to_use(
         """
     )
     pytester.makepyfile("def test_it(): pass")
-    result = pytester.runpytest_subprocess(
+    result = pytester.runpytest(
         "-p",
         "no:randomly",
         "--worker-utils-postgres-env=DATABASE_URL",

@@ -1,4 +1,4 @@
-"""Every helper and fixture, seen from inside real runs: -n 0, -n 2, -n 4, -p no:xdist."""
+"""Every helper and fixture, seen from inside real runs: -n 0, -n 3, -p no:xdist."""
 
 from __future__ import annotations
 
@@ -33,10 +33,10 @@ def test_record(n, request, worker_tmp_path, run_tmp_path):
 """
 )
 
+# Three workers prove for any number of them what two or four would.
 MODES = {
     "-n 0": ["-n", "0"],
-    "-n 2": ["-n", "2"],
-    "-n 4": ["-n", "4"],
+    "-n 3": ["-n", "3"],
     "-p no:xdist": ["-p", "no:xdist"],
 }
 
@@ -108,23 +108,34 @@ def test_two_runs_get_different_run_ids(
     pytester: pytest.Pytester, read_records: Callable[[], list[dict[str, Any]]]
 ) -> None:
     pytester.makepyfile(test_suite=SUITE)
-    pytester.runpytest_subprocess("-n", "2").assert_outcomes(passed=8)
-    pytester.runpytest_subprocess("-n", "0").assert_outcomes(passed=8)
+    # Both in this process: an id made from the process would be the same twice.
+    pytester.runpytest("-n", "0").assert_outcomes(passed=8)
+    pytester.runpytest("-n", "0").assert_outcomes(passed=8)
     assert len({r["uid"] for r in read_records()}) == 2
 
 
-def test_a_testrunuid_given_to_xdist_is_the_run_id(
+# Tests that use no resource: they ask the run's id of the helper alone.
+NO_RESOURCE = (
+    RECORD_SNIPPET
+    + """
+import pytest
+import worker_utils as wu
+
+@pytest.mark.parametrize("n", range(4))
+def test_nothing(n):
+    record(uid=wu.get_testrun_uid(), worker=wu.get_worker_id())
+"""
+)
+
+
+def test_a_testrunuid_given_to_xdist_is_the_run_id_and_no_resource_means_no_summary(
     pytester: pytest.Pytester, read_records: Callable[[], list[dict[str, Any]]]
 ) -> None:
-    pytester.makepyfile(test_suite=SUITE)
-    pytester.runpytest_subprocess("-n", "2", "--testrunuid", "ci-shard-3").assert_outcomes(passed=8)
+    pytester.makepyfile(test_suite=NO_RESOURCE)
+    result = pytester.runpytest_subprocess("-n", "2", "-v", "--testrunuid", "ci-shard-3")
+    result.assert_outcomes(passed=4)
     assert {r["uid"] for r in read_records()} == {"ci-shard-3"}
-
-
-def test_it_prints_no_summary_when_no_resource_was_used(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile("def test_nothing(): pass")
-    result = pytester.runpytest_subprocess("-n", "2", "-v")
-    result.assert_outcomes(passed=1)
+    assert {r["worker"] for r in read_records()} <= {"gw0", "gw1"}
     result.stdout.no_fnmatch_line("worker_utils:*")
 
 

@@ -1,4 +1,7 @@
-"""The plugin's names: the entry point, its module, and one per resource, each usable with -p."""
+"""The plugin's names: the entry point, its module, and one per resource, each usable with -p.
+
+Which plugins a run registers is the run's own: runs without workers run in this process.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ RESOURCE_FIXTURES = {
 
 def test_the_plugin_module_named_with_p_loads_once(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(USES_A_PORT)
-    result = pytester.runpytest_subprocess("-p", "worker_utils.plugin", "-p", "no:xdist")
+    result = pytester.runpytest("-p", "worker_utils.plugin", "-p", "no:xdist")
     result.assert_outcomes(passed=1)
     result.stderr.no_fnmatch_line("*already registered*")
 
@@ -42,7 +45,7 @@ def test_blocking_the_plugin_switches_every_resource_off(
     pytester: pytest.Pytester, name: str
 ) -> None:
     pytester.makepyfile(USES_A_PORT)
-    result = pytester.runpytest_subprocess("-p", f"no:{name}", "-p", "no:xdist")
+    result = pytester.runpytest("-p", f"no:{name}", "-p", "no:xdist")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*fixture 'worker_port' not found"])
     result.stdout.no_fnmatch_line("worker_utils: *")
@@ -73,7 +76,7 @@ def test_blocking_a_resource_plugin_switches_off_only_that_resource(
             pass
         """
     )
-    result = pytester.runpytest_subprocess("-p", f"no:{name}", "-p", "no:xdist")
+    result = pytester.runpytest("-p", f"no:{name}", "-p", "no:xdist")
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines([f"*fixture '{fixture}' not found"])
 
@@ -81,8 +84,8 @@ def test_blocking_a_resource_plugin_switches_off_only_that_resource(
 def test_blocking_the_guard_plugin_removes_its_option(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(USES_A_PORT)
     blocked = ["-p", "no:worker_utils.guard.plugin", "-p", "no:xdist"]
-    pytester.runpytest_subprocess(*blocked).assert_outcomes(passed=1)
-    result = pytester.runpytest_subprocess(*blocked, "--worker-utils-guard")
+    pytester.runpytest(*blocked).assert_outcomes(passed=1)
+    result = pytester.runpytest(*blocked, "--worker-utils-guard")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*error: unrecognized arguments: --worker-utils-guard"])
 
@@ -94,7 +97,7 @@ def test_blocking_the_servers_plugin_removes_its_options_and_keeps_the_embedded_
         "def test_it(worker_redis_server_url):\n    assert worker_redis_server_url\n"
     )
     blocked = ["-p", "no:worker_utils.servers.plugin", "-p", "no:xdist"]
-    pytester.runpytest_subprocess(*blocked).assert_outcomes(passed=1)
-    result = pytester.runpytest_subprocess(*blocked, "--worker-utils-servers=docker")
+    pytester.runpytest(*blocked).assert_outcomes(passed=1)
+    result = pytester.runpytest(*blocked, "--worker-utils-servers=docker")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*error: unrecognized arguments: --worker-utils-servers=docker"])

@@ -172,7 +172,7 @@ def test_an_exhausted_range_fails_the_test_with_the_setting_to_change(
             worker_port(); worker_port()
         """
     )
-    result = pytester.runpytest_subprocess("-p", "no:xdist", "-p", "no:randomly")
+    result = pytester.runpytest("-p", "no:xdist", "-p", "no:randomly")
     result.assert_outcomes(failed=1, passed=1)
     result.stdout.fnmatch_lines(
         [
@@ -205,7 +205,7 @@ def test_an_exhausted_range_counts_this_test_this_session_and_elsewhere_apart(
     )
     three = range(19185, 19188)
     elsewhere = wu.lease_port(port_range=three)  # the host-wide lock directory, as the run's
-    try:
+    try:  # in a process of its own: this one's lease is held elsewhere
         result = pytester.runpytest_subprocess(
             "-p", "no:xdist", "-p", "no:randomly", "--worker-utils-port-range=19185-19187"
         )
@@ -237,7 +237,7 @@ def test_without_a_range_the_fixture_leases_from_the_default_range(
             assert all(port in {_leases.default_port_range()!r} for port in ports), ports
         """
     )
-    pytester.runpytest_subprocess("-p", "no:xdist").assert_outcomes(passed=1)
+    pytester.runpytest("-p", "no:xdist").assert_outcomes(passed=1)
 
 
 def test_session_ports_stay_leased_for_the_whole_session(pytester: pytest.Pytester) -> None:
@@ -257,7 +257,7 @@ def test_session_ports_stay_leased_for_the_whole_session(pytester: pytest.Pytest
             assert worker_port() != server_port
         """
     )
-    pytester.runpytest_subprocess("-p", "no:xdist").assert_outcomes(passed=2)
+    pytester.runpytest("-p", "no:xdist").assert_outcomes(passed=2)
 
 
 @pytest.mark.parametrize("value", ["gw-1", "../x", ""])
@@ -266,7 +266,7 @@ def test_a_malformed_worker_variable_stops_the_run_with_a_usage_error(
 ) -> None:
     monkeypatch.setenv("PYTEST_XDIST_WORKER", value)
     pytester.makepyfile("def test_it(): pass")
-    result = pytester.runpytest_subprocess()
+    result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         [

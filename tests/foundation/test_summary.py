@@ -99,18 +99,18 @@ def test_a_plain_run_prints_nothing_and_a_verbose_run_a_line_per_worker(
     pytester: pytest.Pytester,
 ) -> None:
     pytester.makepyfile(PORTS)
-    result = pytester.runpytest_subprocess("-p", "no:xdist")
+    result = pytester.runpytest("-p", "no:xdist")
     result.assert_outcomes(passed=1)
     result.stdout.no_fnmatch_line("worker_utils*")
-    result = pytester.runpytest_subprocess("-p", "no:xdist", "-v")
+    result = pytester.runpytest("-p", "no:xdist", "-v")
     result.stdout.fnmatch_lines(["worker_utils: master: temp dir */workers/master; ports *, *"])
 
 
 def test_the_setting_asks_for_a_summary_or_turns_it_off(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(PORTS)
-    result = pytester.runpytest_subprocess("-p", "no:xdist", "--worker-utils-summary=short")
+    result = pytester.runpytest("-p", "no:xdist", "--worker-utils-summary=short")
     result.stdout.fnmatch_lines(["worker_utils: master: temp dir */workers/master; ports *, *"])
-    result = pytester.runpytest_subprocess("-p", "no:xdist", "-v", "-o", "worker_utils_summary=off")
+    result = pytester.runpytest("-p", "no:xdist", "-v", "-o", "worker_utils_summary=off")
     result.assert_outcomes(passed=1)
     result.stdout.no_fnmatch_line("worker_utils*")
 
@@ -119,7 +119,7 @@ def test_a_bad_summary_form_stops_pytest_naming_the_setting(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("WORKER_UTILS_SUMMARY", "loud")
-    result = pytester.runpytest_subprocess()
+    result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         [

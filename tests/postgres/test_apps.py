@@ -11,6 +11,7 @@ import pytest
 
 from tests.postgres.conftest import URL, Example, databases, execute, schemas
 from worker_utils import postgres
+from worker_utils.postgres import _namespace
 from worker_utils.postgres._names import record
 
 APP_SUITE = """
@@ -136,8 +137,12 @@ def test_a_url_only_application_runs_isolated_and_clean(example: Example, mode: 
     example.copy("pollution", ini=f"worker_utils_postgres_mode = {mode}\n")
     (example.pytester.path / "test_pollution.py").unlink()
     example.pytester.makepyfile(test_app=APP_SUITE)
-    workers = ["-n", "2", "--dist", "loadfile"] if mode == "schema" else ["-n", "0"]
-    result = example.pytester.runpytest_subprocess(*workers, "-p", "no:randomly")
+    if mode == "schema":
+        result = example.pytester.runpytest_subprocess(
+            "-n", "2", "--dist", "loadfile", "-p", "no:randomly"
+        )
+    else:  # without workers: in this process
+        result = example.pytester.runpytest("-n", "0", "-p", "no:randomly")
     result.assert_outcomes(passed=8)
     # prefix's teardown checks that no schema or database (scratch ones included) is left.
 
@@ -155,6 +160,15 @@ def worker_postgres_setup():
         conn.execute("CREATE TABLE item (slug text PRIMARY KEY, n int)")
 
     return setup
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_the_leaked_at_the_end():
+    # The run shares its process with the test that starts it: the connections the
+    # resets ended must not outlive it.
+    yield
+    for conn in LEAKED:
+        conn.close()
 
 
 def test_blocked_by_its_own_worker_postgres(worker_postgres, worker_postgres_url):
@@ -190,12 +204,14 @@ def test_creates_an_extension_in_its_schema(worker_postgres_url, n):
 
 
 def test_lock_waits_fail_naming_the_blocker_and_leaks_and_extensions_are_reported(
-    example: Example,
+    example: Example, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The resets that find a leaked lock try for 0.2 s, not 2 s, before ending its holder.
+    monkeypatch.setattr(_namespace, "_LOCK_TIMEOUT", "200ms")
     example.copy("pollution", ini="worker_utils_postgres_lock_timeout = 300ms\n")
     (example.pytester.path / "test_pollution.py").unlink()
     example.pytester.makepyfile(test_locks=LOCK_SUITE)
-    result = example.pytester.runpytest_subprocess("-n", "0", "-p", "no:randomly", "-rfE")
+    result = example.pytester.runpytest("-n", "0", "-p", "no:randomly", "-rfE")
     # Two connections ended at one reset (the earlier leak is in the way too): 2 + 1 warnings.
     result.assert_outcomes(passed=4, failed=2, warnings=3)
     result.stdout.fnmatch_lines(

@@ -16,17 +16,19 @@ from worker_utils import postgres
 ONE_TEST = "def test_uses_postgres(worker_postgres):\n    pass\n"
 
 
-def run_one(example: Example, *args: str) -> pytest.RunResult:
+def run_one(example: Example, *args: str, subprocess: bool = False) -> pytest.RunResult:
+    """Run one test that uses PostgreSQL: in this process, unless the run starts workers."""
     example.pytester.makeini(f"[pytest]\nworker_utils_postgres_prefix = {example.prefix}\n")
     example.pytester.makepyfile(test_one=ONE_TEST)
-    return example.pytester.runpytest_subprocess("-p", "no:randomly", *args)
+    run = example.pytester.runpytest_subprocess if subprocess else example.pytester.runpytest
+    return run("-p", "no:randomly", *args)
 
 
 def test_an_unreachable_server_is_one_usage_error_naming_the_setting(
     example: Example, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(postgres.URL_VAR, "postgresql://postgres@127.0.0.1:1/test")  # noqa: WU202
-    result = run_one(example, "-n", "2")
+    result = run_one(example, "-n", "2", subprocess=True)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         [
@@ -93,7 +95,7 @@ def test_the_redis_port_is_one_quick_usage_error_saying_it_is_not_postgres(
     # The machine's Redis: libpq alone would wait its 10 s connect timeout, twice.
     monkeypatch.setenv(postgres.URL_VAR, "postgresql://postgres@127.0.0.1:6379/test")  # noqa: WU202
     started = time.monotonic()
-    result = run_one(example, "-n", "2")
+    result = run_one(example, "-n", "2", subprocess=True)
     assert time.monotonic() - started < 10  # no second wait in the end-of-run reaping
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
@@ -171,7 +173,7 @@ def test_a_bad_marker_value_fails_that_test_only(example: Example) -> None:
         test_one=ONE_TEST + "\nimport pytest\n\n@pytest.mark.worker_postgres(reset='rollback')\n"
         "def test_marked(worker_postgres):\n    pass\n"
     )
-    result = example.pytester.runpytest_subprocess("-p", "no:randomly")
+    result = example.pytester.runpytest("-p", "no:randomly")
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(
         [
@@ -187,7 +189,7 @@ def test_a_misspelt_marker_argument_is_named(example: Example) -> None:
         test_one="import pytest\n\n@pytest.mark.worker_postgres(rest='delete')\n"
         "def test_marked(worker_postgres):\n    pass\n"
     )
-    result = example.pytester.runpytest_subprocess("-p", "no:randomly")
+    result = example.pytester.runpytest("-p", "no:randomly")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
         [
@@ -231,7 +233,7 @@ def test_the_marker_takes_auto_and_a_positional_value(example: Example) -> None:
             assert worker_postgres.info.transaction_status.name == "IDLE"
         """
     )
-    example.pytester.runpytest_subprocess("-p", "no:randomly").assert_outcomes(passed=3)
+    example.pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=3)
 
 
 @pytest.mark.parametrize(
@@ -255,7 +257,7 @@ def test_an_unusable_extension_setting_is_named_without_a_traceback(
 ) -> None:
     example.pytester.makeini(f"[pytest]\nworker_utils_postgres_prefix = {example.prefix}\n{ini}\n")
     example.pytester.makepyfile(test_one=ONE_TEST)
-    result = example.pytester.runpytest_subprocess("-p", "no:randomly")
+    result = example.pytester.runpytest("-p", "no:randomly")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines([message])
     result.stdout.no_fnmatch_line("*Traceback*")

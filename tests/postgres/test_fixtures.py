@@ -46,7 +46,9 @@ def test_session_fixtures_give_each_worker_its_namespace_and_the_configured_url(
     example.copy("pollution")  # writes the pytest.ini with this test's prefix
     (example.pytester.path / "test_pollution.py").unlink()
     example.pytester.makepyfile(test_session=SUITE.format(url=URL))
-    result = example.pytester.runpytest_subprocess("-n", workers)
+    # Without workers, the run needs no process of its own.
+    run = example.pytester.runpytest if workers == "0" else example.pytester.runpytest_subprocess
+    result = run("-n", workers)
     result.assert_outcomes(passed=5)
     assert schemas(example.prefix) == []
 
@@ -114,6 +116,6 @@ def test_a_transaction_test_may_switch_to_autocommit_and_gets_a_delete_reset(
     example.copy("pollution")
     (example.pytester.path / "test_pollution.py").unlink()
     example.pytester.makepyfile(test_autocommit=AUTOCOMMIT_SUITE)
-    result = example.pytester.runpytest_subprocess("-n", "0", "-p", "no:randomly")
+    result = example.pytester.runpytest("-n", "0", "-p", "no:randomly")
     result.assert_outcomes(passed=6)
     assert schemas(example.prefix) == []

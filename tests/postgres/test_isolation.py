@@ -26,9 +26,7 @@ def test_an_extension_in_public_is_reachable_and_public_tables_are_shadowed(
     execute("CREATE EXTENSION citext; CREATE TABLE public.person (name text)", scratch_database)
     execute("INSERT INTO public.person VALUES ('not yours')", scratch_database)
     example.copy("leaks")
-    result = example.pytester.runpytest_subprocess(
-        "-n", "0", "-p", "no:randomly", "-k", "extension"
-    )
+    result = example.pytester.runpytest("-n", "0", "-p", "no:randomly", "-k", "extension")
     result.assert_outcomes(passed=1)
 
 
@@ -40,8 +38,8 @@ def test_database_mode_creates_the_extensions_in_every_workers_database(
         "leaks",
         ini="worker_utils_postgres_mode = database\nworker_utils_postgres_extensions = citext\n",
     )
-    result = example.pytester.runpytest_subprocess(
-        "-n", workers, "-p", "no:randomly", "-k", "extension"
-    )  # fmt: skip
+    # Without workers, the run needs no process of its own.
+    run = example.pytester.runpytest if workers == "0" else example.pytester.runpytest_subprocess
+    result = run("-n", workers, "-p", "no:randomly", "-k", "extension")
     result.assert_outcomes(passed=1)
     assert databases(example.prefix) == []

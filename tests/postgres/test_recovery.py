@@ -110,7 +110,7 @@ def test_the_next_run_drops_what_a_killed_run_left(
     assert schemas(example.prefix, url) == left
     wait_for_backends_to_exit(left, url)
     example.pytester.makepyfile(test_nothing="def test_nothing(): pass")
-    example.pytester.runpytest_subprocess("test_nothing.py").assert_outcomes(passed=1)
+    example.pytester.runpytest("test_nothing.py").assert_outcomes(passed=1)
     assert schemas(example.prefix, url) == []
 
 
@@ -149,7 +149,7 @@ def test_the_embedded_server_of_a_killed_run_is_stopped_by_the_next_run(
     server = ProcessId.of(pid)
     assert server is not None
     example.pytester.makepyfile(test_nothing="def test_nothing(): pass")
-    example.pytester.runpytest_subprocess("test_nothing.py").assert_outcomes(passed=1)
+    example.pytester.runpytest("test_nothing.py").assert_outcomes(passed=1)
     assert not server.alive()
     assert server_is_gone(records[0])
 

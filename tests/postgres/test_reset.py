@@ -12,7 +12,7 @@ import pytest
 
 from tests.postgres.conftest import URL, execute
 from worker_utils import postgres
-from worker_utils.postgres import _clone
+from worker_utils.postgres import _clone, _namespace
 
 Conn = psycopg.Connection[Any]
 
@@ -135,8 +135,14 @@ def test_a_delete_reset_empties_partitions_and_inheritance_children(
     assert [count(conn, t) for t in ("event", "animal", "cat")] == [0, 0, 0]
 
 
+@pytest.fixture
+def short_lock_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The namespaces made after it try a reset for 0.2 s, not 2 s, before ending lock holders."""
+    monkeypatch.setattr(_namespace, "_LOCK_TIMEOUT", "200ms")
+
+
 def test_a_reset_waits_for_no_connection_the_test_left_holding_a_row_lock(
-    namespace: postgres.WorkerNamespace, conn: Conn
+    short_lock_timeout: None, namespace: postgres.WorkerNamespace, conn: Conn
 ) -> None:
     make_shop(conn)
     fill_shop(conn)

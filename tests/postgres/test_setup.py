@@ -12,6 +12,13 @@ from tests.postgres.conftest import Example, databases, schemas
 Records = Callable[[], list[dict[str, Any]]]
 
 
+def run(example: Example, *args: str) -> pytest.RunResult:
+    """Run the example: in this process without workers, else in a process of its own."""
+    if args[:2] == ("-n", "0"):
+        return example.pytester.runpytest(*args)
+    return example.pytester.runpytest_subprocess(*args)
+
+
 def test_the_setup_runs_once_per_run_and_every_worker_gets_a_copy(
     example: Example, read_records: Records
 ) -> None:
@@ -44,7 +51,7 @@ def test_database_mode_gives_each_worker_a_copy_of_the_template_database(
     example: Example, read_records: Records, workers: str
 ) -> None:
     example.copy("setup_once", ini="worker_utils_postgres_mode = database\n")
-    result = example.pytester.runpytest_subprocess("-n", workers, "-p", "no:randomly")
+    result = run(example, "-n", workers, "-p", "no:randomly")
     result.assert_outcomes(passed=9)
     records = read_records()
     assert len([r for r in records if "setup" in r]) == 1
@@ -57,5 +64,5 @@ def test_the_async_twin_rolls_back_and_cleans_up_after_a_commit(
     example: Example, workers: str
 ) -> None:
     example.copy("async_app")
-    result = example.pytester.runpytest_subprocess("-n", workers, "-p", "no:randomly")
+    result = run(example, "-n", workers, "-p", "no:randomly")
     result.assert_outcomes(passed=5)

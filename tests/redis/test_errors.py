@@ -28,10 +28,14 @@ def test_without_redis():
 """
 
 
-def run_failing(pytester: pytest.Pytester, url: str, message: str) -> None:
-    """The suite's two Redis tests error with ``message`` alone; the third test passes."""
+def run_failing(pytester: pytest.Pytester, url: str, message: str, workers: int = 0) -> None:
+    """The suite's two Redis tests error with ``message`` alone; the third test passes.
+
+    Without workers the run needs no process of its own.
+    """
     pytester.makepyfile(SUITE)
-    result = pytester.runpytest_subprocess("-n", "2", f"--worker-utils-redis-url={url}")
+    run = pytester.runpytest_subprocess if workers else pytester.runpytest
+    result = run("-n", str(workers), f"--worker-utils-redis-url={url}")
     result.assert_outcomes(passed=1, errors=2)
     assert result.stdout.lines.count(message) == 2, result.stdout.str()
     assert "Traceback" not in result.stdout.str()
@@ -48,6 +52,7 @@ def test_an_unreachable_server_is_reported_as_such(pytester: pytest.Pytester) ->
             f"worker_redis: cannot connect to {url} (Error 111 connecting to 127.0.0.1:"
             f"{lease.port}. Connection refused); start Redis there, or set "
             f"--worker-utils-redis-url to a running server",
+            workers=2,  # each worker reports it
         )
     finally:
         lease.release()
@@ -103,7 +108,7 @@ def test_a_server_without_config_is_measured_by_select(
             assert worker_redis_db == 1
         """
     )
-    result = pytester.runpytest_subprocess(f"--worker-utils-redis-url={server.url}")
+    result = pytester.runpytest(f"--worker-utils-redis-url={server.url}")
     result.assert_outcomes(passed=1)
 
 
@@ -171,7 +176,7 @@ def test_an_overridden_server_fixture_is_named_in_its_errors(
         """
     )
     pytester.makepyfile(SUITE)
-    result = pytester.runpytest_subprocess()
+    result = pytester.runpytest()
     result.assert_outcomes(passed=1, errors=2)
     message = (
         "the worker_redis_server_url fixture: found 'redis://localhost/zero' "

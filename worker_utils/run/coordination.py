@@ -26,12 +26,13 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
-
-import filelock
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from worker_utils._worker import get_testrun_uid, get_worker_id
 from worker_utils.errors import WorkerUtilsError
+
+if TYPE_CHECKING:
+    import filelock
 
 __all__ = [
     "RunLock",
@@ -76,6 +77,8 @@ class RunLock:
     """The liveness lock of one run directory, held by the process that owns the run."""
 
     def __init__(self, uid: str) -> None:
+        import filelock  # here, not at the top: an xdist worker that shares nothing never needs it
+
         self.path = run_dir_for(uid)
         self._lock = filelock.FileLock(f"{self.path}.lock")
 
@@ -113,6 +116,8 @@ _process_locks: dict[str, RunLock] = {}
 
 
 def _process_run_dir(uid: str) -> Path:
+    import filelock
+
     lock = _process_locks.get(uid)
     if lock is None:
         lock = RunLock(uid)
@@ -163,6 +168,8 @@ def run_once(
         RunOnceError: A bad key, a value that is not JSON-serialisable, a
             teardown that cannot be imported by name, or a wait that timed out.
     """
+    import filelock
+
     if not _KEY.fullmatch(key):
         raise RunOnceError(
             f"run_once: key {key!r} is not a valid name; use 1-100 letters, digits, '_', '.' or '-'"
@@ -296,6 +303,8 @@ def run_teardowns(run_dir: Path, *, only: str | None = None) -> list[str]:
 
 
 def _dead_run_dirs(root: Path) -> Iterator[tuple[Path, filelock.FileLock]]:
+    import filelock
+
     for path in root.glob(f"{_RUN_PREFIX}*"):
         if not path.is_dir():
             continue
