@@ -101,7 +101,7 @@ def test_the_compose_recipe_serves_a_parallel_run_and_comes_down_without_leftove
         return result.stdout.strip()
 
     postgres = f"postgresql://postgres@{port('postgres', 5432)}/postgres"
-    redis = f"redis://{port('redis', 6379)}/0"
+    redis = f"redis://{port('redis', 6379)}/0"  # noqa: WU602 the server, for the plugin
     assert postgres.startswith("postgresql://postgres@127.0.0.1:")
     pytester.makepyfile(SUITE)
     run = subprocess.run(

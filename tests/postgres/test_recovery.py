@@ -154,6 +154,17 @@ def test_the_embedded_server_of_a_killed_run_is_stopped_by_the_next_run(
     assert server_is_gone(records[0])
 
 
+def ours(result: postgres.ReapResult, name: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """What the reaper dropped and kept of namespace ``name``.
+
+    Concurrent runs' databases are server-wide, so the reaper sees them too.
+    """
+    return (
+        [each for each in result.dropped if each == name],
+        [entry for entry in result.kept if entry[0] == name],
+    )
+
+
 @pytest.mark.parametrize("reused", [True, False], ids=["its pid now names another", "it runs"])
 def test_reap_drops_a_namespace_only_when_its_owner_is_gone(
     example: Example, scratch_database: str, reused: bool
@@ -178,14 +189,11 @@ def test_reap_drops_a_namespace_only_when_its_owner_is_gone(
     finally:
         child.kill()
         child.wait()
-    # Concurrent runs' databases are server-wide, so the reaper sees them too: look at ours.
-    kept = [entry for entry in result.kept if entry[0] == name]
-    dropped = [each for each in result.dropped if each == name]
     if reused:
-        assert (dropped, kept) == ([name], [])
+        assert ours(result, name) == ([name], [])
     else:
         reason = f"its owner, process {owner.pid} on this host, is alive"
-        assert (dropped, kept) == ([], [(name, reason)])
+        assert ours(result, name) == ([], [(name, reason)])
         execute(f"DROP SCHEMA {name}", url)
 
 
@@ -208,8 +216,8 @@ def test_reap_keeps_a_namespace_of_another_host_while_its_lock_is_held(
         held = postgres.reap(url)
         owner.execute("SELECT pg_advisory_unlock(%s)", [record["lock"]])
         released = postgres.reap(url)
-    assert (held.dropped, held.kept) == ([], [(name, "its owner holds its lock")])
-    assert (released.dropped, released.kept) == ([name], [])
+    assert ours(held, name) == ([], [(name, "its owner holds its lock")])
+    assert ours(released, name) == ([name], [])
 
 
 BUILD_TEMPLATE = """
