@@ -57,6 +57,8 @@ _exports_key = pytest.StashKey[bool]()
 @pytest.hookimpl
 def pytest_worker_utils_export(config: pytest.Config, run: Run, controller: bool) -> None:
     exports = _settings.resolve(config, ENV).value
+    if not exports:
+        return  # no worker directory to make: a run that never uses one has none to remove
     # worker_sqlite_database makes it before any test (in a controller, never).
     path = paths.worker_tmp_path() / _FILE
     for export in exports:
