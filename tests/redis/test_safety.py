@@ -55,14 +55,16 @@ def test_flushes_in_prefix_mode_leave_every_other_workers_runs_and_users_keys(
         assert admin.acl_users() == ["default"]
 
 
+# Two workers show the notice comes once per run; the other refusal, once per run of one.
 @pytest.mark.parametrize(
-    ("server_args", "user", "refusal"),
+    ("server_args", "user", "refusal", "workers"),
     [
-        (("--rename-command", "ACL", ""), "", "unknown command 'ACL'"),
+        (("--rename-command", "ACL", ""), "", "unknown command 'ACL'", 2),
         (
             (),
             "limited:secret@",
             "this user has no permissions to run the 'acl|setuser' command",
+            0,
         ),
     ],
     ids=["acl-renamed", "user-without-acl"],
@@ -74,6 +76,7 @@ def test_a_server_that_refuses_a_redis_user_gets_one_notice_per_run(
     server_args: tuple[str, ...],
     user: str,
     refusal: str,
+    workers: int,
 ) -> None:
     server = redis_server_factory(*server_args)
     if user:
@@ -83,9 +86,8 @@ def test_a_server_that_refuses_a_redis_user_gets_one_notice_per_run(
     url = f"redis://{user}127.0.0.1:{server.port}/0"
     shown = url.replace(":secret@", ":***@")
     example.copy("tiny")
-    result = example.pytester.runpytest_subprocess(
-        "-n", "2", "-p", "no:cacheprovider", f"--worker-utils-redis-url={url}"
-    )  # fmt: skip
+    run = example.pytester.runpytest_subprocess if workers else example.pytester.runpytest
+    result = run("-n", str(workers), "-p", "no:cacheprovider", f"--worker-utils-redis-url={url}")
     result.assert_outcomes(passed=2)
     notice = (
         f"worker_utils: {shown} refused a Redis user per worker ({refusal}); tests connect "
