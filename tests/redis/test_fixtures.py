@@ -225,15 +225,19 @@ def test_4_and_that_is_gone_too():
 """
 
 
+# In prefix mode the workers share a database: two of them run every test at once. In
+# index mode each has a database of its own: one process shows what one worker gets.
 @pytest.mark.parametrize("mode", ["index", "prefix"])
 def test_session_fixtures_take_the_plain_values_and_every_test_starts_clean(
     pytester: pytest.Pytester, redis_server: Server, mode: str
 ) -> None:
     pytester.makeconftest(SESSION_CONFTEST)
     pytester.makepyfile(test_app=SESSION_TESTS)
-    result = pytester.runpytest_subprocess(
-        "-p", "no:randomly", "-n", "2", "--dist=each", f"--worker-utils-redis-mode={mode}",
-        f"--worker-utils-redis-url={redis_server.url}",
-    )  # fmt: skip
-    result.assert_outcomes(passed=8)
+    args = ["-p", "no:randomly", f"--worker-utils-redis-mode={mode}"]
+    args.append(f"--worker-utils-redis-url={redis_server.url}")
+    if mode == "prefix":
+        result = pytester.runpytest_subprocess(*args, "-n", "2", "--dist=each")
+        result.assert_outcomes(passed=8)
+    else:
+        pytester.runpytest(*args, "-n", "0").assert_outcomes(passed=4)
     assert redis_server.keys_by_db() == {}
