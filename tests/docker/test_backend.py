@@ -128,21 +128,6 @@ def _start_sleeper(inner: Inner, *args: str) -> tuple[Any, str]:
     return process, run
 
 
-def test_a_sigkilled_runs_containers_are_removed_by_the_next_run(
-    inner: Inner, docker_engine: Any
-) -> None:
-    process, run = _start_sleeper(inner, "-n", "2")
-    os.killpg(process.pid, signal.SIGKILL)
-    process.communicate()
-    assert len(our_containers(docker_engine, run)) == 2  # left behind by the crash
-
-    (inner.pytester.path / "test_sleeps.py").unlink()
-    inner.pytester.makepyfile(test_next="def test_next(worker_redis_server_url): pass")
-    code, output = inner.run()
-    assert code == 0, output
-    assert our_containers(docker_engine, run) == []
-
-
 def test_reap_removes_a_dead_runs_containers_found_only_by_their_labels(
     inner: Inner, docker_engine: Any
 ) -> None:
@@ -178,9 +163,16 @@ def test_the_containers_are_removed_when_the_run_is_stopped_by(
     assert our_containers(docker_engine, run) == []
 
 
-def test_unlabelled_and_live_containers_are_never_touched_and_dead_ones_are(
+def test_the_next_run_removes_a_sigkilled_runs_containers_and_dead_ones_never_live_ones(
     inner: Inner, docker_engine: Any
 ) -> None:
+    process, run = _start_sleeper(inner, "-n", "2")
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate()
+    assert len(our_containers(docker_engine, run)) == 2  # left behind by the crash
+    (inner.pytester.path / "test_sleeps.py").unlink()
+
+    # Containers of other owners beside them, labelled by hand.
     tag = uuid.uuid4().hex[:8]
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -213,6 +205,7 @@ def test_unlabelled_and_live_containers_are_never_touched_and_dead_ones_are(
         inner.pytester.makepyfile(test_next="def test_next(worker_redis_server_url): pass")
         code, output = inner.run()
         assert code == 0, output
+        assert our_containers(docker_engine, run) == []
         existing = {c.name for c in docker_engine.containers.list(all=True)}
         assert {name: f"wu-test-{tag}-{name}" in existing for name in cases} == {
             name: kept for name, (_, kept) in cases.items()
