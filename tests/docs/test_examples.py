@@ -230,29 +230,84 @@ def write_files(root: Path, files: dict[str, str]) -> None:
             path.chmod(0o755)
 
 
-@pytest.mark.parametrize("page", [page for page, under in RUNS if under is None])
-def test_the_examples_of_a_page_pass_in_parallel(
-    page: str, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+def page_blocks(page: str) -> list[Example]:
+    return [e for e in ALL if e.page == page and e.kind == "run" and e.under is None]
+
+
+#: Session fixtures a page may override that a run builds once for all its tests.
+RUN_WIDE_SETUPS = ("worker_postgres_setup", "worker_sqlite_setup")
+
+
+def run_groups(pages: list[str]) -> list[list[str]]:
+    """The pages whose tests run together, each page in a directory of its own.
+
+    A page runs alone if it has scripts or a pytest.ini (both are the run's own).
+    Two pages share a run unless both override the same run-wide setup (a run
+    builds one), call ``run_once`` with the same key, or make modules of the same
+    name (pytest imports test modules, and Python any module, by that name).
+    """
+    groups: list[tuple[list[str], set[str]]] = []
+    for page in pages:
+        blocks = page_blocks(page)
+        files = split_files(page, blocks)
+        code = "".join(files.values())
+        claims = {setup for setup in RUN_WIDE_SETUPS if f"def {setup}(" in code}
+        claims |= {f"run_once {key}" for key in re.findall(r"run_once\(\s*[\"']([^\"']+)", code)}
+        for name in files:
+            path = Path(name)
+            if path.name != "conftest.py":
+                claims |= {path.parts[0].removesuffix(".py"), path.stem}
+        if any(block.script for block in blocks) or "pytest.ini" in files:
+            groups.append(([page], set()))
+            continue
+        for members, taken in groups:
+            if taken and not claims & taken:
+                members.append(page)
+                taken |= claims
+                break
+        else:
+            groups.append(([page], claims))
+    return [members for members, _ in groups]
+
+
+@pytest.mark.parametrize(
+    "pages", run_groups([page for page, under in RUNS if under is None]), ids="+".join
+)
+def test_the_examples_of_each_page_pass_in_parallel(
+    pages: list[str], pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("WORKER_UTILS_POSTGRES_URL", POSTGRES_URL)
     monkeypatch.setenv("WORKER_UTILS_REDIS_URL", REDIS_URL)
-    blocks = [e for e in ALL if e.page == page and e.kind == "run" and e.under is None]
-    files = split_files(page, blocks)
-    write_files(pytester.path, files)
-    stem = Path(page).stem.replace("-", "_")
-    for number, block in enumerate(blocks):
-        if block.script:
-            script = _FILE.match(block.code)
-            result = pytester.runpython(
-                pytester.path / (script["name"] if script else f"{stem}_{number}.py")
-            )
-            assert result.ret == 0, f"{block}:\n{result.stdout.str()}\n{result.stderr.str()}"
-    if not any(_TEST.search(text) for name, text in files.items() if name.endswith(".py")):
+    # A page alone runs at the top, as a reader lays it out; pages that share a run
+    # each get a directory of their own.
+    directories = {
+        page: pytester.path / (Path(page).stem if len(pages) > 1 else "") for page in pages
+    }
+    with_tests = []
+    for page in pages:
+        blocks = page_blocks(page)
+        files = split_files(page, blocks)
+        write_files(directories[page], files)
+        stem = Path(page).stem.replace("-", "_")
+        for number, block in enumerate(blocks):
+            if block.script:
+                script = _FILE.match(block.code)
+                result = pytester.runpython(
+                    directories[page] / (script["name"] if script else f"{stem}_{number}.py")
+                )
+                assert result.ret == 0, f"{block}:\n{result.stdout.str()}\n{result.stderr.str()}"
+        if any(_TEST.search(text) for name, text in files.items() if name.endswith(".py")):
+            with_tests.append(page)
+    if not with_tests:
         return
-    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:randomly")
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:randomly", "-rp")
     outcomes = result.parseoutcomes()
-    assert result.ret == 0, f"docs/{page}: {outcomes}"
-    assert outcomes.get("passed", 0) >= 1
+    assert result.ret == 0, f"docs/{'+'.join(pages)}: {outcomes}"
+    passed = [line.split()[1] for line in result.stdout.lines if line.startswith("PASSED ")]
+    for page in with_tests:
+        where = directories[page].relative_to(pytester.path).as_posix()
+        found = [test for test in passed if where == "." or test.startswith(f"{where}/")]
+        assert found, f"docs/{page}: no test passed"
 
 
 #: The venv a block marked `run under DIST` runs in: what to install besides DIST
