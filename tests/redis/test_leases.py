@@ -156,10 +156,10 @@ def test_a_lease_stays_held_while_its_worker_is_stopped_for_many_ttls(
     redis_server_factory: Callable[..., Server],
 ) -> None:
     server = redis_server_factory("--databases", "3")  # 0 leases, 2 prefix mode, 1 leasable
-    child, _ = hold_in_child(server, ttl=0.5)
+    child, _ = hold_in_child(server, ttl=0.2)
     try:
         with stopped(child):
-            time.sleep(2.5)  # five TTLs: no refresh could have run
+            time.sleep(1.0)  # five TTLs: no refresh could have run
             with pytest.raises(RedisSetupError, match="no free database"):
                 claim_only_database(server, wait=0.5)
     finally:
