@@ -34,7 +34,7 @@ def assert_one_owner_per_database(records: list[dict[str, Any]]) -> None:
             assert before[1] < after[0], f"db {db} used by two workers at once"
 
 
-@pytest.mark.parametrize("workers", ["0", "2", "4"])
+@pytest.mark.parametrize("workers", ["0", "3"])
 def test_the_pollution_suite_passes_in_random_order_with_any_worker_count(
     example: Example, redis_server: Server, record_dir: Any, read_records: Records, workers: str
 ) -> None:
