@@ -15,7 +15,7 @@ import pytest
 
 from tests.redis.conftest import Example, Server
 from tests.redis.test_pollution import assert_one_owner_per_database
-from worker_utils.redis import RedisSetupError, lease_redis, parse_redis_url
+from worker_utils.redis import AUTO_WAIT, RedisSetupError, lease_redis, parse_redis_url
 
 Records = Callable[[], list[dict[str, Any]]]
 
@@ -217,6 +217,39 @@ def test_a_worker_waits_while_a_release_is_plausible_and_gets_the_freed_database
         live.release()
         if leaving is not None:
             leaving.release()
+    assert server.keys_by_db() == {}
+
+
+def test_in_mode_auto_a_worker_waits_a_second_at_most_for_a_plausible_release(
+    redis_server_factory: Callable[..., Server],
+) -> None:
+    server = redis_server_factory("--databases", "4")  # leasable: 1 and 2
+    url = parse_redis_url(server.url)
+    live = lease_redis(url, env=env("gw0"))
+    leaving = lease_redis(url, env=env("gw1"))
+    leaving.announce_release()  # and then never releases: other waiters took it, say
+    notices: list[str] = []
+    try:
+        lease = lease_redis(url, wait=60, env=env("gw2"), notify=notices.append)
+        try:
+            assert (lease.mode, lease.db) == ("prefix", 3)
+            assert AUTO_WAIT <= lease.waited < 30
+        finally:
+            lease.release()
+    finally:
+        live.release()
+        leaving.release()
+    held = "(2 leasable: 1 held by a live worker, 1 being released)"
+    assert notices[0] == (
+        f"worker_utils: gw2: no free Redis database on {server.url} {held}; "
+        f"waiting up to 1s for one to be released"
+    )
+    assert fnmatch.fnmatch(
+        notices[1],
+        f"worker_utils: gw2: no free Redis database on {server.url} after 1s {held}; "
+        f"using key prefix 'wu:*:gw2:' in database 3",
+    )
+    assert len(notices) == 2
     assert server.keys_by_db() == {}
 
 

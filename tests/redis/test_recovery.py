@@ -73,7 +73,11 @@ def test_a_lease_held_elsewhere_expires_and_the_worker_waits_for_it_visibly(
     with redis_server.client(1) as leftover:
         leftover.set("left", "behind")
     example.copy("tiny", tmp_path)
-    run = example.popen(tmp_path, env={"WORKER_UTILS_REDIS_URL": redis_server.url})
+    # Mode index: in mode auto a worker waits at most a second before prefix mode.
+    run = example.popen(
+        tmp_path,
+        env={"WORKER_UTILS_REDIS_URL": redis_server.url, "WORKER_UTILS_REDIS_MODE": "index"},
+    )
     assert run.stdout is not None
     waiting = (
         f"worker_utils: master: no free Redis database on {redis_server.url} (14 leasable: "

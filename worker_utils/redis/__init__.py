@@ -78,6 +78,10 @@ _RELEASING = "releasing"
 
 Mode = Literal["auto", "index", "prefix"]
 MODES: tuple[Mode, ...] = ("auto", "index", "prefix")
+#: The longest a worker in mode ``auto`` waits for a plausible release. A run's
+#: teardown frees its databases within milliseconds; a wait longer than this means
+#: other waiters took them, and a prefix is as isolated as a database of its own.
+AUTO_WAIT = 1.0
 
 #: The forms of a Redis URL, as error messages list them.
 URL_FORMS = (
@@ -734,9 +738,10 @@ def lease_redis(
             fails instead of falling back; ``"prefix"`` never leases an index.
         wait: Seconds to wait for an index when all are taken and a release is
             plausible: a holder is releasing one, an expiring lease missed its
-            refresh, or a holder cannot be checked. When every index is held
-            by a live worker that is not releasing it, or holds other users'
-            keys, the worker decides at once.
+            refresh, or a holder cannot be checked; at most :data:`AUTO_WAIT`
+            in mode ``"auto"``. When every index is held by a live worker that
+            is not releasing it, or holds other users' keys, the worker
+            decides at once.
         ttl: Seconds a lease lives without a refresh where the server refuses
             ``CLIENT LIST``, so that it cannot be tied to its connection; the
             period of the lease's checks is a third of it.
@@ -837,6 +842,8 @@ def lease_redis(
         except redis_mod.RedisError as exc:
             keeper.close()
             raise RedisSetupError(_explain(exc, url, setting)) from None
+    if mode == "auto":
+        wait = min(wait, AUTO_WAIT)
     started = time.monotonic()
     deadline = started + wait
     candidates = [i for i in range(count) if i not in (url.db, shared)]
