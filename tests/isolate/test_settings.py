@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from worker_utils import isolate
@@ -98,11 +100,8 @@ def test_a_bad_marker_is_a_usage_error_naming_the_test(pytester: pytest.Pytester
 
 
 def test_a_module_scope_shares_one_process_and_a_worker_keeps_its_resources(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, records: Path
 ) -> None:
-    records = pytester.path / "records"
-    records.mkdir()
-    monkeypatch.setenv("RECORDS", str(records))
     pytester.makeconftest(RECORDING_TESTS.replace("def record", "def _unused"))
     pytester.makepyfile(
         test_grouped=RECORDING_TESTS

@@ -207,6 +207,8 @@ class _Isolation:
             "cwd": str(config.invocation_params.dir),
             "path": list(sys.path),
             "args": [str(arg) for arg in config.invocation_params.args],
+            "rootdir": str(config.rootpath),
+            "pycache": str(run.directory / "isolate" / "pycache"),
             "nodeids": nodeids,
             "workerinput": workerinput,
             "basetemp": basetemp,
@@ -217,6 +219,11 @@ class _Isolation:
             scratch = get_run(self.config).directory / "isolate" / f"{os.getpid()}"
             self.launcher = Launcher(self.settings.start, scratch)
         child = self.launcher.start(self._request(self.members[key]))
+        if self.launcher.plain_reason is not None:
+            get_run(self.config).report.note(
+                "isolate",
+                f"each isolated process starts pytest itself: {self.launcher.plain_reason}",
+            )
         self.child, self.group = child, key
         child.channel.receive(timeout)  # collected: "ready"
         return child
