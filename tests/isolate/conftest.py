@@ -50,12 +50,3 @@ def example(pytester: pytest.Pytester, native_module: Path) -> Callable[[str], P
         return pytester.path
 
     return copy
-
-
-@pytest.fixture
-def records(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A directory where an inner run's tests write what they saw; ``$RECORDS`` names it."""
-    path = pytester.path / "records"
-    path.mkdir()
-    monkeypatch.setenv("RECORDS", str(path))
-    return path

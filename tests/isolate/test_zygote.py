@@ -16,7 +16,7 @@ NO_PLUGINS = ("-p", "no:randomly", "-p", "no:cacheprovider")
 
 
 def test_the_zygote_never_imports_a_conftest_and_children_share_their_compiled_code(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, records: Path
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, record_dir: Path
 ) -> None:
     monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")  # as in this project's shells
     pytester.makeconftest(
@@ -24,7 +24,7 @@ def test_the_zygote_never_imports_a_conftest_and_children_share_their_compiled_c
         import os
         from pathlib import Path
 
-        Path(os.environ["RECORDS"], f"conftest-{os.getpid()}").touch()
+        Path(os.environ["WU_TEST_RECORD_DIR"], f"conftest-{os.getpid()}").touch()
         """
     )
     pytester.makepyfile(
@@ -42,7 +42,7 @@ def test_the_zygote_never_imports_a_conftest_and_children_share_their_compiled_c
                 "ppid": os.getppid(),
                 "cached": sorted(path.name for path in cache.rglob("*.pyc")),
             }
-            Path(os.environ["RECORDS"], name).write_text(json.dumps(data))
+            Path(os.environ["WU_TEST_RECORD_DIR"], name).write_text(json.dumps(data))
 
         def test_first():
             record("first")
@@ -52,10 +52,10 @@ def test_the_zygote_never_imports_a_conftest_and_children_share_their_compiled_c
         """
     )
     pytester.runpytest_subprocess(*NO_PLUGINS).assert_outcomes(passed=2)
-    first, second = (json.loads((records / name).read_text()) for name in ("first", "second"))
+    first, second = (json.loads((record_dir / name).read_text()) for name in ("first", "second"))
     zygote = first["ppid"]
     assert second["ppid"] == zygote
-    imported = {int(path.name.split("-")[1]) for path in records.glob("conftest-*")}
+    imported = {int(path.name.split("-")[1]) for path in record_dir.glob("conftest-*")}
     assert zygote not in imported
     assert {first["pid"], second["pid"]} < imported  # and the test process
     # The second child found what the first compiled, in the run's directory.

@@ -25,6 +25,7 @@ from typing import Any, BinaryIO, NoReturn
 
 import pytest
 
+from worker_utils._handover import HandoverError
 from worker_utils.isolate import Channel, ChildGone
 
 # The modules the zygote imported before pytest marked them for rewriting.
@@ -89,6 +90,8 @@ class ChildPlugin:
         self.channel = channel
         self.nodeids: list[str] = request["nodeids"]
         self.args: list[str] = request["args"]
+        #: What the worker held when this process started, by resource.
+        self.held: dict[str, Any] = request.get("held") or {}
         self.workerinput: dict[str, Any] = request["workerinput"]
         self.basetemp: str | None = request["basetemp"]
         self.collect_errors: list[str] = []
@@ -159,8 +162,25 @@ class ChildPlugin:
                 self.channel.send({"missing": nodeid, "errors": self.collect_errors})
                 continue
             nextitem = items.get(command.get("next") or "")
-            item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
-            self.channel.send({"done": nodeid})
+            hook = item.config.hook
+            hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+            back: dict[str, Any] = {}
+            for found in hook.pytest_worker_utils_give_back(config=item.config):
+                back.update(found or {})
+            self.channel.send({"done": nodeid, "back": back})
+
+    def pytest_worker_utils_ask(
+        self, name: str, request: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        if request is None:
+            found: dict[str, Any] | None = self.held.get(name)
+            return found
+        self.channel.send({"ask": name, "request": request})
+        answer = self.channel.receive()  # the worker answers before it says anything else
+        if "refused" in answer:
+            raise HandoverError(answer["refused"])
+        found = answer["answer"]
+        return found
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self) -> None:
