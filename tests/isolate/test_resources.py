@@ -78,12 +78,12 @@ def test_an_isolated_test_uses_its_workers_resources_made_once_and_reset_once(
     for record in sorted(read_records(), key=lambda record: record["label"][-1]):
         by_worker.setdefault(record["worker"], []).append(record)
     assert sorted(by_worker) == ["gw0", "gw1"]
-    shared = ("schema", "redis", "port", "tmp")
+    shared = ("schema", "redis", "port", "tmp", "sqlite")
     for records in by_worker.values():
         worker = {record["pid"] for record in records if "in process" in record["label"]}
         isolated = {record["pid"] for record in records if "isolated" in record["label"]}
         assert (len(worker), len(isolated), worker & isolated) == (1, 2, set())
-        # The same namespace, Redis database, session port and directory, made by the worker.
+        # The same namespace, Redis database, port, directory and SQLite file, made by the worker.
         assert len({tuple(json.dumps(record[key]) for key in shared) for record in records}) == 1
         assert {record["schema_owner"] for record in records} == worker
         assert {record["redis_owner"] for record in records} <= worker | {None}  # None: prefix

@@ -2,6 +2,7 @@
 
 import json
 import os
+import sqlite3
 import uuid
 from pathlib import Path
 
@@ -49,6 +50,7 @@ def saw(
     worker_redis_prefix,
     session_port,
     worker_tmp_path,
+    worker_sqlite_path,
 ):
     """Record what this test sees of its worker's resources, then leave a row and a key."""
 
@@ -64,6 +66,11 @@ def saw(
                 "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM resets_seen"
             ).fetchone()[0]
             conn.execute("INSERT INTO item VALUES (%s)", [label])
+        with sqlite3.connect(worker_sqlite_path) as db:
+            db.execute("CREATE TABLE IF NOT EXISTS note (label text)")
+            notes = [row[0] for row in db.execute("SELECT label FROM note")]
+            db.execute("INSERT INTO note VALUES (?)", [label])
+        db.close()
         with redis.Redis.from_url(os.environ["WORKER_UTILS_REDIS_URL"]) as server:
             lease = server.get(f"{LEASE_KEY_PREFIX}lease:{worker_redis_db}")
         data = {
@@ -72,7 +79,7 @@ def saw(
             "pid": os.getpid(),
             "schema": schema,
             "schema_owner": json.loads(comment)["pid"],
-            "rows": rows,
+            "rows": rows + notes,
             "resets": resets,
             "redis": [worker_redis_db, worker_redis_prefix],
             "redis_owner": json.loads(lease)["pid"] if lease else None,
@@ -81,6 +88,7 @@ def saw(
             ),
             "port": session_port,
             "tmp": str(worker_tmp_path),
+            "sqlite": str(worker_sqlite_path),
         }
         worker_redis.set(f"{worker_redis_prefix}{label}", 1)
         directory = Path(os.environ["WU_TEST_RECORD_DIR"])
