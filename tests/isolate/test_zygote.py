@@ -109,11 +109,14 @@ def test_an_extension_module_or_a_module_of_the_project_makes_a_process_unclean(
     del sys.modules["projectmodule"]
 
 
-def test_a_thread_makes_a_process_unclean() -> None:
+def test_a_thread_or_a_native_thread_makes_a_process_unclean(native_module: Path) -> None:
     code = (
         "import sys, threading\n"
         "from worker_utils.isolate import _zygote\n"
-        "before = set(sys.modules)\n"
+        f"sys.path.insert(0, {str(native_module.parent)!r})\n"
+        "before = {*sys.modules, 'nativeonce'}  # only its thread counts here\n"
+        "print(_zygote.unclean(before, '/nonexistent'))\n"
+        "import nativeonce  # starts a native thread, which holds a lock\n"
         "print(_zygote.unclean(before, '/nonexistent'))\n"
         "stop = threading.Event()\n"
         "threading.Thread(target=stop.wait, name='plugin-thread', daemon=True).start()\n"
@@ -122,7 +125,11 @@ def test_a_thread_makes_a_process_unclean() -> None:
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
-    assert result.stdout.splitlines() == ["None", "a plugin started a thread (plugin-thread)"]
+    assert result.stdout.splitlines() == [
+        "None",
+        "a plugin started 1 native thread",
+        "a plugin started a thread (plugin-thread)",
+    ]
 
 
 @pytest.mark.parametrize(
