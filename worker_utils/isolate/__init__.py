@@ -6,9 +6,10 @@ process talks to it. The child side lives in :mod:`worker_utils.isolate._child`
 and the pytest side in :mod:`worker_utils.isolate.plugin`.
 
 A child is never a fork of the test process. The zygote is a process started
-with ``subprocess`` that has imported only pytest and this plugin, holds no
-threads and forks one child per request, as the ``forkserver`` start method of
-:mod:`multiprocessing` does: a child inherits nothing a test initialised.
+with ``subprocess`` that has started pytest up to the first conftest, checked
+that it holds no thread, native module or code of the project, and forks one
+child per request, as the ``forkserver`` start method of :mod:`multiprocessing`
+does: a child inherits nothing a test initialised.
 """
 
 from __future__ import annotations

@@ -1,10 +1,13 @@
 """The isolated process: one pytest session that runs the tests its parent names.
 
-It reads one request from its channel (the parent's environment, directory,
-``sys.path``, command line and worker), collects only the named tests, then
-runs each on command and sends back every report, warning and the phase it
-is in, so that a crash is reported against the right phase. It acts as an
-xdist worker of the parent's run (``config.workerinput``): plugins that write
+Its pytest starts with the parent's command line and waits, where it would
+import the first conftest, for one request on its channel (the parent's
+environment, directory, ``sys.path``, the worker and its resources, the node
+ids); a fork of the zygote is already there. It then collects only the named
+tests, runs each on command and sends back every report, warning and the phase
+it is in, so that a crash is reported against the right phase; it asks the
+parent for the worker's resources on the same channel. It acts as an xdist
+worker of the parent's run (``config.workerinput``): plugins that write
 run-wide files (JUnit XML, HTML) leave them to the parent.
 """
 
