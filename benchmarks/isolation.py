@@ -12,6 +12,8 @@ machine.
 
 pytest-forked and pytest-isolate may not run on the newest pytest; give them
 another interpreter that has them (and an older pytest) with ``--compare-python``.
+Their overhead is then measured against an in-process run of that interpreter,
+so that neither side pays for the other's pytest start-up.
 
     pip install -e '.[bench]'
     python benchmarks/isolation.py [--tests 200] [--rounds 3] [-n 0] [--compare-python PATH]
@@ -31,6 +33,7 @@ from pathlib import Path
 
 WAYS: dict[str, list[str]] = {
     "in process": [],
+    "in process (compare)": [],
     "worker_utils zygote": ["--worker-utils-isolate=test_trivial.py"],
     "worker_utils pool": [
         "--worker-utils-isolate=test_trivial.py",
@@ -44,6 +47,7 @@ WAYS: dict[str, list[str]] = {
     "pytest-isolate": ["--isolate"],
 }
 _NEEDS = {"pytest-forked": "pytest_forked", "pytest-isolate": "pytest_isolate"}
+_COMPARED = {*_NEEDS, "in process (compare)"}
 
 
 def write_tests(directory: Path, count: int) -> None:
@@ -52,6 +56,7 @@ def write_tests(directory: Path, count: int) -> None:
 
 
 _OTHERS = {
+    "in process (compare)": ["-p", "no:worker_utils", "-p", "no:isolate", "-p", "no:forked"],
     "pytest-forked": ["-p", "no:worker_utils", "-p", "no:isolate"],
     "pytest-isolate": ["-p", "no:worker_utils", "-p", "no:forked"],
 }
@@ -84,10 +89,22 @@ def main() -> None:
         default=sys.executable,
         help="the interpreter that runs pytest-forked and pytest-isolate (default: this one)",
     )
+    parser.add_argument(
+        "--ways",
+        default=",".join(WAYS),
+        help="comma-separated ways to run (the in-process baselines always run)",
+    )
     options = parser.parse_args()
-    pythons = {name: options.compare_python if name in _NEEDS else sys.executable for name in WAYS}
-    ways = [name for name in WAYS if name not in _NEEDS or _has_module(pythons[name], _NEEDS[name])]
-    missing = sorted(set(WAYS) - set(ways))
+    chosen = {"in process", "in process (compare)", *options.ways.split(",")}
+    pythons = {
+        name: options.compare_python if name in _COMPARED else sys.executable for name in WAYS
+    }
+    ways = [
+        name
+        for name in WAYS
+        if name in chosen and (name not in _NEEDS or _has_module(pythons[name], _NEEDS[name]))
+    ]
+    missing = sorted(chosen & set(WAYS) - set(ways))
     if missing:
         print(f"not installed (pip install -e '.[bench]'): {', '.join(missing)}")
     walls: dict[str, list[float]] = {name: [] for name in ways}
@@ -105,11 +122,9 @@ def main() -> None:
         f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; medians"
     )
     print(f"  {'':<22} {'wall':>8} {'per test':>9} {'CPU':>8} {'per test':>9}")
-    base_wall, base_cpu = (
-        statistics.median(walls["in process"]),
-        statistics.median(cpus["in process"]),
-    )
     for name in ways:
+        base = "in process (compare)" if name in _COMPARED else "in process"
+        base_wall, base_cpu = statistics.median(walls[base]), statistics.median(cpus[base])
         wall, cpu = statistics.median(walls[name]), statistics.median(cpus[name])
         print(
             f"  {name:<22} {wall:7.2f}s {(wall - base_wall) / options.tests * 1000:6.1f} ms"

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from worker_utils import _export, _settings, _worker
+from worker_utils import _export, _handover, _settings, _worker
 from worker_utils._plugin import Run, run_key, summary_key, usage_error
 from worker_utils._report import WorkerReport, summary_lines
 from worker_utils.run import _signals, coordination
@@ -117,6 +117,7 @@ def _start_run(config: pytest.Config, given_uid: str | None) -> Run:
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     pluginmanager.add_hookspecs(_export)
+    pluginmanager.add_hookspecs(_handover)
 
 
 def _starting_xdist_worker() -> bool:

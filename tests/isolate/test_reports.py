@@ -73,8 +73,38 @@ def test_a_crash_and_a_hang_are_failures_that_say_what_happened(
             pass
         """
     )
+    pytester.makeconftest(
+        """
+        import os
+
+        def pytest_configure():
+            os.environ.setdefault("TEST_PROCESS_PID", str(os.getpid()))
+        """
+    )
+    pytester.makepyfile(
+        test_crashes_on_import="""
+        import os, signal
+        import pytest
+
+        if os.getpid() != int(os.environ["TEST_PROCESS_PID"]):  # in the isolated process
+            os.kill(os.getpid(), signal.SIGSEGV)
+
+        @pytest.mark.isolated
+        def test_never_runs():
+            pass
+        """
+    )
     result = pytester.runpytest_subprocess(*NO_PLUGINS, "--junitxml", "out.xml")
-    result.assert_outcomes(passed=1, failed=3)
+    result.assert_outcomes(passed=1, failed=3, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "worker_utils.isolate: the isolated process running "
+            "test_crashes_on_import.py::test_never_runs was killed by signal 11 (SIGSEGV) "
+            "during setup",
+            "--- last output of the isolated process ---",
+            "Fatal Python error: Segmentation fault",
+        ]
+    )
     result.stdout.fnmatch_lines(
         [
             "worker_utils.isolate: the isolated process running "
@@ -105,9 +135,9 @@ def test_a_crash_and_a_hang_are_failures_that_say_what_happened(
             "*line * in test_hangs",
         ]
     )
+    xml = ET.parse(pytester.path / "out.xml")
     failures = [
-        element.get("message", "")
-        for element in ET.parse(pytester.path / "out.xml").iter("failure")
+        element.get("message", "") for tag in ("failure", "error") for element in xml.iter(tag)
     ]
-    assert len(failures) == 3
-    assert all(message.startswith("worker_utils.isolate: ") for message in failures)
+    assert len(failures) == 4
+    assert all("worker_utils.isolate: " in message for message in failures)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from worker_utils import isolate
@@ -16,7 +18,7 @@ import pytest
 def record(name, **extra):
     data = {"pid": os.getpid(), "worker": os.environ.get("PYTEST_XDIST_WORKER", "master"),
             "run": os.environ["WORKER_UTILS_TESTRUN_UID"], **extra}
-    Path(os.environ["RECORDS"], name).write_text(json.dumps(data))
+    Path(os.environ["WU_TEST_RECORD_DIR"], name).write_text(json.dumps(data))
 """
 
 
@@ -98,11 +100,8 @@ def test_a_bad_marker_is_a_usage_error_naming_the_test(pytester: pytest.Pytester
 
 
 def test_a_module_scope_shares_one_process_and_a_worker_keeps_its_resources(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, record_dir: Path
 ) -> None:
-    records = pytester.path / "records"
-    records.mkdir()
-    monkeypatch.setenv("RECORDS", str(records))
     pytester.makeconftest(RECORDING_TESTS.replace("def record", "def _unused"))
     pytester.makepyfile(
         test_grouped=RECORDING_TESTS
@@ -133,7 +132,7 @@ def test_in_process(worker_tmp_path, worker_id, testrun_uid):
     result.assert_outcomes(passed=5)
     import json
 
-    seen = {path.name: json.loads(path.read_text()) for path in records.iterdir()}
+    seen = {path.name: json.loads(path.read_text()) for path in record_dir.iterdir()}
     assert seen["one"]["pid"] == seen["two"]["pid"]
     assert len({seen[name]["pid"] for name in ("one", "three", "four", "here")}) == 4
     assert len({entry["run"] for entry in seen.values()}) == 1

@@ -6,9 +6,10 @@ process talks to it. The child side lives in :mod:`worker_utils.isolate._child`
 and the pytest side in :mod:`worker_utils.isolate.plugin`.
 
 A child is never a fork of the test process. The zygote is a process started
-with ``subprocess`` that has imported only pytest and this plugin, holds no
-threads and forks one child per request, as the ``forkserver`` start method of
-:mod:`multiprocessing` does: a child inherits nothing a test initialised.
+with ``subprocess`` that has started pytest up to the first conftest, checked
+that it holds no thread, native module or code of the project, and forks one
+child per request, as the ``forkserver`` start method of :mod:`multiprocessing`
+does: a child inherits nothing a test initialised.
 """
 
 from __future__ import annotations
@@ -294,6 +295,11 @@ class _Waiter:
         return self.statuses.pop(pid)
 
 
+def _spec(request: dict[str, Any]) -> dict[str, Any]:
+    """What starting pytest takes from a request: the same for every child of a test process."""
+    return {key: request[key] for key in ("env", "cwd", "path", "args", "rootdir")}
+
+
 def _interpreter(module: str) -> list[str]:
     return [sys.executable, *_PYTHON_FLAGS, "-m", module]
 
@@ -304,6 +310,10 @@ class Launcher:
     ``zygote``: one clean process, started with ``subprocess``, forks each child.
     ``pool``: each child is a new interpreter started ahead of need, so its
     start overlaps the previous test. ``spawn``: a new interpreter when needed.
+
+    The zygote first starts pytest itself, up to the first conftest (see
+    :mod:`worker_utils.isolate._zygote`); if that leaves it unclean it says why,
+    :attr:`plain_reason` keeps the reason, and a plain zygote takes its place.
 
     Args:
         method: One of :data:`START_METHODS`.
@@ -318,9 +328,14 @@ class Launcher:
         self._zygote: subprocess.Popen[bytes] | None = None
         self._zygote_sock: socket.socket | None = None
         self._spare: tuple[subprocess.Popen[bytes], socket.socket, Path] | None = None
+        #: Why the zygote could not start pytest before forking, if it could not.
+        self.plain_reason: str | None = None
 
     def start(self, request: dict[str, Any]) -> Child:
-        """Start a child and send it ``request`` (what :func:`_child.serve` reads).
+        """Start a child and send it ``request``.
+
+        The request holds the test process's command line and environment, the
+        node ids to run and the worker the child acts for.
 
         Raises:
             IsolateError: The process could not be started.
@@ -329,18 +344,20 @@ class Launcher:
         scratch = self.scratch / f"child-{self._count}"
         scratch.mkdir(parents=True, exist_ok=True)
         if self.method == "zygote":
-            child = self._fork(scratch)
+            child = self._fork(scratch, request)
         else:
-            popen, sock, output = self._spare or self._spawn()
+            popen, sock, output = self._spare or self._spawn(request)
             self._spare = None
             self._waiter.popens[popen.pid] = popen
             child = Child(popen.pid, Channel(sock), output, scratch, self._waiter)
             if self.method == "pool":
-                self._spare = self._spawn()
+                self._spare = self._spawn(request)
         child.channel.send({**request, "scratch": str(scratch)})
         return child
 
-    def _spawn(self) -> tuple[subprocess.Popen[bytes], socket.socket, Path]:
+    def _spawn(
+        self, request: dict[str, Any]
+    ) -> tuple[subprocess.Popen[bytes], socket.socket, Path]:
         ours, theirs = socket.socketpair()
         output = self._output_path()
         with theirs, open(output, "wb") as out:
@@ -358,18 +375,24 @@ class Launcher:
                 raise IsolateError(
                     f"worker_utils.isolate: cannot start {sys.executable}: {exc}"
                 ) from None
+        # The command line first: it starts pytest before the test it will run is known.
+        Channel(ours).send(_spec(request))
         return popen, ours, output
 
     def _output_path(self) -> Path:
         return self.scratch / f"output-{self._count}-{time.monotonic_ns()}"
 
-    def _start_zygote(self) -> socket.socket:
+    def _start_zygote(self, request: dict[str, Any]) -> socket.socket:
+        configure = self.plain_reason is None
         ours, theirs = socket.socketpair()
-        with theirs:
+        output = self.scratch / "zygote-output"
+        with theirs, open(output, "ab") as out:
             try:
                 self._zygote = subprocess.Popen(
                     [*_interpreter("worker_utils.isolate._zygote"), str(theirs.fileno())],
                     stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
                     pass_fds=(theirs.fileno(),),
                 )
             except OSError as exc:
@@ -378,13 +401,44 @@ class Launcher:
                     f"worker_utils.isolate: cannot start {sys.executable}: {exc}"
                 ) from None
         self._zygote_sock = ours
-        self._waiter.zygote = Channel(ours)
+        channel = self._waiter.zygote = Channel(ours)
+        try:
+            channel.send({"configure": configure, **_spec(request)})
+            answer = channel.receive(120.0)
+        except (TimeoutError, ChildGone):
+            self._stop_zygote()
+            raise IsolateError(
+                f"worker_utils.isolate: the zygote did not start; its last output:\n"
+                f"{self._zygote_output()}"
+            ) from None
+        if "unclean" in answer:
+            self._stop_zygote()
+            self.plain_reason = answer["unclean"]
+            return self._start_zygote(request)
         return ours
 
-    def _fork(self, scratch: Path) -> Child:
+    def _zygote_output(self) -> str:
+        try:
+            text = (self.scratch / "zygote-output").read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-40:])
+
+    def _stop_zygote(self) -> None:
+        if self._zygote is not None:
+            assert self._zygote_sock is not None
+            self._zygote_sock.close()
+            try:
+                self._zygote.wait(10)
+            except subprocess.TimeoutExpired:
+                self._zygote.kill()
+                self._zygote.wait()
+            self._zygote = self._zygote_sock = self._waiter.zygote = None
+
+    def _fork(self, scratch: Path, request: dict[str, Any]) -> Child:
         zygote = self._zygote_sock
         if zygote is None or self._zygote is None or self._zygote.poll() is not None:
-            zygote = self._start_zygote()
+            zygote = self._start_zygote(request)
         ours, theirs = socket.socketpair()
         output = self._output_path()
         out_fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -407,7 +461,8 @@ class Launcher:
         except (TimeoutError, ChildGone):
             ours.close()
             raise IsolateError(
-                "worker_utils.isolate: the zygote did not answer; see its output above"
+                f"worker_utils.isolate: the zygote did not answer; its last output:\n"
+                f"{self._zygote_output()}"
             ) from None
         return Child(message["pid"], Channel(ours), output, scratch, self._waiter)
 
@@ -424,12 +479,4 @@ class Launcher:
             with contextlib.suppress(OSError):
                 output.unlink()
             self._spare = None
-        if self._zygote is not None:
-            assert self._zygote_sock is not None
-            self._zygote_sock.close()
-            try:
-                self._zygote.wait(10)
-            except subprocess.TimeoutExpired:
-                self._zygote.kill()
-                self._zygote.wait()
-            self._zygote = None
+        self._stop_zygote()

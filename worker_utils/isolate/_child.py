@@ -1,10 +1,13 @@
 """The isolated process: one pytest session that runs the tests its parent names.
 
-It reads one request from its channel (the parent's environment, directory,
-``sys.path``, command line and worker), collects only the named tests, then
-runs each on command and sends back every report, warning and the phase it
-is in, so that a crash is reported against the right phase. It acts as an
-xdist worker of the parent's run (``config.workerinput``): plugins that write
+Its pytest starts with the parent's command line and waits, where it would
+import the first conftest, for one request on its channel (the parent's
+environment, directory, ``sys.path``, the worker and its resources, the node
+ids); a fork of the zygote is already there. It then collects only the named
+tests, runs each on command and sends back every report, warning and the phase
+it is in, so that a crash is reported against the right phase; it asks the
+parent for the worker's resources on the same channel. It acts as an xdist
+worker of the parent's run (``config.workerinput``): plugins that write
 run-wide files (JUnit XML, HTML) leave them to the parent.
 """
 
@@ -19,12 +22,13 @@ import os
 import socket
 import sys
 import warnings
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NoReturn
 
 import pytest
 
+from worker_utils._handover import HandoverError
 from worker_utils.isolate import Channel, ChildGone
 
 # The modules the zygote imported before pytest marked them for rewriting.
@@ -32,6 +36,26 @@ _ALREADY_IMPORTED = (
     "ignore:Module already imported so cannot be rewritten; worker_utils"
     ":pytest.PytestAssertRewriteWarning"
 )
+PLUGIN_NAME = "worker_utils.isolate.child"
+
+
+def pytest_args(args: list[str]) -> list[str]:
+    """The command line of a child's pytest, from the test process's."""
+    return [*args, "-W", _ALREADY_IMPORTED]
+
+
+def wanted_names(nodeids: list[str]) -> dict[str, set[str]]:
+    """For each module or class on the way to ``nodeids``, the names in it to collect.
+
+    ``a.py::TestX::test_y[1]`` wants ``TestX`` in ``a.py`` and ``test_y`` in
+    ``a.py::TestX``: the child makes no item for the module's other tests.
+    """
+    wanted: dict[str, set[str]] = {}
+    for nodeid in nodeids:
+        parts = nodeid.partition("[")[0].split("::")
+        for depth in range(1, len(parts)):
+            wanted.setdefault("::".join(parts[:depth]), set()).add(parts[depth])
+    return wanted
 
 
 def serialize_warning(message: warnings.WarningMessage) -> dict[str, Any]:
@@ -68,10 +92,14 @@ class ChildPlugin:
     def __init__(self, channel: Channel, request: dict[str, Any]) -> None:
         self.channel = channel
         self.nodeids: list[str] = request["nodeids"]
+        self.args: list[str] = request["args"]
+        #: What the worker held when this process started, by resource.
+        self.held: dict[str, Any] = request.get("held") or {}
         self.workerinput: dict[str, Any] = request["workerinput"]
         self.basetemp: str | None = request["basetemp"]
         self.collect_errors: list[str] = []
         self.config: pytest.Config | None = None
+        self.wanted = wanted_names(self.nodeids)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_load_initial_conftests(self, early_config: pytest.Config) -> Generator[None]:
@@ -105,6 +133,17 @@ class ChildPlugin:
         if reporter is not None:
             config.pluginmanager.unregister(reporter)
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_pycollect_makeitem(
+        self, collector: pytest.Module | pytest.Class, name: str
+    ) -> list[pytest.Item] | None:
+        # Collecting a module makes an item of each of its tests: in a child
+        # that runs one of them, most of its collection.
+        wanted = self.wanted.get(collector.nodeid)
+        if wanted is not None and name not in wanted:
+            return []  # not None: no later implementation makes it either
+        return None
+
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
             self.collect_errors.append(str(report.longrepr))
@@ -126,8 +165,25 @@ class ChildPlugin:
                 self.channel.send({"missing": nodeid, "errors": self.collect_errors})
                 continue
             nextitem = items.get(command.get("next") or "")
-            item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
-            self.channel.send({"done": nodeid})
+            hook = item.config.hook
+            hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+            back: dict[str, Any] = {}
+            for found in hook.pytest_worker_utils_give_back(config=item.config):
+                back.update(found or {})
+            self.channel.send({"done": nodeid, "back": back})
+
+    def pytest_worker_utils_ask(
+        self, name: str, request: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        if request is None:
+            found: dict[str, Any] | None = self.held.get(name)
+            return found
+        self.channel.send({"ask": name, "request": request})
+        answer = self.channel.receive()  # the worker answers before it says anything else
+        if "refused" in answer:
+            raise HandoverError(answer["refused"])
+        found = answer["answer"]
+        return found
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self) -> None:
@@ -182,27 +238,89 @@ def _keep_captured_output(scratch: Path) -> None:
     capture.TemporaryFile = named_file
 
 
-def serve(fd: int) -> int:
-    """Read the request on channel ``fd``, run its pytest session, return the exit code."""
-    channel = Channel(socket.socket(fileno=fd))
-    try:
-        request = channel.receive()
-    except ChildGone:
-        return 0  # a spare interpreter nobody needed
+def adopt(request: dict[str, Any]) -> None:
+    """Take the test process's environment, working directory and ``sys.path``."""
     os.environ.clear()
     os.environ.update(request["env"])
     os.chdir(request["cwd"])
     sys.path[:] = request["path"]
+
+
+_running: list[ChildPlugin] = []
+
+
+def running() -> bool:
+    """Whether this process is a child that received its request."""
+    return bool(_running)
+
+
+def _receive(channel: Channel) -> ChildPlugin:
+    """Read this child's request and set the process up for it; exit if none comes."""
+    try:
+        request = channel.receive()
+    except ChildGone:
+        exit(0)  # a spare nobody needed
+    adopt(request)
     faulthandler.enable(all_threads=True)  # to fd 2: the output the parent reads
     _keep_captured_output(Path(request["scratch"]))
-    args = [*request["args"], "-W", _ALREADY_IMPORTED]
+    if sys.dont_write_bytecode and request.get("pycache"):
+        # Every child imports the same conftests and test modules: let the
+        # first one cache their compiled (and assertion-rewritten) code for the
+        # others, in the run's directory rather than next to the sources.
+        sys.pycache_prefix = request["pycache"]
+        sys.dont_write_bytecode = False
+    plugin = ChildPlugin(channel, request)
+    _running.append(plugin)
+    return plugin
+
+
+class Pause:
+    """Holds pytest where it would import the first conftest until ``wait`` gives a channel.
+
+    Everything pytest did until then (plugins loaded, options and ini files
+    read) is the same for every child of the test process, and none of it is
+    the project's code; the rest happens once the child has its request.
+    """
+
+    def __init__(self, wait: Callable[[], Channel]) -> None:
+        self.wait = wait
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)  # outermost: before capture starts
+    def pytest_load_initial_conftests(self, early_config: pytest.Config) -> Generator[None]:
+        plugin = _receive(self.wait())
+        # The hook is under way: the child plugin's own wrapper of it will not run.
+        early_config.workerinput = plugin.workerinput  # type: ignore[attr-defined]
+        early_config.pluginmanager.register(plugin, PLUGIN_NAME)
+        return (yield)
+
+
+def serve(fd: int) -> int:
+    """Read the request on channel ``fd``, run its pytest session, return the exit code."""
+    channel = Channel(socket.socket(fileno=fd))
+    plugin = _receive(channel)
     try:
-        return int(pytest.main(args, plugins=[ChildPlugin(channel, request)]))
+        return int(pytest.main(pytest_args(plugin.args), plugins=[plugin]))
     finally:
         channel.close()
 
 
-def exit(code: int) -> None:
+def main(fd: int) -> int:
+    """A new interpreter's child: start pytest as the test process did, then read the request.
+
+    The first message on channel ``fd`` names the command line, so that pytest
+    gets as far as the first conftest while the test process still works on
+    the test before; the request comes second.
+    """
+    channel = Channel(socket.socket(fileno=fd))
+    try:
+        spec = channel.receive()
+    except ChildGone:
+        return 0
+    adopt(spec)
+    return int(pytest.main(pytest_args(spec["args"]), plugins=[Pause(lambda: channel)]))
+
+
+def exit(code: int) -> NoReturn:
     """End a forked child as an interpreter would end, without unwinding into the zygote."""
     with contextlib.suppress(Exception):
         atexit._run_exitfuncs()
@@ -213,4 +331,4 @@ def exit(code: int) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(serve(int(sys.argv[1])))
+    sys.exit(main(int(sys.argv[1])))

@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
-from worker_utils import _settings, isolate
+from worker_utils import _handover, _settings, isolate
 from worker_utils._plugin import get_run, usage_error
+from worker_utils.errors import WorkerUtilsError
 from worker_utils.isolate import Child, ChildGone, IsolateError, Launcher
 
 _MARKER = "isolated"
 _SCOPES = ("function", "class", "module")
-_CHILD_INPUT = "worker_utils_isolated"  # in the child's workerinput: it runs no children
 _PLUGIN = "worker_utils.isolate"
 
 PATTERNS = _settings.Setting[list[str]](
@@ -80,8 +80,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "scope='module' or 'class' shares one interpreter among the group's isolated tests",
     )
     settings = _IsolateSettings(config)
-    workerinput = getattr(config, "workerinput", None) or {}
-    if not workerinput.get(_CHILD_INPUT):
+    if not _handover.isolated(config):
         config.pluginmanager.register(_Isolation(config, settings), _PLUGIN)
 
 
@@ -195,31 +194,64 @@ class _Isolation:
         workerinput.setdefault("workercount", 1)
         workerinput.setdefault("mainargv", sys.argv)
         workerinput.update(
-            {"testrunuid": run.uid, "worker_utils_run_dir": str(run.directory), _CHILD_INPUT: True}
+            {
+                "testrunuid": run.uid,
+                "worker_utils_run_dir": str(run.directory),
+                _handover.ISOLATED_INPUT: True,
+            }
         )
         basetemp = None
         factory = getattr(config, "_tmp_path_factory", None)  # as xdist hands it to workers
         if factory is not None:
             self.count += 1
             basetemp = str(factory.getbasetemp() / f"isolated-{self.count}")
+        held: dict[str, Any] = {}
+        for found in config.hook.pytest_worker_utils_held(config=config):
+            held.update(found or {})
         return {
             "env": dict(os.environ),
             "cwd": str(config.invocation_params.dir),
             "path": list(sys.path),
             "args": [str(arg) for arg in config.invocation_params.args],
+            "rootdir": str(config.rootpath),
+            "pycache": str(run.directory / "isolate" / "pycache"),
             "nodeids": nodeids,
             "workerinput": workerinput,
             "basetemp": basetemp,
+            "held": held,
         }
 
-    def _start(self, key: str, timeout: float) -> Child:
+    def _start(self, key: str) -> Child:
         if self.launcher is None:
             scratch = get_run(self.config).directory / "isolate" / f"{os.getpid()}"
             self.launcher = Launcher(self.settings.start, scratch)
         child = self.launcher.start(self._request(self.members[key]))
+        if self.launcher.plain_reason is not None:
+            get_run(self.config).report.note(
+                "isolate",
+                f"each isolated process starts pytest itself: {self.launcher.plain_reason}",
+            )
         self.child, self.group = child, key
-        child.channel.receive(timeout)  # collected: "ready"
         return child
+
+    def _next(self, child: Child, deadline: float) -> dict[str, Any]:
+        """The child's next message; a question for this worker is answered on the way."""
+        while True:
+            message = child.channel.receive(max(0.0, deadline - time.monotonic()))
+            if "ask" not in message:
+                return message
+            child.channel.send(self._provide(message["ask"], message["request"]))
+
+    def _provide(self, name: str, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            answer = self.config.hook.pytest_worker_utils_provide(
+                config=self.config, name=name, request=request
+            )
+        except WorkerUtilsError as exc:
+            return {"refused": str(exc)}
+        except Exception as exc:  # a bug of ours: the isolated test fails with it, not the run
+            return {"refused": f"worker_utils: providing {name} failed: {exc!r}"}
+        return {"answer": answer}
 
     def _run(
         self, item: pytest.Item, key: str, nextid: str | None, timeout: float, setting: str
@@ -227,15 +259,38 @@ class _Isolation:
         if self.child is not None and self.group != key:
             self._stop()
         start = time.time()
+        problems = [p for p in self.config.hook.pytest_worker_utils_before_isolated(item=item) if p]
+        if problems:
+            self._undo(item, {}, self._fail(item, "setup", start, "\n".join(problems)))
+            return
+        state: dict[str, Any] = {}
+        teardown: list[pytest.TestReport] = []  # logged once the worker has undone the test
+        try:
+            state = self._exchange(item, key, nextid, timeout, setting, start, teardown)
+        finally:
+            self._undo(item, state, teardown)
+
+    def _exchange(
+        self,
+        item: pytest.Item,
+        key: str,
+        nextid: str | None,
+        timeout: float,
+        setting: str,
+        start: float,
+        teardown: list[pytest.TestReport],
+    ) -> dict[str, Any]:
+        """Have the child run ``item``, relay its reports; return what it says of the resources."""
         phase = "setup"
         deadline = time.monotonic() + timeout
         child = self.child
         try:
             if child is None:
-                child = self._start(key, timeout)
+                child = self._start(key)
+                self._next(child, deadline)  # collected: "ready"
             child.channel.send({"run": item.nodeid, "next": nextid})
             while True:
-                message = child.channel.receive(max(0.0, deadline - time.monotonic()))
+                message = self._next(child, deadline)
                 if "report" in message:
                     report = self.config.hook.pytest_report_from_serializable(
                         config=self.config, data=message["report"]
@@ -245,28 +300,32 @@ class _Isolation:
                         report.longrepr = tuple(report.longrepr)
                     report.sections = [tuple(section) for section in report.sections]
                     report.user_properties = [tuple(p) for p in report.user_properties]
-                    item.ihook.pytest_runtest_logreport(report=report)
+                    if report.when == "teardown":
+                        teardown.append(report)
+                    else:
+                        item.ihook.pytest_runtest_logreport(report=report)
                 elif "phase" in message:
                     phase = message["phase"]
                 elif "warning" in message:
                     self._warn(message)
                 elif "missing" in message:
                     errors = "\n".join(message["errors"])
-                    self._fail(
+                    teardown += self._fail(
                         item,
                         "setup",
                         start,
                         f"worker_utils.isolate: the isolated process did not collect "
                         f"{item.nodeid}\n{errors}".rstrip(),
                     )
-                    return
+                    return {}
                 elif "done" in message:
-                    return
+                    back: dict[str, Any] = message["back"]
+                    return back
         except TimeoutError:
             assert child is not None
             self.child = None
             child.abort()
-            self._fail(
+            teardown[:] = self._fail(
                 item,
                 phase,
                 start,
@@ -283,7 +342,7 @@ class _Isolation:
             if returncode is None:
                 child.kill()
                 returncode = child.wait(5.0)
-            self._fail(
+            teardown[:] = self._fail(
                 item,
                 phase,
                 start,
@@ -295,11 +354,44 @@ class _Isolation:
             )
             child.close()
         except IsolateError as exc:
-            self._fail(item, "setup", start, str(exc))
+            teardown[:] = self._fail(item, "setup", start, str(exc))
+        return {}
+
+    def _undo(
+        self, item: pytest.Item, state: dict[str, Any], teardown: list[pytest.TestReport]
+    ) -> None:
+        """Undo the test's changes to this worker's resources, then log its teardown.
+
+        As the autouse fixtures do in process: warnings are the test's, and an
+        error fails its teardown.
+        """
+        with _catch_warnings(item):
+            try:
+                found = item.config.hook.pytest_worker_utils_after_isolated(item=item, state=state)
+                problems = [problem for problem in found if problem]
+            except Exception as exc:  # -W error made a warning of the reset an error
+                problems = [f"{type(exc).__name__}: {exc}"]
+        if problems:
+            text = "\n".join(problems)
+            if not teardown:
+                teardown += self._fail(item, "teardown", time.time(), text)
+            elif teardown[-1].passed:
+                teardown[-1].outcome = "failed"
+                teardown[-1].longrepr = text
+            else:
+                teardown[-1].sections.append(("worker_utils", text))
+        for report in teardown:
+            item.ihook.pytest_runtest_logreport(report=report)
 
     def _fail(
-        self, item: pytest.Item, phase: str, start: float, text: str, child: Child | None = None
-    ) -> None:
+        self,
+        item: pytest.Item,
+        phase: str,
+        start: float,
+        text: str,
+        child: Child | None = None,
+    ) -> list[pytest.TestReport]:
+        """Report ``item`` failed in ``phase``; return its teardown report, logged later."""
         sections = []
         if child is not None:
             names = ("stdout", "stderr")
@@ -308,26 +400,28 @@ class _Isolation:
                 sections.append((f"Captured {name} {phase}", captured))
         stop = time.time()
         keywords: dict[str, Any] = {name: 1 for name in item.keywords}
-        for when, outcome, longrepr in (
-            (phase, "failed", text),
-            ("teardown", "passed", None),
-        ):
+        reports = []
+        for when, outcome, longrepr in ((phase, "failed", text), ("teardown", "passed", None)):
             if when == "teardown" and outcome == "passed" and phase == "teardown":
                 break
-            report = pytest.TestReport(
-                item.nodeid,
-                item.location,
-                keywords,
-                outcome,  # type: ignore[arg-type]
-                longrepr,
-                when,  # type: ignore[arg-type]
-                sections=sections if outcome == "failed" else (),
-                duration=stop - start if outcome == "failed" else 0.0,
-                start=start,
-                stop=stop,
-                user_properties=item.user_properties,
+            reports.append(
+                pytest.TestReport(
+                    item.nodeid,
+                    item.location,
+                    keywords,
+                    outcome,  # type: ignore[arg-type]
+                    longrepr,
+                    when,  # type: ignore[arg-type]
+                    sections=sections if outcome == "failed" else (),
+                    duration=stop - start if outcome == "failed" else 0.0,
+                    start=start,
+                    stop=stop,
+                    user_properties=item.user_properties,
+                )
             )
-            item.ihook.pytest_runtest_logreport(report=report)
+        if reports[0].when != "teardown":
+            item.ihook.pytest_runtest_logreport(report=reports.pop(0))
+        return reports
 
     def _warn(self, message: dict[str, Any]) -> None:
         from worker_utils.isolate._child import unserialize_warning
@@ -386,6 +480,15 @@ class _Isolation:
 
     def pytest_unconfigure(self) -> None:
         self.pytest_sessionfinish()
+
+
+def _catch_warnings(item: pytest.Item) -> contextlib.AbstractContextManager[object]:
+    """Record warnings as the test's, under its filters and marks, as pytest does around it."""
+    try:
+        from _pytest.warnings import catch_warnings_for_item
+    except ImportError:  # another pytest: the warnings show as the run's, unfiltered
+        return contextlib.nullcontext()
+    return catch_warnings_for_item(item.config, ihook=item.ihook, when="runtest", item=item)
 
 
 def _last_fatal_error(child: Child) -> str:

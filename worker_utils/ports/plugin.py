@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from worker_utils import _settings
+from worker_utils import _handover, _settings
 from worker_utils._plugin import fail, get_run
 from worker_utils.ports._leases import (
     PortLease,
@@ -82,18 +82,30 @@ class PortFactory:
         self._source = config.stash[_range_source_key]
         self._name = name
         self._holder = holder
+        self._calls = 0
         self.leases: list[PortLease] = []
 
     def __call__(self) -> int:
         """Return a free TCP port no other worker or concurrent run holds."""
         __tracebackhide__ = True
         try:
-            lease = lease_port(port_range=self._range)
+            port = self.port(self._calls)
         except PortsExhaustedError as exc:
             fail(self._exhausted(exc))
-        self.leases.append(lease)
-        self._report.note("ports", lease.port)
-        return lease.port
+        self._calls += 1
+        return port
+
+    def port(self, index: int) -> int:
+        """The port this factory's call number ``index`` (from 0) returns, leased now if need be.
+
+        Raises:
+            PortsExhaustedError: No port of the range was free.
+        """
+        while len(self.leases) <= index:
+            lease = lease_port(port_range=self._range)
+            self.leases.append(lease)
+            self._report.note("ports", lease.port)
+        return self.leases[index].port
 
     def _exhausted(self, error: PortsExhaustedError) -> str:
         ports = error.port_range
@@ -113,17 +125,95 @@ class PortFactory:
         for lease in self.leases:
             lease.release()
         self.leases.clear()
+        self._calls = 0
+
+
+class _WorkerPorts(PortFactory):
+    """``worker_port_factory`` in an isolated process: the worker's session ports, in order.
+
+    The copy of a session fixture that runs here gets the ports the worker's
+    own copy gets; the worker leases those that neither has asked for yet.
+    """
+
+    def __init__(self, config: pytest.Config, ports: list[int]) -> None:
+        super().__init__(config, name="worker_port_factory", holder="this session")
+        self._config = config
+        self.ports = ports
+
+    def port(self, index: int) -> int:
+        __tracebackhide__ = True
+        if index >= len(self.ports):
+            try:
+                answer = _handover.ask(self._config, "ports", {"index": index})
+            except _handover.HandoverError as exc:
+                fail(exc)
+            assert answer is not None
+            self.ports = answer["ports"]
+        return self.ports[index]
+
+    def close(self) -> None:
+        self._calls = 0  # the worker holds the leases
+
+
+_session_key = pytest.StashKey[PortFactory]()
+
+
+def _session_ports(config: pytest.Config) -> PortFactory:
+    """This worker's session factory, made on first use by a fixture here or an isolated process."""
+    if _session_key not in config.stash:
+        held = _handover.given(config, "ports")
+        if held is not None or _handover.isolated(config):
+            factory: PortFactory = _WorkerPorts(config, held["ports"] if held else [])
+        else:
+            factory = PortFactory(config, name="worker_port_factory", holder="this session")
+        config.stash[_session_key] = factory
+    return config.stash[_session_key]
 
 
 @pytest.fixture(scope="session")
 def worker_port_factory(request: pytest.FixtureRequest) -> Iterator[PortFactory]:
     """Session-scoped ``worker_port``: ports stay leased until the worker's session ends.
 
-    Use it from session fixtures that start servers.
+    Use it from session fixtures that start servers. In an isolated process
+    it returns the worker's session ports, call for call.
     """
-    factory = PortFactory(request.config, name="worker_port_factory", holder="this session")
-    yield factory
-    factory.close()
+    yield _session_ports(request.config)
+    _close_session_ports(request.config)
+
+
+def _close_session_ports(config: pytest.Config) -> None:
+    factory = config.stash.get(_session_key, None)
+    if factory is not None:
+        del config.stash[_session_key]
+        factory.close()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # Leased for an isolated process, when no fixture here asked for the factory.
+    _close_session_ports(config)
+
+
+@pytest.hookimpl
+def pytest_worker_utils_held(config: pytest.Config) -> dict[str, Any] | None:
+    factory = config.stash.get(_session_key, None)
+    return (
+        None if factory is None else {"ports": {"ports": [lease.port for lease in factory.leases]}}
+    )
+
+
+@pytest.hookimpl
+def pytest_worker_utils_provide(
+    config: pytest.Config, name: str, request: dict[str, Any]
+) -> dict[str, Any] | None:
+    if name != "ports":
+        return None
+    factory = _session_ports(config)
+    try:
+        factory.port(request["index"])
+    except PortsExhaustedError as exc:
+        raise _handover.HandoverError(factory._exhausted(exc)) from None
+    return {"ports": [lease.port for lease in factory.leases]}
 
 
 @pytest.fixture

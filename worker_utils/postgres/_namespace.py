@@ -444,6 +444,8 @@ class WorkerNamespace:
     _owner: dict[str, Any] = field(default_factory=dict, repr=False)
     #: Databases handed out by :meth:`scratch_database`, dropped with the namespace.
     scratch: list[str] = field(default_factory=list, repr=False)
+    #: Made and held by another process (see :meth:`borrow`): never created, reset or dropped here.
+    borrowed: bool = field(default=False, repr=False)
     _kind: NamespaceKind = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -504,6 +506,37 @@ class WorkerNamespace:
         if own is not None:
             return own
         return str(psycopg_module().conninfo.conninfo_to_dict(self.url).get("dbname") or "")
+
+    def handover(self) -> dict[str, Any]:
+        """What :meth:`borrow` needs to use this namespace from another process: JSON."""
+        return {
+            "url": self.url,
+            "name": self.name,
+            "run_uid": self.run_uid,
+            "kind": self.kind,
+            "extension_schema": self.extension_schema,
+            "extensions": list(self.extensions),
+            "lock_timeout": self.lock_timeout,
+            "clock_offset": self.clock_offset,
+            "seeded": self.seeded,
+        }
+
+    @classmethod
+    def borrow(cls, data: Mapping[str, Any]) -> WorkerNamespace:
+        """The namespace another process of this worker made (its :meth:`handover`), to use here.
+
+        Its connections land in the same schema or database. The process that
+        made it keeps its lock and resets and drops it: :meth:`drop` here only
+        closes what this process opened.
+        """
+        keys = ("url", "name", "run_uid", "kind", "extension_schema", "lock_timeout")
+        return cls(
+            **{key: data[key] for key in keys},
+            extensions=tuple(data["extensions"]),
+            clock_offset=data["clock_offset"],
+            seeded=data["seeded"],
+            borrowed=True,
+        )
 
     def create(self, template: Mapping[str, Any] | None = None) -> None:
         """Take the namespace's liveness lock, then create it with its ownership record.
@@ -727,6 +760,12 @@ class WorkerNamespace:
         return self._resetter
 
     def _require_admin(self) -> psycopg.Connection[Any]:
+        if self._admin is None and self.borrowed:
+            dbname = self._kind.dbname(self.name)
+            self._admin = connect(
+                namespace_dsn(self.url, dbname=dbname, application_name=self.name),
+                autocommit=True,
+            )
         if self._admin is None:
             raise PostgresError(f"worker_postgres: {self.kind} {self.name!r} was not created")
         return self._admin
@@ -740,6 +779,9 @@ class WorkerNamespace:
         """
         keeper = self._keeper
         if keeper is None:
+            if self._admin is not None:  # borrowed: opened here for a query, nothing else
+                self._admin.close()
+                self._admin = None
             return
         outside: psycopg.Connection[Any] | None = None
         try:

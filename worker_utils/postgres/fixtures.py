@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import functools
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
 
-from worker_utils import _worker, postgres
+from worker_utils import _handover, _worker, postgres
+from worker_utils._handover import HandoverError
 from worker_utils._plugin import fail, get_run
+from worker_utils.postgres._budget import plugin_application_name
+from worker_utils.postgres._namespace import kind_of
 from worker_utils.postgres.plugin import (
     _PG_MARKER,
     _PG_RESET_CHOICES,
     WorkerUtilsPostgresWarning,
     _pg_fail,
+    _pg_key,
     _pg_settings,
     _PostgresSettings,
     _PostgresWorker,
@@ -86,12 +90,87 @@ def worker_postgres_namespace(
     ``test_worker_3f2a9c01be_gw0``: ``get_worker_postgres_schema()`` plus a tag of
     the run id, so concurrent runs sharing a server never collide. Its ``dsn``
     lands new connections in it; nothing is reset between tests at this scope.
+    In an isolated process it is the worker's own, made by the worker.
     """
     __tracebackhide__ = True
+    config = request.config
     settings = _pg_settings(request)
-    run = get_run(request.config)
+    worker = _ready(config)
+    if worker is None:
+        _drop(config)  # one whose isolated process died before its setup was done
+        server_url, setup = worker_postgres_server_url, worker_postgres_setup
+        try:
+            template = _template(config, settings, server_url, setup)
+            worker = _from_worker(config, server_url, template, setup)
+            if worker is None:
+                worker = _create(config, server_url, template)
+                _finish(worker, setup)
+        except (postgres.PostgresError, coordination.RunOnceError, HandoverError) as exc:
+            _drop(config)
+            _pg_fail(settings, exc)
+    try:
+        yield worker.namespace
+    finally:
+        _drop(config)
+
+
+def _template(
+    config: pytest.Config,
+    settings: _PostgresSettings,
+    server_url: str,
+    setup: Callable[[Any], object] | None,
+) -> dict[str, Any] | None:
+    """The run's extensions and template, built once per run by whichever process comes first."""
+    run = get_run(config)
+    if settings.extensions and kind_of(settings.mode).extensions_per_run:
+        coordination.run_once(
+            "worker-utils-postgres-extensions",
+            functools.partial(
+                postgres.create_extensions,
+                server_url,
+                settings.extensions,
+                settings.extension_schema,
+                slot_wait=settings.slot_wait,
+                application_name=plugin_application_name(
+                    postgres.worker_postgres_name(run.uid, prefix=settings.prefix)
+                ),
+            ),
+            run_dir=run.directory,
+        )
+    if setup is None:
+        return None
+    # Built once per run; each worker copies it (or, when it holds objects a
+    # schema copy cannot reproduce, runs the setup itself).
+    template: dict[str, Any] = coordination.run_once(
+        "worker-utils-postgres-template",
+        functools.partial(
+            postgres.build_template,
+            server_url,
+            run.uid,
+            settings.prefix,
+            settings.mode,
+            settings.extension_schema,
+            setup,
+            settings.extensions,
+            settings.slot_wait,
+        ),
+        teardown=postgres.drop_template,
+        run_dir=run.directory,
+    )
+    return template
+
+
+def _create(
+    config: pytest.Config, server_url: str, template: dict[str, Any] | None
+) -> _PostgresWorker:
+    """Create this worker's namespace, a copy of ``template``; :func:`_finish` makes it ready.
+
+    It is the worker's from now on, whoever asked for it: dropped at session end.
+    """
+    settings = config.stash[_pg_key]
+    run = get_run(config)
     namespace = postgres.WorkerNamespace(
-        worker_postgres_server_url,
+        server_url,
         postgres.worker_postgres_name(run.uid, prefix=settings.prefix),
         run.uid,
         kind=settings.mode,
@@ -100,63 +179,70 @@ def worker_postgres_namespace(
         lock_timeout=settings.lock_timeout,
         slot_wait=settings.slot_wait,
     )
-    try:
-        if settings.extensions and namespace.extensions_per_run:
-            coordination.run_once(
-                "worker-utils-postgres-extensions",
-                functools.partial(
-                    postgres.create_extensions,
-                    worker_postgres_server_url,
-                    settings.extensions,
-                    settings.extension_schema,
-                    slot_wait=settings.slot_wait,
-                    application_name=namespace.application_name,
-                ),
-                run_dir=run.directory,
-            )
-        template = None
-        if worker_postgres_setup is not None:
-            # Built once per run; each worker copies it (or, when it holds objects a
-            # schema copy cannot reproduce, runs the setup itself).
-            template = coordination.run_once(
-                "worker-utils-postgres-template",
-                functools.partial(
-                    postgres.build_template,
-                    worker_postgres_server_url,
-                    run.uid,
-                    settings.prefix,
-                    settings.mode,
-                    settings.extension_schema,
-                    worker_postgres_setup,
-                    settings.extensions,
-                    settings.slot_wait,
-                ),
-                teardown=postgres.drop_template,
-                run_dir=run.directory,
-            )
-        namespace.create(template=template)
-        if template is not None and not template["clonable"]:
-            run.report.note("postgres setup", f"per worker: {template['reason']}")
-            with namespace.connect() as conn:
-                worker_postgres_setup(conn)  # type: ignore[misc]
-            namespace.snapshot()  # the setup's rows survive delete and truncate resets
-        elif namespace.seeded:
-            namespace.snapshot()
-        namespace.prepare()
-    except (postgres.PostgresError, coordination.RunOnceError) as exc:
-        namespace.drop()
-        _pg_fail(settings, exc)
+    worker = config.stash[_worker_key] = _PostgresWorker(namespace, settings)
+    namespace.create(template=template)
+    if template is not None and not template["clonable"]:
+        worker.setup_needed = True
+        run.report.note("postgres setup", f"per worker: {template['reason']}")
     run.report.note("postgres", namespace.name)
-    run.report.note_server(
-        "postgres", worker_postgres_server_url, _origin(settings, worker_postgres_server_url)
-    )
-    # From now on every test of this worker is reset, whatever fixtures it asked for.
-    request.config.stash[_worker_key] = _PostgresWorker(namespace, settings)
-    try:
-        yield namespace
-    finally:
-        del request.config.stash[_worker_key]
-        namespace.drop()
+    run.report.note_server("postgres", server_url, _origin(settings, server_url))
+    return worker
+
+
+def _finish(worker: _PostgresWorker, setup: Callable[[Any], object] | None) -> None:
+    """Run the setup a template could not carry (unless another process did), take the baseline.
+
+    From now on every test of this worker is reset, whatever fixtures it asked for.
+    """
+    namespace = worker.namespace
+    if worker.setup_needed:
+        if setup is not None:
+            with namespace.connect() as conn:
+                setup(conn)
+        namespace.snapshot()  # the setup's rows survive delete and truncate resets
+    elif namespace.seeded:
+        namespace.snapshot()
+    namespace.prepare()
+    worker.ready = True
+
+
+def _from_worker(
+    config: pytest.Config,
+    server_url: str,
+    template: dict[str, Any] | None,
+    setup: Callable[[Any], object] | None,
+) -> _PostgresWorker | None:
+    """In an isolated process, the worker's namespace, which the worker makes if it has none."""
+    held = _handover.ask(config, "postgres", {"server_url": server_url, "template": template})
+    if held is None:
+        return None
+    if held["setup"]:  # the template could not carry it: the worker has no setup to run
+        namespace = postgres.WorkerNamespace.borrow(held)
+        try:
+            with namespace.connect() as conn:
+                setup(conn)  # type: ignore[misc]
+        finally:
+            namespace.drop()
+        held = _handover.ask(config, "postgres", {"setup_done": True})
+        assert held is not None
+    worker = _PostgresWorker(postgres.WorkerNamespace.borrow(held), config.stash[_pg_key])
+    config.stash[_worker_key] = worker
+    return worker
+
+
+def _drop(config: pytest.Config) -> None:
+    """Drop this worker's namespace (only close it, where borrowed), once."""
+    worker = config.stash.get(_worker_key, None)
+    if worker is not None:
+        del config.stash[_worker_key]
+        worker.namespace.drop()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # After the session fixtures' teardown: a namespace made for an isolated
+    # process when no fixture here asked for it.
+    _drop(session.config)
 
 
 @pytest.fixture(scope="session")
@@ -186,7 +272,7 @@ def _origin(settings: _PostgresSettings, url: str) -> str:
 
 @pytest.fixture(scope="session")
 def worker_postgres_scratch_database(
-    worker_postgres_namespace: postgres.WorkerNamespace,
+    request: pytest.FixtureRequest, worker_postgres_namespace: postgres.WorkerNamespace
 ) -> Callable[..., str]:
     """A factory of extra databases of this worker's own: ``url = factory("archive")``.
 
@@ -201,8 +287,15 @@ def worker_postgres_scratch_database(
     def scratch_database(suffix: str, *, create: bool = True) -> str:
         __tracebackhide__ = True
         try:
+            if worker_postgres_namespace.borrowed:  # the worker holds the namespace's record
+                found = _handover.ask(
+                    request.config, "postgres_scratch", {"suffix": suffix, "create": create}
+                )
+                assert found is not None
+                url: str = found["url"]
+                return url
             return worker_postgres_namespace.scratch_database(suffix, create=create)
-        except (ValueError, postgres.PostgresError) as exc:
+        except (ValueError, postgres.PostgresError, HandoverError) as exc:
             fail(exc)
 
     return scratch_database
@@ -240,9 +333,10 @@ class _PostgresReset:
         self.leaked = False  # a transaction-mode test committed: fall back to delete
 
 
-def _reset_mode(request: pytest.FixtureRequest, settings: _PostgresSettings) -> str:
+def _reset_mode(node: pytest.Item, names: Sequence[str], settings: _PostgresSettings) -> str:
+    """How the test ``node``, which uses the fixtures ``names``, is undone."""
     __tracebackhide__ = True
-    marker = request.node.get_closest_marker(_PG_MARKER)
+    marker = node.get_closest_marker(_PG_MARKER)
     mode = settings.reset
     if marker is not None:
         unknown = sorted(set(marker.kwargs) - {"reset"})
@@ -262,7 +356,6 @@ def _reset_mode(request: pytest.FixtureRequest, settings: _PostgresSettings) -> 
     if mode in ("auto", "transaction"):
         # Connections the application opens from the URL or DSN commit for real:
         # only a test that keeps to the fixture's own connections can be rolled back.
-        names = request.fixturenames
         own = "worker_postgres" in names or "worker_postgres_async" in names
         apart = "worker_postgres_url" in names or "worker_postgres_dsn" in names
         if not own or (mode == "auto" and apart):
@@ -276,18 +369,121 @@ def _worker_postgres_reset(request: pytest.FixtureRequest) -> Iterator[_Postgres
     # Autouse: once this worker's namespace exists, a test that asked for no
     # PostgreSQL fixture (its application uses an engine built in a session
     # fixture) is reset too. Until then it does nothing.
-    worker = request.config.stash.get(_worker_key, None)
+    worker = _ready(request.config)
+    nodeid = request.node.nodeid
     if worker is None:
         yield None
-        worker = request.config.stash.get(_worker_key, None)
-        if worker is not None:  # made during the test, by getfixturevalue
-            _after_test(worker, _PostgresReset("delete"), request.node.nodeid)
+        worker = _ready(request.config)
+        if worker is not None and not worker.namespace.borrowed:  # made by getfixturevalue
+            _after_test(worker, _PostgresReset("delete"), nodeid)
         return
-    state = _PostgresReset(_reset_mode(request, worker.settings))
-    worker.started(request.node.nodeid)
+    state = _PostgresReset(_reset_mode(request.node, request.fixturenames, worker.settings))
+    worker.started(nodeid)
+    if worker.namespace.borrowed:
+        # An isolated process: its worker undoes the test, around it.
+        yield state
+        worker.leaked = state.leaked
+        return
     _before_test(worker.namespace, state)
     yield state
-    _after_test(worker, state, request.node.nodeid)
+    _after_test(worker, state, nodeid)
+
+
+def _ready(config: pytest.Config) -> _PostgresWorker | None:
+    """This worker's namespace, if it is made and its baseline taken."""
+    worker = config.stash.get(_worker_key, None)
+    return worker if worker is not None and worker.ready else None
+
+
+_isolated_key = pytest.StashKey[_PostgresReset | None]()
+
+
+@pytest.hookimpl
+def pytest_worker_utils_held(config: pytest.Config) -> dict[str, Any] | None:
+    held: dict[str, Any] = {}
+    settings = config.stash.get(_pg_key, None)
+    if settings is not None and settings.exported_url is not None:
+        held["postgres_export"] = {"url": settings.exported_url}
+    worker = _ready(config)
+    if worker is not None:
+        held["postgres"] = worker.namespace.handover()
+    return held
+
+
+@pytest.hookimpl
+def pytest_worker_utils_provide(
+    config: pytest.Config, name: str, request: dict[str, Any]
+) -> dict[str, Any] | None:
+    if name == "postgres_scratch":
+        worker = _ready(config)
+        assert worker is not None  # the isolated process borrowed it
+        try:
+            url = worker.namespace.scratch_database(request["suffix"], create=request["create"])
+        except ValueError as exc:
+            raise HandoverError(str(exc)) from None
+        return {"url": url}
+    if name != "postgres":
+        return None
+    settings = config.stash[_pg_key]
+    if settings.failure is not None:
+        raise HandoverError(settings.failure)
+    worker = config.stash.get(_worker_key, None)
+    try:
+        if worker is not None and request.get("setup_done"):
+            _finish(worker, None)  # the isolated process ran the setup
+        elif worker is None or not worker.ready:
+            _drop(config)  # one whose isolated process died before its setup was done
+            worker = _create(config, request["server_url"], request["template"])
+            if not worker.setup_needed:
+                _finish(worker, None)
+    except postgres.PostgresError as exc:
+        _drop(config)
+        settings.failure = str(exc)
+        raise
+    return {**worker.namespace.handover(), "setup": not worker.ready}
+
+
+@pytest.hookimpl
+def pytest_worker_utils_before_isolated(item: pytest.Item) -> str | None:
+    worker = _ready(item.config)
+    if worker is None:
+        item.stash[_isolated_key] = None
+        return None
+    try:
+        mode = _reset_mode(item, getattr(item, "fixturenames", ()), worker.settings)
+    except pytest.fail.Exception:
+        mode = "delete"  # a bad marker: the isolated process fails the test with it
+    state = item.stash[_isolated_key] = _PostgresReset(mode)
+    worker.started(item.nodeid)
+    try:
+        _before_test(worker.namespace, state)
+    except postgres.PostgresError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.hookimpl
+def pytest_worker_utils_after_isolated(item: pytest.Item, state: dict[str, Any]) -> str | None:
+    worker = _ready(item.config)
+    if worker is None:
+        return None
+    # None: the namespace was made during the test, as if by getfixturevalue.
+    reset = item.stash.get(_isolated_key, None) or _PostgresReset("delete")
+    reset.leaked = reset.leaked or bool(state.get("postgres", {}).get("leaked"))
+    try:
+        _after_test(worker, reset, item.nodeid)
+    except postgres.PostgresError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.hookimpl
+def pytest_worker_utils_give_back(config: pytest.Config) -> dict[str, Any] | None:
+    worker = _ready(config)
+    if worker is None or not worker.namespace.borrowed:
+        return None
+    leaked, worker.leaked = worker.leaked, False
+    return {"postgres": {"leaked": leaked}}
 
 
 def _before_test(namespace: postgres.WorkerNamespace, state: _PostgresReset) -> None:

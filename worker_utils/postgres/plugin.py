@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 import pytest
 
-from worker_utils import _export, _settings, _worker, postgres
+from worker_utils import _export, _handover, _settings, _worker, postgres
 from worker_utils._plugin import Run, fail, get_run, usage_error
 from worker_utils._util import mask_password
 from worker_utils.postgres._budget import plugin_application_name
@@ -210,11 +210,22 @@ class WorkerUtilsPostgresWarning(pytest.PytestWarning):
 
 
 class _PostgresWorker:
-    """This worker's namespace once its fixture made it: every test from then on is reset."""
+    """This worker's namespace once made: every test from then on is reset.
+
+    In an isolated process the namespace is the worker's, borrowed, and ready
+    at once; the worker resets around the test what the test's ``leaked``
+    says the reset must undo.
+    """
 
     def __init__(self, namespace: postgres.WorkerNamespace, settings: _PostgresSettings) -> None:
         self.namespace = namespace
         self.settings = settings
+        #: The baseline is taken: tests may run. Only borrowed namespaces are ready at once.
+        self.ready = namespace.borrowed
+        #: The template could not carry the setup: it runs in the namespace once made.
+        self.setup_needed = False
+        #: In an isolated process: the last test's transaction was committed.
+        self.leaked = False
         self.shared: postgres.SharedConnection | None = None
         self.reported: set[str] = set()  # extensions already reported
         # When each recent test began (local clock) and its id: who opened a leaked connection.
@@ -331,6 +342,12 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(_django, "worker_utils.postgres.django")
     if getattr(config, "workerinput", None) is None and settings.url:
         config.pluginmanager.register(_PostgresRunHooks(settings), "worker_utils.postgres")
+    exported = _handover.given(config, "postgres_export")
+    if exported is not None:  # an isolated process: exported by its worker
+        settings.exported_url = exported["url"]
+    held = _handover.given(config, "postgres")
+    if held is not None:  # an isolated process of a worker that made its namespace
+        config.stash[_worker_key] = _PostgresWorker(postgres.WorkerNamespace.borrow(held), settings)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -270,6 +270,8 @@ class RedisLease:
     cluster: bool = False
     acl_user: str = ""
     acl_refused: str = ""
+    #: Held by another process of this worker (see :meth:`borrow`): cleaned and released there.
+    borrowed: bool = False
     _janitor: Any = field(default=None, repr=False)
     _client: Any = field(default=None, repr=False)
     _refresher: _Refresher | None = field(default=None, repr=False)
@@ -280,6 +282,30 @@ class RedisLease:
     def lost(self) -> bool:
         """Whether another worker holds the lease now (its connection dropped, or it expired)."""
         return self._refresher is not None and self._refresher.lost
+
+    def handover(self) -> dict[str, Any]:
+        """What :meth:`borrow` needs to use this lease from another process: JSON."""
+        return {
+            "server_url": self.server_url,
+            "url": self.url,
+            "db": self.db,
+            "prefix": self.prefix,
+            "mode": self.mode,
+            "database_count": self.database_count,
+            "cluster": self.cluster,
+            "acl_user": self.acl_user,
+            "acl_refused": self.acl_refused,
+        }
+
+    @classmethod
+    def borrow(cls, data: Mapping[str, Any]) -> RedisLease:
+        """The lease another process of this worker holds (its :meth:`handover`), to use here.
+
+        Clients reach the same database or prefix; the process that holds the
+        lease empties it and gives it back: :meth:`release` here only closes
+        the clients made here.
+        """
+        return cls(**data, borrowed=True)
 
     def abandon_record(self) -> dict[str, Any]:
         """What :func:`release_abandoned` needs to free this lease if the worker dies."""
@@ -362,6 +388,10 @@ class RedisLease:
         with :attr:`url`: nothing of this worker writes to the database after
         it is given back.
         """
+        if self.borrowed:
+            if self._client is not None:
+                self._client.close()
+            return
         try:
             if self._refresher is not None:
                 self._refresher.stop()

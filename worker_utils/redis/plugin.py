@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import pytest
 
-from worker_utils import _export, _settings, _worker
+from worker_utils import _export, _handover, _settings, _worker
 from worker_utils import redis as wu_redis
 from worker_utils._plugin import Run, fail, get_run
 from worker_utils._util import mask_password
@@ -141,6 +141,9 @@ _lease_key = pytest.StashKey[wu_redis.RedisLease]()
 
 def pytest_configure(config: pytest.Config) -> None:
     _redis_settings(config)
+    held = _handover.given(config, "redis")
+    if held is not None:  # an isolated process: from its first test on, the worker's lease
+        config.stash[_lease_key] = wu_redis.RedisLease.borrow(held)
 
 
 def _redis_settings(config: pytest.Config) -> _RedisSettings:
@@ -215,6 +218,10 @@ def worker_lease(config: pytest.Config, server_url: str | None = None) -> wu_red
     settings = _redis_settings(config)
     if server_url is None:
         server_url = embedded_server_url(config)
+    held = _handover.ask(config, "redis", {"server_url": server_url})
+    if held is not None:  # an isolated process: its worker leases, once, and lends it here
+        lease = config.stash[_lease_key] = wu_redis.RedisLease.borrow(held)
+        return lease
     url, setting = settings.url, settings.setting
     if url is None or url.url != server_url:
         if server_url != settings.embedded_url:
@@ -322,7 +329,7 @@ def worker_redis_lease(
         fail(settings.early_failure)
     try:
         lease = worker_lease(request.config, worker_redis_server_url)
-    except (wu_redis.RedisSetupError, wu_redis.RedisUrlError) as exc:
+    except (wu_redis.RedisSetupError, wu_redis.RedisUrlError, _handover.HandoverError) as exc:
         fail(exc)
     if settings.exports and lease.server_url != worker_redis_server_url:
         names = ", ".join(export.name for export in settings.exports)
@@ -347,15 +354,52 @@ def _worker_redis_clean(request: pytest.FixtureRequest) -> Iterator[None]:
     stash = request.config.stash
     lease = stash.get(_lease_key, None)
     if lease is not None and lease.lost:
-        pytest.fail(
-            f"worker_redis: the lease on {lease.describe()} was lost (its connection to Redis "
-            f"dropped, or it expired while this worker stalled); another worker may hold it now",
-            pytrace=False,
-        )
+        pytest.fail(_lost(lease), pytrace=False)
     yield
     lease = stash.get(_lease_key, None)
-    if lease is not None:
+    if lease is not None and not lease.borrowed:  # a borrowed one: the worker empties it
         lease.clean()
+
+
+def _lost(lease: wu_redis.RedisLease) -> str:
+    return (
+        f"worker_redis: the lease on {lease.describe()} was lost (its connection to Redis "
+        f"dropped, or it expired while this worker stalled); another worker may hold it now"
+    )
+
+
+@pytest.hookimpl
+def pytest_worker_utils_held(config: pytest.Config) -> dict[str, Any] | None:
+    lease = config.stash.get(_lease_key, None)
+    return None if lease is None else {"redis": lease.handover()}
+
+
+@pytest.hookimpl
+def pytest_worker_utils_provide(
+    config: pytest.Config, name: str, request: dict[str, Any]
+) -> dict[str, Any] | None:
+    if name != "redis":
+        return None
+    return worker_lease(config, request["server_url"]).handover()
+
+
+@pytest.hookimpl
+def pytest_worker_utils_before_isolated(item: pytest.Item) -> str | None:
+    lease = item.config.stash.get(_lease_key, None)
+    return _lost(lease) if lease is not None and lease.lost else None
+
+
+@pytest.hookimpl
+def pytest_worker_utils_after_isolated(item: pytest.Item) -> str | None:
+    # What the isolated test stored in the worker's database, as after a test run here.
+    lease = item.config.stash.get(_lease_key, None)
+    if lease is None:
+        return None
+    try:
+        lease.clean()
+    except Exception as exc:  # redis-py's errors: the server went away, say
+        return f"worker_redis: emptying {lease.describe()} after the test failed: {exc}"
+    return None
 
 
 @pytest.fixture(scope="session")

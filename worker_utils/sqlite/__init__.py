@@ -184,6 +184,24 @@ class WorkerDatabase:
         self._watch = connect(path, check_same_thread=False)
         self._version = self._data_version()
 
+    #: Made and reset by another process of this worker (see :meth:`borrow`).
+    borrowed = False
+
+    @classmethod
+    def borrow(cls, path: Path) -> WorkerDatabase:
+        """The database another process of this worker made at ``path``, to use here.
+
+        Its connection is this process's own; the process that made the file
+        restores it after each test and keeps it: :meth:`close` here closes the
+        connection only.
+        """
+        database = cls.__new__(cls)
+        database.path = path
+        database.url = f"sqlite:///{path}"
+        database.connection = connect(path, check_same_thread=False)
+        database.borrowed = True
+        return database
+
     def _data_version(self) -> int:
         return int(self._watch.execute("PRAGMA data_version").fetchone()[0])
 
@@ -243,5 +261,6 @@ class WorkerDatabase:
     def close(self) -> None:
         """Close the fixture's connections; the file stays until the run directory goes."""
         self.connection.close()
-        self._pristine.close()
-        self._watch.close()
+        if not self.borrowed:
+            self._pristine.close()
+            self._watch.close()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from worker_utils import _export, _settings, sqlite
+from worker_utils import _export, _handover, _settings, sqlite
 from worker_utils._plugin import Run, fail, get_run
 from worker_utils.run import coordination, paths
 
@@ -75,10 +75,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     get_run(session.config).report.plan("sqlite", str(paths.worker_dir() / _FILE))
 
 
-def pytest_unconfigure(config: pytest.Config) -> None:
-    sqlite._set_pragmas(sqlite.DEFAULT_PRAGMAS)
-
-
 @pytest.fixture(scope="session")
 def worker_sqlite_setup() -> Callable[[Any], object] | None:
     """The fixture you want to override: a function that builds the template database.
@@ -105,24 +101,60 @@ def worker_sqlite_database(
 
     A :class:`worker_utils.sqlite.WorkerDatabase`, for session fixtures that
     configure an application once. Rows those fixtures write are undone by the
-    first test's reset: seed data belongs in ``worker_sqlite_setup``.
+    first test's reset: seed data belongs in ``worker_sqlite_setup``. In an
+    isolated process it is the worker's file, made by the worker.
     """
     __tracebackhide__ = True
-    run = get_run(request.config)
-    try:
-        template = coordination.run_once(
-            "worker-utils-sqlite-template",
-            lambda: sqlite.build_template(
-                run.directory / "sqlite-template.db", worker_sqlite_setup
-            ),
-            run_dir=run.directory,
-        )
-        database = sqlite.WorkerDatabase(paths.worker_tmp_path() / _FILE, template)
-    except (sqlite.SqliteError, coordination.RunOnceError) as exc:
-        fail(exc)
-    run.report.note("sqlite", str(database.path))
+    config = request.config
+    run = get_run(config)
+    database = config.stash.get(_database_key, None)
+    if database is None:
+        try:
+            template = coordination.run_once(
+                "worker-utils-sqlite-template",
+                lambda: sqlite.build_template(
+                    run.directory / "sqlite-template.db", worker_sqlite_setup
+                ),
+                run_dir=run.directory,
+            )
+            held = _handover.given(config, "sqlite") or _handover.ask(
+                config, "sqlite", {"template": str(template)}
+            )
+            database = _database(config, held["path"] if held else None, template)
+        except (sqlite.SqliteError, coordination.RunOnceError, _handover.HandoverError) as exc:
+            fail(exc)
     yield database
-    database.close()
+    _close(config)
+
+
+_database_key = pytest.StashKey[sqlite.WorkerDatabase]()
+
+
+def _database(
+    config: pytest.Config, borrowed: str | None, template: str | Path
+) -> sqlite.WorkerDatabase:
+    """This worker's database: a copy of ``template`` made here, or the worker's at ``borrowed``."""
+    if borrowed is not None:
+        database = sqlite.WorkerDatabase.borrow(Path(borrowed))
+    else:
+        database = sqlite.WorkerDatabase(paths.worker_tmp_path() / _FILE, template)
+        get_run(config).report.note("sqlite", str(database.path))
+    config.stash[_database_key] = database
+    return database
+
+
+def _close(config: pytest.Config) -> None:
+    database = config.stash.get(_database_key, None)
+    if database is not None:
+        del config.stash[_database_key]
+        database.close()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # Made for an isolated process, when no fixture here asked for it.
+    _close(config)
+    sqlite._set_pragmas(sqlite.DEFAULT_PRAGMAS)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -132,12 +164,12 @@ def _worker_sqlite_export(request: pytest.FixtureRequest) -> None:
         request.getfixturevalue("worker_sqlite_database")
 
 
-def _reset_mode(request: pytest.FixtureRequest) -> str:
-    mode = request.config.stash[_reset_key]
+def _reset_mode(config: pytest.Config, names: Sequence[str]) -> str:
+    """How a test that uses the fixtures ``names`` is undone."""
+    mode = config.stash[_reset_key]
     if mode == "auto":
         # Connections the application opens commit for real, and in WAL a
         # transaction on the fixture's connection would not see their rows.
-        names = request.fixturenames
         by_path = "worker_sqlite_path" in names or "worker_sqlite_url" in names
         return "restore" if by_path else "transaction"
     return mode
@@ -148,12 +180,68 @@ def _worker_sqlite_reset(
     request: pytest.FixtureRequest, worker_sqlite_database: sqlite.WorkerDatabase
 ) -> Iterator[str]:
     __tracebackhide__ = True
-    mode = _reset_mode(request)
+    mode = _reset_mode(request.config, request.fixturenames)
+    if worker_sqlite_database.borrowed:
+        # An isolated process: its worker restores the file around the test.
+        yield mode
+        if worker_sqlite_database.connection.in_transaction:
+            worker_sqlite_database.connection.rollback()
+        return
     if mode != "none" and worker_sqlite_database.changed():
         # Left by a test with reset none, or whose restore failed.
         _reset(worker_sqlite_database)
     yield mode
     _reset(worker_sqlite_database, restore=mode != "none")
+
+
+@pytest.hookimpl
+def pytest_worker_utils_held(config: pytest.Config) -> dict[str, Any] | None:
+    database = config.stash.get(_database_key, None)
+    return None if database is None else {"sqlite": {"path": str(database.path)}}
+
+
+@pytest.hookimpl
+def pytest_worker_utils_provide(
+    config: pytest.Config, name: str, request: dict[str, Any]
+) -> dict[str, Any] | None:
+    if name != "sqlite":
+        return None
+    database = config.stash.get(_database_key, None) or _database(config, None, request["template"])
+    return {"path": str(database.path)}
+
+
+def _isolated_mode(item: pytest.Item) -> str | None:
+    """How the isolated test ``item`` is undone; None if it uses no SQLite fixture."""
+    names = getattr(item, "fixturenames", ())
+    if "_worker_sqlite_reset" not in names or _database_key not in item.config.stash:
+        return None
+    return _reset_mode(item.config, names)
+
+
+@pytest.hookimpl
+def pytest_worker_utils_before_isolated(item: pytest.Item) -> str | None:
+    mode = _isolated_mode(item)
+    database = item.config.stash.get(_database_key, None)
+    if mode is None or mode == "none" or database is None or not database.changed():
+        return None
+    try:
+        database.reset()  # left by a test with reset none, or whose restore failed
+    except sqlite.SqliteError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.hookimpl
+def pytest_worker_utils_after_isolated(item: pytest.Item) -> str | None:
+    mode = _isolated_mode(item)
+    database = item.config.stash.get(_database_key, None)
+    if mode is None or database is None:
+        return None
+    try:
+        database.reset(restore=mode != "none")
+    except sqlite.SqliteError as exc:
+        return str(exc)
+    return None
 
 
 def _reset(database: sqlite.WorkerDatabase, *, restore: bool = True) -> None:
