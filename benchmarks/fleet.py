@@ -230,24 +230,21 @@ class Outcome:
 
 
 def failures(junit: Path) -> list[str]:
-    """The failure and error texts of one run's JUnit XML."""
+    """The failure and error reports of one run's JUnit XML."""
     if not junit.exists():
         return ["(the run wrote no JUnit XML)"]
     texts = []
     for case in ET.parse(junit).getroot().iter("testcase"):
         for child in case:
             if child.tag in ("failure", "error"):
-                texts.append((child.get("message") or "") + "\n" + (child.text or ""))
+                texts.append(child.text or child.get("message") or "")
     return texts
 
 
 def one_line(text: str) -> bool:
+    """Whether a report is one line of worker_utils' own (``worker_postgres: ...``)."""
     lines = [line for line in text.strip().splitlines() if line.strip()]
-    return (
-        bool(lines)
-        and all(re.search(r"worker_utils[:\s]", line) for line in lines[:1])
-        and ("Traceback" not in text and "psycopg.OperationalError" not in text)
-    )
+    return len(lines) == 1 and re.match(r"worker_\w+: ", lines[0]) is not None
 
 
 def run_fleet(runs: int, workers: int, args: argparse.Namespace, suite: Path) -> Outcome:
