@@ -220,7 +220,7 @@ def test_a_worker_waits_while_a_release_is_plausible_and_gets_the_freed_database
     assert server.keys_by_db() == {}
 
 
-def test_in_mode_auto_a_worker_waits_half_a_second_at_most_for_a_plausible_release(
+def test_in_mode_auto_a_worker_waits_a_third_of_a_second_at_most_for_a_plausible_release(
     redis_server_factory: Callable[..., Server],
 ) -> None:
     server = redis_server_factory("--databases", "4")  # leasable: 1 and 2
@@ -242,11 +242,11 @@ def test_in_mode_auto_a_worker_waits_half_a_second_at_most_for_a_plausible_relea
     held = "(2 leasable: 1 held by a live worker, 1 being released)"
     assert notices[0] == (
         f"worker_utils: gw2: no free Redis database on {server.url} {held}; "
-        f"waiting up to 0.5s for one to be released"
+        f"waiting up to 0.3s for one to be released"
     )
     assert fnmatch.fnmatch(
         notices[1],
-        f"worker_utils: gw2: no free Redis database on {server.url} after 0.5s {held}; "
+        f"worker_utils: gw2: no free Redis database on {server.url} after 0.3s {held}; "
         f"using key prefix 'wu:*:gw2:' in database 3",
     )
     assert len(notices) == 2

@@ -73,7 +73,7 @@ def test_a_lease_held_elsewhere_expires_and_the_worker_waits_for_it_visibly(
     with redis_server.client(1) as leftover:
         leftover.set("left", "behind")
     example.copy("tiny", tmp_path)
-    # Mode index: in mode auto a worker waits half a second at most before prefix mode.
+    # Mode index: in mode auto a worker waits 0.3 s at most before prefix mode.
     run = example.popen(
         tmp_path,
         env={"WORKER_UTILS_REDIS_URL": redis_server.url, "WORKER_UTILS_REDIS_MODE": "index"},

@@ -81,7 +81,7 @@ MODES: tuple[Mode, ...] = ("auto", "index", "prefix")
 #: The longest a worker in mode ``auto`` waits for a plausible release. A run's
 #: teardown frees its databases within milliseconds; a wait longer than this means
 #: other waiters took them, and a prefix is as isolated as a database of its own.
-AUTO_WAIT = 0.5
+AUTO_WAIT = 0.3
 
 #: The forms of a Redis URL, as error messages list them.
 URL_FORMS = (

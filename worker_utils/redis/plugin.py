@@ -72,7 +72,7 @@ WAIT = _settings.Setting(
     name="redis_wait",
     help="Seconds a worker waits for a Redis database that may be released soon "
     "(when live workers hold them all, it decides at once): in mode index before it "
-    "fails, in mode auto at most 0.5 before prefix mode",
+    "fails, in mode auto at most 0.3 before prefix mode",
     accepted="a number of seconds, such as 60",
     parse=_settings.seconds,
     default=60.0,
