@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import pytest
 
@@ -55,6 +55,21 @@ summary_key = pytest.StashKey[str]()
 def get_run(config: pytest.Config) -> Run:
     """Return the run this process belongs to."""
     return config.stash[run_key]
+
+
+_T = TypeVar("_T")
+
+
+def pop_stash(config: pytest.Config, key: pytest.StashKey[_T]) -> _T | None:
+    """Remove and return what ``key`` holds in the config's stash; None if it holds nothing.
+
+    For what must be closed once, by a fixture's teardown or, when only an
+    isolated process asked for it, at the end of the session.
+    """
+    value = config.stash.get(key, None)
+    if value is not None:
+        del config.stash[key]
+    return value
 
 
 def fail(error: BaseException | str) -> NoReturn:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from worker_utils import _handover, _settings
-from worker_utils._plugin import fail, get_run
+from worker_utils._plugin import fail, get_run, pop_stash
 from worker_utils.ports._leases import (
     PortLease,
     PortsExhaustedError,
@@ -182,9 +182,8 @@ def worker_port_factory(request: pytest.FixtureRequest) -> Iterator[PortFactory]
 
 
 def _close_session_ports(config: pytest.Config) -> None:
-    factory = config.stash.get(_session_key, None)
+    factory = pop_stash(config, _session_key)
     if factory is not None:
-        del config.stash[_session_key]
         factory.close()
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from worker_utils import _handover, _worker, postgres
 from worker_utils._handover import HandoverError
-from worker_utils._plugin import fail, get_run
+from worker_utils._plugin import fail, get_run, pop_stash
 from worker_utils.postgres._budget import plugin_application_name
 from worker_utils.postgres._namespace import kind_of
 from worker_utils.postgres.plugin import (
@@ -232,9 +232,8 @@ def _from_worker(
 
 def _drop(config: pytest.Config) -> None:
     """Drop this worker's namespace (only close it, where borrowed), once."""
-    worker = config.stash.get(_worker_key, None)
+    worker = pop_stash(config, _worker_key)
     if worker is not None:
-        del config.stash[_worker_key]
         worker.namespace.drop()
 
 

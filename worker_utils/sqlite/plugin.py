@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from worker_utils import _export, _handover, _settings, sqlite
-from worker_utils._plugin import Run, fail, get_run
+from worker_utils._plugin import Run, fail, get_run, pop_stash
 from worker_utils.run import coordination, paths
 
 _RESET_CHOICES = ("auto", *sqlite.RESET_MODES)
@@ -144,9 +144,8 @@ def _database(
 
 
 def _close(config: pytest.Config) -> None:
-    database = config.stash.get(_database_key, None)
+    database = pop_stash(config, _database_key)
     if database is not None:
-        del config.stash[_database_key]
         database.close()
 
 
