@@ -42,6 +42,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -316,6 +317,8 @@ def run_fleet(runs: int, workers: int, args: argparse.Namespace, suite: Path) ->
     # and the keys its tests write.
     ours = re.compile("|".join([*tags, *uids, r"key (\S*:)?(key|counter) ="]))
     outcome.leftovers = sorted(line for line in after if ours.search(line))
+    shutil.rmtree(records)
+    shutil.rmtree(run_root)
     return outcome
 
 
@@ -451,9 +454,12 @@ def main() -> None:
     (suite / "test_fleet.py").write_text(textwrap.dedent(TESTS))
     (suite / "pytest.ini").write_text(textwrap.dedent(INI))
     outcomes = []
-    for fleet in args.fleets.split(","):
-        runs, workers = (int(part) for part in fleet.lower().split("x"))
-        outcomes.append(run_fleet(runs, workers, args, suite))
+    try:
+        for fleet in args.fleets.split(","):
+            runs, workers = (int(part) for part in fleet.lower().split("x"))
+            outcomes.append(run_fleet(runs, workers, args, suite))
+    finally:
+        shutil.rmtree(suite)
     rows = [
         ("fleet (runs x workers)", lambda o: f"{o.runs} x {o.workers} = {o.runs * o.workers}"),
         ("runs passed", lambda o: f"{o.passed_runs}/{o.runs}"),
