@@ -119,7 +119,12 @@ def inner(pytester: pytest.Pytester, record_dir: Path, docker_engine: Any) -> In
     return Inner(pytester, record_dir)
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+def report_skips(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print one notice for the Docker tests skipped for want of an engine.
+
+    Called by the suite's top conftest.py: under xdist the controller never
+    loads this one, which only the workers' collection reaches.
+    """
     skipped = [
         report
         for report in terminalreporter.stats.get("skipped", [])

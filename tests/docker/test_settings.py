@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -126,6 +128,29 @@ def test_the_compose_example_uses_the_pinned_images_and_their_settings() -> None
 
 
 def test_the_docker_page_shows_the_compose_example_as_it_is() -> None:
-    root = Path(__file__).parents[2]
+    root = Path(__file__).parents[2]  # testpaths, as `make test` runs it
     compose = (root / "examples" / "docker" / "compose.yaml").read_text()
     assert f"```yaml\n{compose}```\n" in (root / "docs" / "docker.md").read_text()
+
+
+def test_without_an_engine_the_docker_tests_skip_with_one_notice_under_xdist_too() -> None:
+    root = Path(__file__).parents[2]  # testpaths, as `make test` runs it
+    env = {k: v for k, v in os.environ.items() if k != "CI"}  # under CI they fail instead
+    env["DOCKER_HOST"] = "unix:///nonexistent/docker.sock"
+    run = subprocess.run(
+        [
+            *(sys.executable, "-m", "pytest", "-n", "2", "-k", "compose_recipe"),
+            *("-p", "no:randomly", "-p", "no:cacheprovider"),
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    notices = [line for line in run.stdout.splitlines() if line.startswith("notice:")]
+    assert notices == [
+        "notice: 1 Docker tests skipped: no engine reachable at unix:///nonexistent/docker.sock; "
+        "to run them, start one with `sudo tests/docker/engine.sh start` (or set DOCKER_HOST to "
+        "an engine that has the images it builds)"
+    ], run.stdout
