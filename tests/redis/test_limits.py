@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import os
 import re
+import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -170,6 +173,59 @@ def test_when_live_workers_hold_every_database_a_worker_decides_at_once(
     with server.client() as bookkeeping:
         bookkeeping.delete("worker_utils:lease:2")
     assert server.keys_by_db() == {3: [b"theirs"]}
+
+
+class SlowLink:
+    """A TCP relay to a server that holds each request ``delay`` seconds: a loaded network."""
+
+    def __init__(self, port: int, delay: float) -> None:
+        self.port, self.delay = port, delay
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self.listener.getsockname()[1]}/0"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self.listener.accept()
+                server = socket.create_connection(("127.0.0.1", self.port))
+                for source, target, delay in ((client, server, self.delay), (server, client, 0)):
+                    threading.Thread(
+                        target=self._pump, args=(source, target, delay), daemon=True
+                    ).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, target: socket.socket, delay: float) -> None:
+        with contextlib.suppress(OSError), source, target:
+            while data := source.recv(65536):
+                time.sleep(delay)
+                target.sendall(data)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_on_a_slow_link_a_worker_that_finds_every_database_held_decides_in_a_few_round_trips(
+    redis_server: Server,
+) -> None:
+    # 14 leasable databases, each held by a live worker; the 15th worker's every
+    # round trip takes 25 ms. Asking about each holder in turn would take 14 x 3 of them.
+    delay = 0.025
+    url = parse_redis_url(redis_server.url)
+    live = [lease_redis(url, env=env(f"gw{n}")) for n in range(14)]
+    link = SlowLink(redis_server.port, delay)
+    try:
+        lease = lease_redis(parse_redis_url(link.url), env=env("gw14"), notify=lambda _: None)
+        try:
+            assert lease.mode == "prefix"
+            assert lease.waited < 8 * delay
+        finally:
+            lease.release()
+    finally:
+        link.close()
+        for held in live:
+            held.release()
+    assert redis_server.keys_by_db() == {}
 
 
 @pytest.mark.parametrize("plausible", ["releasing", "expiring"])

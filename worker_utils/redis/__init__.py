@@ -32,6 +32,7 @@ worker_utils`` stays light.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import re
@@ -90,7 +91,9 @@ URL_FORMS = (
 _SCHEMES = ("redis", "rediss", "unix")
 # The plugin's own connections never hang on a server that accepts and stays
 # silent; the clients handed to tests keep redis-py's defaults (blocking commands).
-_ADMIN_TIMEOUTS: dict[str, Any] = {"socket_connect_timeout": 10, "socket_timeout": 30}
+# They speak RESP2 and skip CLIENT SETINFO (see _import_redis): a connection costs no
+# round trip before its first command (redis-py's defaults cost four, slow under load).
+_ADMIN_OPTIONS: dict[str, Any] = {"socket_connect_timeout": 10, "socket_timeout": 30, "protocol": 2}
 _DIGITS = re.compile(r"[0-9]{1,9}")
 
 # Compare-and-act on a lease value: only the owner refreshes or deletes it.
@@ -124,6 +127,15 @@ if ARGV[3] ~= '' then
 end
 if ARGV[4] == '1' then redis.call('DEL', unpack(KEYS)) end
 return 1
+"""
+# Every lease and its time to live, on the keeper's own connection in one round trip.
+_LOOK = """
+local found = {}
+for _, key in ipairs(KEYS) do
+  found[#found + 1] = redis.call('GET', key) or ''
+  found[#found + 1] = redis.call('PTTL', key)
+end
+return found
 """
 #: What a test's Redis user may not do on a server others share.
 _ACL_DENIED = ("-@admin", "-flushall", "-swapdb", "-move")
@@ -227,6 +239,12 @@ def _import_redis() -> Any:
             "worker_redis: the redis package is not installed; "
             "install it with: pip install 'pytest-worker-utils[redis]'"
         ) from None
+    if "driver_info" not in _ADMIN_OPTIONS and "lib_name" not in _ADMIN_OPTIONS:
+        # None skips CLIENT SETINFO; redis-py 7.1 renamed lib_name and lib_version.
+        if importlib.util.find_spec("redis.driver_info") is not None:
+            _ADMIN_OPTIONS["driver_info"] = None
+        else:
+            _ADMIN_OPTIONS.update(lib_name=None, lib_version=None)
     return redis
 
 
@@ -543,6 +561,39 @@ def _connection_tie(redis_mod: Any, keeper: Any) -> tuple[int, str] | None:
     return client, run_id
 
 
+@dataclass
+class _Seen:
+    """One look at every candidate lease: two round trips, however many are held."""
+
+    raw: dict[str, bytes | None]
+    left_ms: dict[str, int]
+    #: The ids among the holders' connections that are open; None if not asked.
+    clients: set[int] | None
+
+    @classmethod
+    def look(cls, redis_mod: Any, keeper: Any, keys: list[str], run_id: str | None) -> _Seen:
+        found = keeper.register_script(_LOOK)(keys=keys)
+        raw = {key: value or None for key, value in zip(keys, found[0::2], strict=True)}
+        left_ms = {key: int(left) for key, left in zip(keys, found[1::2], strict=True)}
+        ids = set()
+        for value in raw.values():
+            owner = _owner(value)
+            if owner is not None and owner.get("server") == run_id:
+                client = owner.get("client")
+                if isinstance(client, int):
+                    ids.add(client)
+        clients: set[int] | None = None
+        if run_id is not None and ids:
+            try:
+                listing = keeper.execute_command("CLIENT", "LIST", "ID", *sorted(ids))
+            except redis_mod.ResponseError:
+                pass  # CLIENT LIST refused, or before Redis 6.2 one id at a time: ask per lease
+            else:
+                text = listing.decode() if isinstance(listing, bytes) else str(listing)
+                clients = {int(m) for m in re.findall(r"(?:^|\s)id=(\d+)", text)}
+        return cls(raw, left_ms, clients)
+
+
 # What a claimant can tell of a lease it could not take (see _holder).
 _Holder = Literal["gone", "live", "releasing", "expiring", "unknown", "changing"]
 # A release is plausible soon for these: the worker waits for them.
@@ -561,7 +612,12 @@ _SURVEY_WORDS = {
 
 
 def _holder(
-    redis_mod: Any, keeper: Any, key: str, raw: bytes | None, run_id: str | None
+    redis_mod: Any,
+    keeper: Any,
+    key: str,
+    raw: bytes | None,
+    run_id: str | None,
+    seen: _Seen | None = None,
 ) -> tuple[_Holder, str]:
     """Classify the holder of the lease ``key`` whose value is ``raw``; say why in words.
 
@@ -573,7 +629,8 @@ def _holder(
     ``unknown``: nothing here can check the holder (``CLIENT LIST`` refused,
     another host, or not a worker_utils record); ``changing``: released
     while we looked. ``run_id`` is the server's, None where ``CLIENT LIST``
-    is refused.
+    is refused. ``seen`` answers from one look at every lease instead of a
+    command per question.
     """
     if raw is None:
         return "changing", "it was released just now"
@@ -585,13 +642,18 @@ def _holder(
     if run_id is not None and isinstance(client, int) and isinstance(server, str):
         if server != run_id:
             return "gone", "it was leased before the server restarted"
-        try:
-            listed = bool(keeper.execute_command("CLIENT", "LIST", "ID", client))
-        except redis_mod.ResponseError:
-            pass
-        else:
+        if seen is not None and seen.clients is not None:
+            listed = client in seen.clients
             if not listed:
                 return "gone", "its connection to Redis is closed"
+        else:
+            try:
+                listed = bool(keeper.execute_command("CLIENT", "LIST", "ID", client))
+            except redis_mod.ResponseError:
+                pass
+            else:
+                if not listed:
+                    return "gone", "its connection to Redis is closed"
     pid = owner.get("pid")
     if not listed and _owner_is_dead(owner):
         return "gone", f"its process {pid} on this host has exited"
@@ -599,7 +661,7 @@ def _holder(
         return "releasing", "its worker is releasing it"
     if listed:
         return "live", "its connection to Redis is open"
-    left_ms = int(keeper.pttl(key))
+    left_ms = int(keeper.pttl(key)) if seen is None else seen.left_ms[key]
     if left_ms > 0:
         ttl_ms = owner.get("ttl")
         # Refreshed every third of its TTL: below half of it, a refresh is late.
@@ -683,7 +745,7 @@ def _acl_user(
 def _database_count(redis_mod: Any, url: RedisUrl) -> tuple[int, bool]:
     """Return the server's database count and whether it is a cluster."""
     client = redis_mod.Redis.from_url(
-        redis_url_with_db(url.url, 0), single_connection_client=True, **_ADMIN_TIMEOUTS
+        redis_url_with_db(url.url, 0), single_connection_client=True, **_ADMIN_OPTIONS
     )
     try:
         with contextlib.suppress(redis_mod.ResponseError):
@@ -806,7 +868,7 @@ def lease_redis(
                 f"worker_redis: {url.masked} is a cluster, which has only database 0; "
                 f"remove /{url.db} from {setting}"
             )
-        keeper = redis_mod.Redis.from_url(url.url, single_connection_client=True, **_ADMIN_TIMEOUTS)
+        keeper = redis_mod.Redis.from_url(url.url, single_connection_client=True, **_ADMIN_OPTIONS)
         try:
             keeper.ping()
             tie = None if cluster else _connection_tie(redis_mod, keeper)
@@ -932,7 +994,7 @@ def lease_redis(
         index, reclaimed = outcome
         leased_url = redis_url_with_db(url.url, index)
         janitor = redis_mod.Redis.from_url(
-            leased_url, single_connection_client=True, **_ADMIN_TIMEOUTS
+            leased_url, single_connection_client=True, **_ADMIN_OPTIONS
         )
         lease = RedisLease(
             server_url=url.url,
@@ -969,14 +1031,14 @@ def release_abandoned(value: dict[str, Any]) -> None:
     url, index = value["url"], int(value["db"])
     token = _token(value["lease"].encode()) if value.get("lease") else None
     bookkeeping = parse_redis_url(url).db
-    with redis_mod.Redis.from_url(url, **_ADMIN_TIMEOUTS) as keeper:
+    with redis_mod.Redis.from_url(url, **_ADMIN_OPTIONS) as keeper:
         if value.get("user"):
             with contextlib.suppress(redis_mod.ResponseError):
                 keeper.acl_deluser(value["user"])
         flush = keeper.register_script(_FLUSH)
         if value.get("mode") == "prefix":
             with redis_mod.Redis.from_url(
-                redis_url_with_db(url, index), **_ADMIN_TIMEOUTS
+                redis_url_with_db(url, index), **_ADMIN_OPTIONS
             ) as janitor:
                 delete_prefix(janitor, value["prefix"])
             if token is not None:
@@ -1016,13 +1078,20 @@ def _claim(
     release = keeper.register_script(_RELEASE)
     flush = keeper.register_script(_FLUSH)
     survey = _Survey()
-    probe = redis_mod.Redis.from_url(url.url, single_connection_client=True, **_ADMIN_TIMEOUTS)
+    # Under load every round trip is slow: look at every lease at once, then
+    # claim only an index that looked free or abandoned.
+    seen = _Seen.look(redis_mod, keeper, [_LEASE.format(i) for i in candidates], run_id)
+    probe = redis_mod.Redis.from_url(url.url, single_connection_client=True, **_ADMIN_OPTIONS)
     try:
         for index in candidates:
             key = _LEASE.format(index)
-            if not keeper.set(key, value, nx=True, px=ttl_ms or None):
-                owner = keeper.get(key)
-                state, _ = _holder(redis_mod, keeper, key, owner, run_id)
+            owner = seen.raw[key]
+            if owner is not None or not keeper.set(key, value, nx=True, px=ttl_ms or None):
+                if owner is None:  # taken since the look: ask about its new holder
+                    owner = keeper.get(key)
+                    state, _ = _holder(redis_mod, keeper, key, owner, run_id)
+                else:
+                    state, _ = _holder(redis_mod, keeper, key, owner, run_id, seen)
                 if state != "gone":
                     survey.add(state)
                     continue
@@ -1056,10 +1125,10 @@ def _prefix_lease(
     redis_mod: Any, url: RedisUrl, db: int, prefix: str, count: int, cluster: bool
 ) -> RedisLease:
     if cluster:
-        janitor = redis_mod.cluster.RedisCluster.from_url(url.url, **_ADMIN_TIMEOUTS)
+        janitor = redis_mod.cluster.RedisCluster.from_url(url.url, **_ADMIN_OPTIONS)
     else:
         janitor = redis_mod.Redis.from_url(
-            redis_url_with_db(url.url, db), single_connection_client=True, **_ADMIN_TIMEOUTS
+            redis_url_with_db(url.url, db), single_connection_client=True, **_ADMIN_OPTIONS
         )
     return RedisLease(
         server_url=url.url,

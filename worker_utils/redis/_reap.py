@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from worker_utils.redis import (
-    _ADMIN_TIMEOUTS,
+    _ADMIN_OPTIONS,
     _DIRTY,
     _FLUSH,
     _LEASE,
@@ -80,7 +80,7 @@ def reap(
         count, cluster = _database_count(redis_mod, url)
         if cluster:
             return ReapResult()  # leases and users are never kept on a cluster
-        keeper = redis_mod.Redis.from_url(url.url, single_connection_client=True, **_ADMIN_TIMEOUTS)
+        keeper = redis_mod.Redis.from_url(url.url, single_connection_client=True, **_ADMIN_OPTIONS)
         try:
             return _Reaper(redis_mod, keeper, url, count, dry_run, log or (lambda _: None)).run()
         finally:
@@ -195,7 +195,7 @@ class _Reaper:
                 self._keep(None, name, "another worker took it just now")
                 return
             with self.redis_mod.Redis.from_url(
-                redis_url_with_db(self.url.url, db), **_ADMIN_TIMEOUTS
+                redis_url_with_db(self.url.url, db), **_ADMIN_OPTIONS
             ) as janitor:
                 delete_prefix(janitor, prefix)
             self.flush(keys=[key], args=[self.token, self.url.db, "", 1])
