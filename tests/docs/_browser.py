@@ -125,7 +125,13 @@ class Browser:
         """Return the value of ``expression`` once it is truthy."""
         deadline = time.monotonic() + timeout
         while True:
-            value = self.evaluate(expression)
+            try:
+                value = self.evaluate(expression)
+            except BrowserError as exc:
+                # Asked while the page navigates: the answer comes from the next page.
+                if "navigated or closed" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                value = None
             if value:
                 return value
             if time.monotonic() > deadline:
