@@ -3,7 +3,7 @@
 At session start pytest's fixture manager reads every attribute of every
 plugin registered so far (``FixtureManager.parsefactories``) to find fixtures
 and, since pytest 9.2, to warn about fixtures hidden behind decorators: about
-half of an isolated child's CPU, the same in every child, for modules the
+a third of an isolated child's CPU, the same in every child, for modules the
 zygote imported (pytest's own, xdist, installed plugins, worker_utils) and
 instances of their classes. A fork keeps those very objects, so the zygote
 reads them once:
