@@ -275,19 +275,19 @@ def _receive(channel: Channel) -> ChildPlugin:
 
 
 class Pause:
-    """Holds pytest where it would import the first conftest until ``wait`` gives a channel.
+    """Holds pytest where it would import the first conftest until ``wait(config)`` gives a channel.
 
     Everything pytest did until then (plugins loaded, options and ini files
     read) is the same for every child of the test process, and none of it is
     the project's code; the rest happens once the child has its request.
     """
 
-    def __init__(self, wait: Callable[[], Channel]) -> None:
+    def __init__(self, wait: Callable[[pytest.Config], Channel]) -> None:
         self.wait = wait
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)  # outermost: before capture starts
     def pytest_load_initial_conftests(self, early_config: pytest.Config) -> Generator[None]:
-        plugin = _receive(self.wait())
+        plugin = _receive(self.wait(early_config))
         # The hook is under way: the child plugin's own wrapper of it will not run.
         early_config.workerinput = plugin.workerinput  # type: ignore[attr-defined]
         early_config.pluginmanager.register(plugin, PLUGIN_NAME)
@@ -317,7 +317,7 @@ def main(fd: int) -> int:
     except ChildGone:
         return 0
     adopt(spec)
-    return int(pytest.main(pytest_args(spec["args"]), plugins=[Pause(lambda: channel)]))
+    return int(pytest.main(pytest_args(spec["args"]), plugins=[Pause(lambda config: channel)]))
 
 
 def exit(code: int) -> NoReturn:

@@ -8,6 +8,10 @@ the project's code has run. Each child continues from there, so it starts
 with what any pytest process holds before its first conftest, and does the
 rest itself: conftests, configuration, collection of its tests, the tests.
 
+It then reads its plugin modules once for what pytest's fixture manager acts
+on at session start (:mod:`worker_utils.isolate._fixture_scan`), which each
+child would otherwise read again in full.
+
 Before it forks anything the zygote checks that it is still clean: one
 thread, no extension module outside the standard library, no module of the
 project under test. A plugin that breaks this (it starts a thread or loads a
@@ -39,7 +43,7 @@ from pathlib import Path
 
 import pytest
 
-from worker_utils.isolate import Channel
+from worker_utils.isolate import Channel, _fixture_scan
 
 
 def _warm_up() -> None:
@@ -174,8 +178,10 @@ class Server:
                     self.sock.sendall(json.dumps(message).encode() + b"\n")
 
 
-def _forked(server: Server, before: set[str], rootdir: str) -> Channel:
+def _forked(server: Server, before: set[str], rootdir: str, config: pytest.Config) -> Channel:
     """Check that this process is clean, then fork children; return a child's channel, in it."""
+    # Before the check: it reads only the plugins' modules, and the check covers what it did.
+    _fixture_scan.prepare(config.pluginmanager.list_name_plugin())
     problem = unclean(before, rootdir)
     if problem is not None:
         server.channel.send({"unclean": problem})
