@@ -139,6 +139,9 @@ return found
 """
 #: What a test's Redis user may not do on a server others share.
 _ACL_DENIED = ("-@admin", "-flushall", "-swapdb", "-move")
+#: The reads among the ``@admin`` commands that libraries make (RQ lists its clients,
+#: clients read CONFIG GET and ROLE): they change nothing for anyone.
+_ACL_READS = ("+client|list", "+config|get", "+role", "+lastsave", "+module|list", "+slowlog|get")
 
 
 class RedisUrlError(WorkerUtilsError, ValueError):
@@ -730,7 +733,7 @@ def _acl_user(
     """
     password = secrets.token_hex(16)
     keys = f"~{_glob_escape(prefix)}*" if shared else "~*"
-    rules = ["reset", "on", f">{password}", keys, "&*", "+@all", *_ACL_DENIED]
+    rules = ["reset", "on", f">{password}", keys, "&*", "+@all", *_ACL_DENIED, *_ACL_READS]
     rules += ["-select", f"+select|{db}"]
     if shared:
         rules.append("-flushdb")
