@@ -11,6 +11,7 @@ worker's namespace is copied from. Other aliases keep pytest-django's names.
 
 from __future__ import annotations
 
+import sys
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
@@ -24,9 +25,11 @@ from worker_utils.postgres.plugin import _pg_key, _PostgresSettings
 
 def _routed(settings: _PostgresSettings, run_uid: str) -> list[str]:
     """The Django aliases whose connections land in this worker's namespace."""
+    if settings.exported_url is None or "django.conf" not in sys.modules:
+        return []  # nothing exported, or Django not set up: it need not be imported
     from django.conf import settings as django_settings
 
-    if settings.exported_url is None or not django_settings.configured:
+    if not django_settings.configured:
         return []
     name = postgres.worker_postgres_name(run_uid, prefix=settings.prefix)
     path = urllib.parse.urlsplit(settings.exported_url).path
