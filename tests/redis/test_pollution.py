@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import redis
 
+from tests.conftest import BOTH_RUNS_STARTED
 from tests.redis.conftest import Example, Server
 from worker_utils.redis import _prefix_database, lease_redis, parse_redis_url, redis_url_with_db
 
@@ -54,22 +55,6 @@ def test_the_pollution_suite_passes_in_random_order_with_any_worker_count(
     assert redis_server.keys_by_db() == {}
 
 
-# Every worker of the two runs waits for the others before its first test.
-BOTH_RUNS_STARTED = """
-import os, time
-from pathlib import Path
-import pytest
-
-@pytest.fixture(scope="session", autouse=True)
-def both_runs_started():
-    started = Path({!r})
-    (started / str(os.getpid())).touch()
-    deadline = time.monotonic() + 60
-    while len(list(started.iterdir())) < 4 and time.monotonic() < deadline:
-        time.sleep(0.05)
-"""
-
-
 def test_two_concurrent_runs_share_no_database_and_leave_no_keys(
     example: Example,
     redis_server: Server,
@@ -82,7 +67,6 @@ def test_two_concurrent_runs_share_no_database_and_leave_no_keys(
         (tmp_path / name / "conftest.py").write_text(
             BOTH_RUNS_STARTED.format(str(tmp_path / "started"))
         )
-    (tmp_path / "started").mkdir()
     # One run in a process of its own, the other meanwhile in this one.
     other = example.popen(
         tmp_path / "one", "-n", "2", env={"WORKER_UTILS_REDIS_URL": redis_server.url}
