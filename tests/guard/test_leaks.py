@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,16 +20,21 @@ CLEAN = ["test_uses_monkeypatch", "test_changes_nothing", "test_sees_the_origina
 IN_ORDER = ["-p", "no:randomly", "-p", "no:xdist"]
 
 
-@pytest.fixture(autouse=True)
-def _environment_back_after_the_run() -> Iterator[None]:
-    """The inner runs share this process: the variables their tests and conftest set go.
+#: The variables the example suites set, and leak on purpose.
+EXAMPLE_VARIABLES = ("GUARD_EXAMPLE_NEW", "GUARD_EXAMPLE_INHERITED", "GUARD_EXAMPLE_CWD")
+EXAMPLE_VARIABLES += ("GUARD_EXAMPLE_SESSION", "GUARD_EXAMPLE_URL")
 
-    pytester puts the working directory and ``sys.path`` back, this ``os.environ``.
+
+@pytest.fixture(autouse=True)
+def _example_variables_go_after_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The inner runs share this process: the variables their tests leak go after the test.
+
+    pytester puts the working directory and ``sys.path`` back; monkeypatch, having
+    seen each variable absent, removes it whatever the run did.
     """
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
+    for name in EXAMPLE_VARIABLES:
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
 
 
 def _assert_clean_tests_not_named(result: pytest.RunResult) -> None:
