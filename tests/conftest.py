@@ -25,6 +25,26 @@ def record(**data):
     (directory / f"{uuid.uuid4().hex}.json").write_text(json.dumps(data))
 """
 
+# A conftest for each of two concurrent inner runs of two workers each: every worker
+# waits for the other three before its first test, and fails if they never come, so
+# the two runs surely overlap. Format it with the directory, shared by both runs,
+# where the workers check in.
+BOTH_RUNS_STARTED = """
+import os, time
+from pathlib import Path
+import pytest
+
+@pytest.fixture(scope="session", autouse=True)
+def both_runs_started():
+    started = Path({!r})
+    started.mkdir(exist_ok=True)
+    (started / str(os.getpid())).touch()
+    deadline = time.monotonic() + 60
+    while len(list(started.iterdir())) < 4:
+        assert time.monotonic() < deadline, "the other run's workers never started"
+        time.sleep(0.05)
+"""
+
 
 @pytest.fixture
 def record_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

@@ -284,10 +284,12 @@ def test_the_examples_of_each_page_pass_in_parallel(
         page: pytester.path / (Path(page).stem if len(pages) > 1 else "") for page in pages
     }
     with_tests = []
+    configures_django = False
     for page in pages:
         blocks = page_blocks(page)
         files = split_files(page, blocks)
         write_files(directories[page], files)
+        configures_django |= "django.setup()" in "".join(files.values())
         stem = Path(page).stem.replace("-", "_")
         for number, block in enumerate(blocks):
             if block.script:
@@ -300,7 +302,10 @@ def test_the_examples_of_each_page_pass_in_parallel(
             with_tests.append(page)
     if not with_tests:
         return
-    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:randomly", "-rp")
+    # The controller in this process, unless it may configure Django's settings: they
+    # are configured once per process, and for good.
+    run = pytester.runpytest_subprocess if configures_django else pytester.runpytest
+    result = run("-n", "2", "-p", "no:randomly", "-rp")
     outcomes = result.parseoutcomes()
     assert result.ret == 0, f"docs/{'+'.join(pages)}: {outcomes}"
     passed = [line.split()[1] for line in result.stdout.lines if line.startswith("PASSED ")]

@@ -115,9 +115,7 @@ def test_import_time_settings_and_subprocesses_see_the_workers_own_resources(
     pytester.makepyfile(settings=SETTINGS)
     pytester.makeconftest("import settings  # before any fixture exists")
     pytester.makepyfile(test_app=TEST)
-    # Without workers, the run needs no process of its own.
-    run = pytester.runpytest if n == "0" else pytester.runpytest_subprocess
-    result = run("-n", n, "-p", "no:randomly")
+    result = pytester.runpytest("-n", n, "-p", "no:randomly")
     result.assert_outcomes(passed=4)
     records = read_records()
     workers = {record["worker"] for record in records}

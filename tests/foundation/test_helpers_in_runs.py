@@ -162,7 +162,7 @@ def test_a_testrunuid_given_to_xdist_is_the_run_id_and_no_resource_means_no_summ
     pytester: pytest.Pytester, read_records: Callable[[], list[dict[str, Any]]]
 ) -> None:
     pytester.makepyfile(test_suite=NO_RESOURCE)
-    result = pytester.runpytest_subprocess("-n", "2", "-v", "--testrunuid", "ci-shard-3")
+    result = pytester.runpytest("-n", "2", "-v", "--testrunuid", "ci-shard-3")
     result.assert_outcomes(passed=4)
     assert {r["uid"] for r in read_records()} == {"ci-shard-3"}
     assert {r["worker"] for r in read_records()} <= {"gw0", "gw1"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import subprocess
 import sys
+import tempfile
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -51,7 +52,8 @@ def test_a_replacement_worker_gets_its_own_directory_and_ports(
 ) -> None:
     pytester.makepyfile(test_crash=CRASH_SUITE)
     pytester.makeconftest("from test_crash import pytest_sessionstart  # noqa: F401")
-    result = pytester.runpytest_subprocess("-n", "2", "--max-worker-restart=1", "-p", "no:randomly")
+    # The controller in this process: only a worker crashes.
+    result = pytester.runpytest("-n", "2", "--max-worker-restart=1", "-p", "no:randomly")
     result.assert_outcomes(passed=30, failed=1)
     result.stdout.fnmatch_lines(["*worker 'gw*' crashed while running 'test_crash.py::test_crash'"])
     records = read_records()
@@ -70,6 +72,7 @@ PORT_SUITE = (
     RECORD_SNIPPET
     + """
 import os, time
+from pathlib import Path
 import pytest
 import worker_utils as wu
 
@@ -81,6 +84,15 @@ def build():
 def drop(value):
     with open(os.environ["WU_TEST_ONCE_LOG"], "a") as log:
         log.write("teardown " + value["uid"] + "\\n")
+
+@pytest.fixture(scope="session", autouse=True)
+def both_runs_started():
+    # Every worker waits for the other run's, so the two runs surely overlap.
+    started = Path(os.environ["WU_TEST_ONCE_LOG"]).parent
+    (started / f"started-{wu.get_testrun_uid()}-{wu.get_worker_id()}").touch()
+    deadline = time.monotonic() + 60
+    while len(list(started.glob("started-*"))) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 @pytest.mark.parametrize("n", range(10))
 def test_ports(n, worker_port, run_tmp_path, run_once):
@@ -106,13 +118,15 @@ def test_two_concurrent_runs_never_hold_the_same_port_and_share_nothing(
     monkeypatch.setenv("WU_TEST_ONCE_LOG", str(once_log))
     pytester.makepyfile(test_ports=PORT_SUITE)
     pytester.makeini("[pytest]\nworker_utils_port_range = 19100-19129\n")
+    # One run in a process of its own, the other meanwhile in this one.
     command = [sys.executable, "-m", "pytest", "-n", "2", "-p", "no:cacheprovider", "-q"]
-    runs = [
-        subprocess.Popen(command, cwd=pytester.path, stdout=subprocess.PIPE, text=True)
-        for _ in range(2)
-    ]
-    outputs = [run.communicate(timeout=240)[0] for run in runs]
-    assert [run.returncode for run in runs] == [0, 0], outputs
+    other = subprocess.Popen(command, cwd=pytester.path, stdout=subprocess.PIPE, text=True)
+    try:
+        result = pytester.runpytest("-n", "2", "-p", "no:cacheprovider", "-q")
+    finally:
+        output = other.communicate(timeout=240)[0]
+    assert other.returncode == 0, output
+    result.assert_outcomes(passed=10)
 
     records = read_records()
     assert len(records) == 20
@@ -127,6 +141,9 @@ def test_two_concurrent_runs_never_hold_the_same_port_and_share_nothing(
             assert 19100 <= port <= 19129
             holds[port].append((r["start"], r["end"]))
     assert any(len(spans) > 1 for spans in holds.values()), "ports were reused across tests"
+    runs = [[r for r in records if r["uid"] == uid] for uid in uids]
+    first, second = ((min(r["start"] for r in run), max(r["end"] for r in run)) for run in runs)
+    assert max(first[0], second[0]) < min(first[1], second[1]), "the two runs did not overlap"
     for port, spans in holds.items():
         spans.sort()
         for (_, end), (start, _) in itertools.pairwise(spans):
@@ -145,6 +162,7 @@ def test_a_socket_path_fits_even_under_a_deep_temp_root(
     deep.mkdir(parents=True)
     assert len(str(deep)) > 200
     monkeypatch.setenv("TMPDIR", str(deep))
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))  # the controller runs in this process
     pytester.makepyfile(
         f"""
         import os, socket
@@ -162,7 +180,7 @@ def test_a_socket_path_fits_even_under_a_deep_temp_root(
             Path({str(pytester.path)!r}, "short_dir").write_text(str(paths[0].parent))
         """
     )
-    result = pytester.runpytest_subprocess("-n", "2")
+    result = pytester.runpytest("-n", "2")
     result.assert_outcomes(passed=1)
     short_dir = Path((pytester.path / "short_dir").read_text())
     assert not short_dir.exists(), "the short socket directory is removed after the test"
@@ -183,7 +201,7 @@ def test_a_socket_path_stays_in_the_worker_directory_when_it_fits(
                 sock.bind(str(path))
         """
     )
-    pytester.runpytest_subprocess("-p", "no:xdist").assert_outcomes(passed=1)
+    pytester.runpytest("-p", "no:xdist").assert_outcomes(passed=1)
 
 
 def test_every_test_can_bind_the_same_socket_name(pytester: pytest.Pytester) -> None:
@@ -198,5 +216,5 @@ def test_every_test_can_bind_the_same_socket_name(pytester: pytest.Pytester) -> 
                 sock.bind(str(worker_socket_path("api.sock")))
         """
     )
-    pytester.runpytest_subprocess("-p", "no:xdist").assert_outcomes(passed=3)
-    pytester.runpytest_subprocess("-n", "2").assert_outcomes(passed=3)
+    pytester.runpytest("-p", "no:xdist").assert_outcomes(passed=3)
+    pytester.runpytest("-n", "2").assert_outcomes(passed=3)

@@ -149,7 +149,7 @@ def test_the_table_names_every_workers_resources_whichever_tests_it_ran(
     monkeypatch.setenv("WORKER_UTILS_POSTGRES_URL", "postgresql://postgres:s3cret@127.0.0.1/test")
     monkeypatch.setenv("WORKER_UTILS_POSTGRES_PREFIX", prefix)
     pytester.makepyfile(EVERYTHING)
-    result = pytester.runpytest_subprocess(
+    result = pytester.runpytest(
         "-n", "2", "-p", "no:randomly", "--worker-utils-port-range=21000-21099",
         "--worker-utils-summary=table",
     )  # fmt: skip
@@ -176,7 +176,7 @@ def test_the_demo_ends_with_the_table_and_no_line_per_test(
 ) -> None:
     for name in ("WORKER_UTILS_POSTGRES_URL", "WORKER_UTILS_REDIS_URL"):
         monkeypatch.delenv(name, raising=False)
-    result = pytester.runpytest_subprocess(
+    result = pytester.runpytest(
         str(ROOT / "examples"), "-n", "2", "-p", "no:randomly", "--worker-utils-summary=table"
     )
     result.assert_outcomes(passed=36)

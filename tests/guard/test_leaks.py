@@ -20,6 +20,23 @@ CLEAN = ["test_uses_monkeypatch", "test_changes_nothing", "test_sees_the_origina
 IN_ORDER = ["-p", "no:randomly", "-p", "no:xdist"]
 
 
+#: The variables the example suites set, and leak on purpose.
+EXAMPLE_VARIABLES = ("GUARD_EXAMPLE_NEW", "GUARD_EXAMPLE_INHERITED", "GUARD_EXAMPLE_CWD")
+EXAMPLE_VARIABLES += ("GUARD_EXAMPLE_SESSION", "GUARD_EXAMPLE_URL")
+
+
+@pytest.fixture(autouse=True)
+def _example_variables_go_after_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The inner runs share this process: the variables their tests leak go after the test.
+
+    pytester puts the working directory and ``sys.path`` back; monkeypatch, having
+    seen each variable absent, removes it whatever the run did.
+    """
+    for name in EXAMPLE_VARIABLES:
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+
+
 def _assert_clean_tests_not_named(result: pytest.RunResult) -> None:
     for name in CLEAN:
         result.stdout.no_fnmatch_line(f"*{name}: leaked*")
@@ -29,7 +46,7 @@ def test_it_warns_about_each_leak_names_only_the_leaking_tests_and_restores_the_
     pytester: pytest.Pytester, example: Callable[[str], Path]
 ) -> None:
     example("leaks")
-    result = pytester.runpytest_subprocess("--worker-utils-guard", "-rA", *IN_ORDER)
+    result = pytester.runpytest("--worker-utils-guard", "-rA", *IN_ORDER)
     result.assert_outcomes(passed=7, warnings=4)
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(
@@ -48,7 +65,7 @@ def test_without_the_guard_a_leak_reaches_later_tests(
     pytester: pytest.Pytester, example: Callable[[str], Path]
 ) -> None:
     example("leaks")
-    result = pytester.runpytest_subprocess(*IN_ORDER)
+    result = pytester.runpytest(*IN_ORDER)
     result.assert_outcomes(passed=6, failed=1)
     result.stdout.fnmatch_lines(["FAILED test_zz_after.py::test_sees_the_original_state - *"])
 
@@ -57,7 +74,7 @@ def test_it_is_off_by_default_so_a_leaking_suite_passes_silently(
     pytester: pytest.Pytester, example: Callable[[str], Path]
 ) -> None:
     example("leaks")
-    result = pytester.runpytest_subprocess("-k", "not original", *IN_ORDER)
+    result = pytester.runpytest("-k", "not original", *IN_ORDER)
     result.assert_outcomes(passed=6)
     result.stdout.no_fnmatch_line("*leaked*")
     result.stdout.no_fnmatch_line("*warning*")
@@ -67,7 +84,7 @@ def test_strict_mode_reports_each_leak_as_an_error_of_its_test(
     pytester: pytest.Pytester, example: Callable[[str], Path]
 ) -> None:
     example("leaks")
-    result = pytester.runpytest_subprocess("--worker-utils-guard=strict", *IN_ORDER)
+    result = pytester.runpytest("--worker-utils-guard=strict", *IN_ORDER)
     result.assert_outcomes(passed=7, errors=4)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(
@@ -95,9 +112,7 @@ def test_it_catches_leaks_under_two_workers_and_names_the_leaking_test(
 ) -> None:
     example("leaks")
     # The last test checks the order of one process; under -n 2 there is none.
-    result = pytester.runpytest_subprocess(
-        f"--worker-utils-guard={mode}", "-n", "2", "-k", "not original"
-    )
+    result = pytester.runpytest(f"--worker-utils-guard={mode}", "-n", "2", "-k", "not original")
     if mode == "warn":
         result.assert_outcomes(passed=6, warnings=4)
         expected = [f"  test_leaks.py:*: WorkerUtilsLeakWarning: {leak}" for leak in LEAKS]
@@ -115,7 +130,7 @@ def test_the_ini_setting_enables_strict_mode(
 ) -> None:
     example("leaks")
     pytester.makeini("[pytest]\nworker_utils_guard = strict\n")
-    result = pytester.runpytest_subprocess(*IN_ORDER)
+    result = pytester.runpytest(*IN_ORDER)
     result.assert_outcomes(passed=7, errors=4)
 
 
@@ -124,7 +139,7 @@ def test_the_option_overrides_the_ini_setting(
 ) -> None:
     example("leaks")
     pytester.makeini("[pytest]\nworker_utils_guard = strict\n")
-    result = pytester.runpytest_subprocess("--worker-utils-guard=off", "-k", "not original")
+    result = pytester.runpytest("--worker-utils-guard=off", "-k", "not original")
     result.assert_outcomes(passed=6)
 
 
@@ -141,9 +156,7 @@ def test_ignored_variables_are_neither_reported_nor_restored(
             assert os.environ["GUARD_EXAMPLE_NEW"] == "1"
         """
     )
-    result = pytester.runpytest_subprocess(
-        "--worker-utils-guard=strict", "-k", "not original", *IN_ORDER
-    )
+    result = pytester.runpytest("--worker-utils-guard=strict", "-k", "not original", *IN_ORDER)
     result.assert_outcomes(passed=7, errors=3)
     result.stdout.no_fnmatch_line("*GUARD_EXAMPLE_NEW*")
 
@@ -165,7 +178,7 @@ def test_a_failing_teardown_keeps_its_error_and_the_leak_becomes_a_warning(
             os.environ["GUARD_EXAMPLE_NEW"] = "1"
         """
     )
-    result = pytester.runpytest_subprocess("--worker-utils-guard=strict", *IN_ORDER)
+    result = pytester.runpytest("--worker-utils-guard=strict", *IN_ORDER)
     result.assert_outcomes(passed=1, errors=1, warnings=1)
     result.stdout.fnmatch_lines(
         [
@@ -196,5 +209,5 @@ def test_a_module_fixture_that_sets_and_restores_a_variable_blames_no_test(
             assert os.environ["GUARD_EXAMPLE_URL"] == "http://localhost"
         """
     )
-    result = pytester.runpytest_subprocess("--worker-utils-guard=strict", *IN_ORDER)
+    result = pytester.runpytest("--worker-utils-guard=strict", *IN_ORDER)
     result.assert_outcomes(passed=3)

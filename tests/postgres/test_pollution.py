@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import BOTH_RUNS_STARTED
 from tests.postgres.conftest import Example, execute, schemas
 
 Records = Callable[[], list[dict[str, Any]]]
@@ -20,9 +21,7 @@ def test_the_pollution_suite_passes_in_random_order_with_any_worker_count(
     example: Example, read_records: Records, workers: str
 ) -> None:
     example.copy("pollution")
-    # A run without workers needs no process of its own.
-    run = example.pytester.runpytest if workers == "0" else example.pytester.runpytest_subprocess
-    result = run("-n", workers, "-p", "randomly", "-p", "no:cacheprovider")
+    result = example.pytester.runpytest("-n", workers, "-p", "randomly", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=TESTS)
     records = read_records()
     assert len(records) == TESTS
@@ -35,7 +34,7 @@ def test_the_pollution_suite_passes_in_random_order_with_any_worker_count(
 
 
 def test_two_concurrent_runs_share_no_schema_and_leave_only_a_users_schema_behind(
-    example: Example, tmp_path: Path, read_records: Records
+    example: Example, tmp_path: Path, read_records: Records, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A schema of the user's, named as the classic per-worker helper names gw0's schema:
     # both runs have a gw0, and neither may take or drop it.
@@ -43,14 +42,20 @@ def test_two_concurrent_runs_share_no_schema_and_leave_only_a_users_schema_behin
     execute(f"CREATE SCHEMA {user_schema}; CREATE TABLE {user_schema}.keep (id int)")
     execute(f"INSERT INTO {user_schema}.keep VALUES (1)")
     try:
-        runs = []
         for name in ("one", "two"):
-            directory = example.copy("pollution", tmp_path / name)
-            runs.append(example.popen(directory, "-n", "2"))
-        outputs = [run.communicate(timeout=120)[0] for run in runs]
-        for run, output in zip(runs, outputs, strict=True):
-            assert run.returncode == 0, output
-            assert f"{TESTS} passed" in output
+            example.copy("pollution", tmp_path / name)
+            conftest = BOTH_RUNS_STARTED.format(str(tmp_path / "started"))
+            (tmp_path / name / "conftest.py").write_text(conftest)
+        # One run in a process of its own, the other meanwhile in this one.
+        other = example.popen(tmp_path / "one", "-n", "2")
+        try:
+            monkeypatch.chdir(tmp_path / "two")
+            result = example.pytester.runpytest("-n", "2", "-p", "no:cacheprovider")
+            result.assert_outcomes(passed=TESTS)
+        finally:
+            output = other.communicate(timeout=120)[0]
+        assert other.returncode == 0, output
+        assert f"{TESTS} passed" in output
         records = read_records()
         owners = {(r["run"], r["worker"]): r["schema"] for r in records}
         assert len({run for run, _ in owners}) == 2

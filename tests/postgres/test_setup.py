@@ -12,18 +12,11 @@ from tests.postgres.conftest import Example, databases, schemas
 Records = Callable[[], list[dict[str, Any]]]
 
 
-def run(example: Example, *args: str) -> pytest.RunResult:
-    """Run the example: in this process without workers, else in a process of its own."""
-    if args[:2] == ("-n", "0"):
-        return example.pytester.runpytest(*args)
-    return example.pytester.runpytest_subprocess(*args)
-
-
 def test_the_setup_runs_once_per_run_and_every_worker_gets_a_copy(
     example: Example, read_records: Records
 ) -> None:
     example.copy("setup_once")
-    result = example.pytester.runpytest_subprocess("-n", "2", "-p", "no:randomly")
+    result = example.pytester.runpytest("-n", "2", "-p", "no:randomly")
     result.assert_outcomes(passed=9)
     records = read_records()
     assert len([r for r in records if "setup" in r]) == 1
@@ -36,7 +29,7 @@ def test_a_setup_that_makes_a_function_runs_in_every_worker_instead(
 ) -> None:
     monkeypatch.setenv("WU_TEST_FUNCTION", "1")
     example.copy("setup_once")
-    result = example.pytester.runpytest_subprocess("-n", "2", "-p", "no:randomly", "-v")
+    result = example.pytester.runpytest("-n", "2", "-p", "no:randomly", "-v")
     result.assert_outcomes(passed=9)
     result.stdout.fnmatch_lines(
         ["worker_utils: gw0: postgres *_gw0; postgres setup per worker: it holds function answer"]
@@ -51,7 +44,7 @@ def test_database_mode_gives_each_worker_a_copy_of_the_template_database(
     example: Example, read_records: Records, workers: str
 ) -> None:
     example.copy("setup_once", ini="worker_utils_postgres_mode = database\n")
-    result = run(example, "-n", workers, "-p", "no:randomly")
+    result = example.pytester.runpytest("-n", workers, "-p", "no:randomly")
     result.assert_outcomes(passed=9)
     records = read_records()
     assert len([r for r in records if "setup" in r]) == 1
@@ -64,5 +57,5 @@ def test_the_async_twin_rolls_back_and_cleans_up_after_a_commit(
     example: Example, workers: str
 ) -> None:
     example.copy("async_app")
-    result = run(example, "-n", workers, "-p", "no:randomly")
+    result = example.pytester.runpytest("-n", workers, "-p", "no:randomly")
     result.assert_outcomes(passed=5)

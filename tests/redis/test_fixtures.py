@@ -102,7 +102,7 @@ def test_prefix_mode_cleans_only_the_workers_prefix(
             other.set("theirs", "keep")
             other.set("wu:someone-elses-run:gw0:a", "keep")
     pytester.makepyfile(PREFIX)
-    result = pytester.runpytest_subprocess(
+    result = pytester.runpytest(
         "-n",
         "2",
         "--worker-utils-redis-mode=prefix",
@@ -143,7 +143,7 @@ def test_a_cluster_has_no_select_so_workers_get_prefixes(
             assert time.monotonic() < deadline, "the one-node cluster did not come up"
             time.sleep(0.05)
     pytester.makepyfile(CLUSTER)
-    result = pytester.runpytest_subprocess(
+    result = pytester.runpytest(
         "-n", "2", "-p", "no:randomly", f"--worker-utils-redis-url={server.url}", "-v"
     )
     result.assert_outcomes(passed=2)
@@ -236,7 +236,7 @@ def test_session_fixtures_take_the_plain_values_and_every_test_starts_clean(
     args = ["-p", "no:randomly", f"--worker-utils-redis-mode={mode}"]
     args.append(f"--worker-utils-redis-url={redis_server.url}")
     if mode == "prefix":
-        result = pytester.runpytest_subprocess(*args, "-n", "2", "--dist=each")
+        result = pytester.runpytest(*args, "-n", "2", "--dist=each")
         result.assert_outcomes(passed=8)
     else:
         pytester.runpytest(*args, "-n", "0").assert_outcomes(passed=4)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import redis
 
+from tests.conftest import BOTH_RUNS_STARTED
 from tests.redis.conftest import Example, Server
 from worker_utils.redis import _prefix_database, lease_redis, parse_redis_url, redis_url_with_db
 
@@ -39,7 +40,7 @@ def test_the_pollution_suite_passes_in_random_order_with_any_worker_count(
     example: Example, redis_server: Server, record_dir: Any, read_records: Records, workers: str
 ) -> None:
     example.copy("pollution")
-    result = example.pytester.runpytest_subprocess(
+    result = example.pytester.runpytest(
         "-n", workers, "-p", "randomly", "-p", "no:cacheprovider",
         f"--worker-utils-redis-url={redis_server.url}",
     )  # fmt: skip
@@ -55,24 +56,36 @@ def test_the_pollution_suite_passes_in_random_order_with_any_worker_count(
 
 
 def test_two_concurrent_runs_share_no_database_and_leave_no_keys(
-    example: Example, redis_server: Server, tmp_path: Any, read_records: Records
+    example: Example,
+    redis_server: Server,
+    tmp_path: Any,
+    read_records: Records,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    runs = []
     for name in ("one", "two"):
-        directory = tmp_path / name
-        example.copy("pollution", directory)
-        runs.append(
-            example.popen(directory, "-n", "2", env={"WORKER_UTILS_REDIS_URL": redis_server.url})
+        example.copy("pollution", tmp_path / name)
+        (tmp_path / name / "conftest.py").write_text(
+            BOTH_RUNS_STARTED.format(str(tmp_path / "started"))
         )
-    outputs = [run.communicate(timeout=120)[0] for run in runs]
-    for run, output in zip(runs, outputs, strict=True):
-        assert run.returncode == 0, output
-        assert "15 passed" in output
+    # One run in a process of its own, the other meanwhile in this one.
+    other = example.popen(
+        tmp_path / "one", "-n", "2", env={"WORKER_UTILS_REDIS_URL": redis_server.url}
+    )
+    try:
+        monkeypatch.setenv("WORKER_UTILS_REDIS_URL", redis_server.url)
+        monkeypatch.chdir(tmp_path / "two")
+        example.pytester.runpytest("-n", "2", "-p", "no:cacheprovider").assert_outcomes(passed=15)
+    finally:
+        output = other.communicate(timeout=120)[0]
+    assert other.returncode == 0, output
+    assert "15 passed" in output
     records = read_records()
     assert len(records) == 30
     owners = {(r["run"], r["worker"]): r["db"] for r in records}
     assert len({run for run, _ in owners}) == 2
     assert len(owners) == 4
+    spans = [[r["time"] for r in records if r["run"] == run] for run in {run for run, _ in owners}]
+    assert max(min(span) for span in spans) < min(max(span) for span in spans), "no overlap"
     assert all(1 <= db < 16 for db in owners.values())
     assert_one_owner_per_database(records)
     assert redis_server.keys_by_db() == {}
@@ -86,7 +99,7 @@ def test_keys_someone_else_keeps_in_databases_1_to_5_survive_the_run(
             other.set("counter", f"theirs {db}")
             other.rpush("queue", "a", "b")
     example.copy("pollution")
-    result = example.pytester.runpytest_subprocess(
+    result = example.pytester.runpytest(
         "-n", "2", "-p", "no:cacheprovider", f"--worker-utils-redis-url={redis_server.url}"
     )
     result.assert_outcomes(passed=15)
@@ -152,7 +165,7 @@ def test_the_pollution_suite_passes_on_the_machines_shared_server_without_touchi
     try:
         assert read_keys(url, kept) == kept
         example.copy("pollution")
-        result = example.pytester.runpytest_subprocess(
+        result = example.pytester.runpytest(
             "-n", "2", "-p", "no:cacheprovider", f"--worker-utils-redis-url={url}"
         )
         result.assert_outcomes(passed=15)
