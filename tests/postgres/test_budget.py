@@ -63,6 +63,23 @@ def idle(url: str) -> None:
         assert wait_until(alone, timeout=10), "connections of an earlier test are still open"
 
 
+def occupy(url: str, **kwargs: Any) -> psycopg.Connection[Any]:
+    """A connection that holds a slot, once the slot of a connection closed just before is
+    free again (a closed connection's server process takes a moment to exit)."""
+
+    def attempt() -> psycopg.Connection[Any] | None:
+        try:
+            return psycopg.connect(url, **kwargs)
+        except psycopg.OperationalError as exc:
+            if "too many clients" not in str(exc):
+                raise
+            return None
+
+    conn = wait_until(attempt, timeout=10)
+    assert conn is not None, "a slot of an earlier connection was not freed within 10 s"
+    return conn
+
+
 @pytest.mark.parametrize(("mode", "server"), [("schema", "url"), ("database", "embedded")])
 def test_worker_utils_holds_one_named_connection_per_worker_beside_the_tests_own(
     example: Example,
@@ -96,8 +113,8 @@ def test_a_refused_connection_fails_its_test_in_one_line_naming_the_limit_and_th
     idle(small_server)
     # A worker of another run, and a client of no run.
     with (
-        psycopg.connect(small_server, application_name="wu_next_door_gw3"),
-        psycopg.connect(small_server),
+        occupy(small_server, application_name="wu_next_door_gw3"),
+        occupy(small_server),
     ):
         result = example.pytester.runpytest_subprocess(
             "-n",
@@ -175,7 +192,7 @@ def test_worker_utils_connections_wait_for_a_free_slot_then_fail_in_one_line(
     example: Example, small_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     idle(small_server)
-    held = [psycopg.connect(small_server) for _ in range(10)]  # every slot, reserved ones too
+    held = [occupy(small_server) for _ in range(10)]  # every slot, reserved ones too
     try:
         # A slot freed while a connection waits: it gets it.
         threading.Timer(0.3, held.pop().close).start()
@@ -183,7 +200,7 @@ def test_worker_utils_connections_wait_for_a_free_slot_then_fail_in_one_line(
         connect(small_server, wait=30).close()
         assert 0.3 <= time.monotonic() - start < 10
         assert SlotWaits.connections == waited + 1  # what the run's summary reports
-        held.append(psycopg.connect(small_server))  # full again
+        held.append(occupy(small_server))  # full again
         # No slot is freed: the run's first connection gives up after the setting's 0.5 s.
         monkeypatch.setenv(postgres.URL_VAR, small_server)
         monkeypatch.setenv("WORKER_UTILS_POSTGRES_SLOT_WAIT", "0.5")
