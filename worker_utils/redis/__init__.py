@@ -645,18 +645,15 @@ def _holder(
     if run_id is not None and isinstance(client, int) and isinstance(server, str):
         if server != run_id:
             return "gone", "it was leased before the server restarted"
+        connected: bool | None = None  # None: CLIENT LIST refused
         if seen is not None and seen.clients is not None:
-            listed = client in seen.clients
-            if not listed:
-                return "gone", "its connection to Redis is closed"
+            connected = client in seen.clients
         else:
-            try:
-                listed = bool(keeper.execute_command("CLIENT", "LIST", "ID", client))
-            except redis_mod.ResponseError:
-                pass
-            else:
-                if not listed:
-                    return "gone", "its connection to Redis is closed"
+            with contextlib.suppress(redis_mod.ResponseError):
+                connected = bool(keeper.execute_command("CLIENT", "LIST", "ID", client))
+        if connected is False:
+            return "gone", "its connection to Redis is closed"
+        listed = bool(connected)
     pid = owner.get("pid")
     if not listed and _owner_is_dead(owner):
         return "gone", f"its process {pid} on this host has exited"
