@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.redis.conftest import Server
+from worker_utils import ports
 
 # A readable run id, as a CI job gives one; this process's pid keeps it apart from
 # the same test in a concurrent run of this suite.
@@ -133,9 +134,16 @@ def test_b(worker_redis, worker_redis_prefix):
 def test_a_cluster_has_no_select_so_workers_get_prefixes(
     pytester: pytest.Pytester, redis_server_factory: Any, tmp_path: Path
 ) -> None:
-    server = redis_server_factory(
-        "--cluster-enabled", "yes", "--cluster-config-file", str(tmp_path / "nodes.conf")
-    )
+    # The cluster bus listens on port + 10000 unless told: in the ephemeral range, where
+    # the suite's own connections may hold it.
+    bus = ports.lease_port()
+    try:
+        server = redis_server_factory(
+            "--cluster-enabled", "yes", "--cluster-config-file", str(tmp_path / "nodes.conf"),
+            "--cluster-port", str(bus.port),
+        )  # fmt: skip
+    finally:
+        bus.release()
     with server.client() as admin:
         admin.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
         deadline = time.monotonic() + 10
