@@ -31,4 +31,4 @@ def test_the_readme_example_conftest_and_test_pass_in_parallel(
             "import pytest\n\n\n@pytest.mark.parametrize('n', range(6))\ndef test_insert(n, ",
         )
     )
-    pytester.runpytest_subprocess("-n", "2").assert_outcomes(passed=6)
+    pytester.runpytest("-n", "2").assert_outcomes(passed=6)

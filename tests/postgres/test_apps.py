@@ -138,10 +138,8 @@ def test_a_url_only_application_runs_isolated_and_clean(example: Example, mode: 
     (example.pytester.path / "test_pollution.py").unlink()
     example.pytester.makepyfile(test_app=APP_SUITE)
     if mode == "schema":
-        result = example.pytester.runpytest_subprocess(
-            "-n", "2", "--dist", "loadfile", "-p", "no:randomly"
-        )
-    else:  # without workers: in this process
+        result = example.pytester.runpytest("-n", "2", "--dist", "loadfile", "-p", "no:randomly")
+    else:
         result = example.pytester.runpytest("-n", "0", "-p", "no:randomly")
     result.assert_outcomes(passed=8)
     # prefix's teardown checks that no schema or database (scratch ones included) is left.

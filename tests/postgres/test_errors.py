@@ -16,19 +16,18 @@ from worker_utils import postgres
 ONE_TEST = "def test_uses_postgres(worker_postgres):\n    pass\n"
 
 
-def run_one(example: Example, *args: str, subprocess: bool = False) -> pytest.RunResult:
-    """Run one test that uses PostgreSQL: in this process, unless the run starts workers."""
+def run_one(example: Example, *args: str) -> pytest.RunResult:
+    """Run one test that uses PostgreSQL, in this process."""
     example.pytester.makeini(f"[pytest]\nworker_utils_postgres_prefix = {example.prefix}\n")
     example.pytester.makepyfile(test_one=ONE_TEST)
-    run = example.pytester.runpytest_subprocess if subprocess else example.pytester.runpytest
-    return run("-p", "no:randomly", *args)
+    return example.pytester.runpytest("-p", "no:randomly", *args)
 
 
 def test_an_unreachable_server_is_one_usage_error_naming_the_setting(
     example: Example, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(postgres.URL_VAR, "postgresql://postgres@127.0.0.1:1/test")  # noqa: WU202
-    result = run_one(example, "-n", "2", subprocess=True)
+    result = run_one(example, "-n", "2")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         [
@@ -95,7 +94,7 @@ def test_the_redis_port_is_one_quick_usage_error_saying_it_is_not_postgres(
     # The machine's Redis: libpq alone would wait its 10 s connect timeout, twice.
     monkeypatch.setenv(postgres.URL_VAR, "postgresql://postgres@127.0.0.1:6379/test")  # noqa: WU202
     started = time.monotonic()
-    result = run_one(example, "-n", "2", subprocess=True)
+    result = run_one(example, "-n", "2")
     assert time.monotonic() - started < 10  # no second wait in the end-of-run reaping
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(

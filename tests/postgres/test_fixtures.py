@@ -46,9 +46,7 @@ def test_session_fixtures_give_each_worker_its_namespace_and_the_configured_url(
     example.copy("pollution")  # writes the pytest.ini with this test's prefix
     (example.pytester.path / "test_pollution.py").unlink()
     example.pytester.makepyfile(test_session=SUITE.format(url=URL))
-    # Without workers, the run needs no process of its own.
-    run = example.pytester.runpytest if workers == "0" else example.pytester.runpytest_subprocess
-    result = run("-n", workers)
+    result = example.pytester.runpytest("-n", workers)
     result.assert_outcomes(passed=5)
     assert schemas(example.prefix) == []
 

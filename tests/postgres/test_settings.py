@@ -161,8 +161,6 @@ def test_the_bindir_option_starts_the_embedded_server_from_that_directory(
         "def test_it(worker_postgres_server_url):\n"
         "    assert worker_postgres_server_url.startswith('postgresql://postgres@127.0.0.1:')\n"
     )
-    result = given.pytester.runpytest_subprocess(
-        "-n", "2", "-p", "no:randomly", f"{BINDIR.option}={mine}"
-    )
+    result = given.pytester.runpytest("-n", "2", "-p", "no:randomly", f"{BINDIR.option}={mine}")
     result.assert_outcomes(passed=1)
     assert used.read_text() == "yes\n"

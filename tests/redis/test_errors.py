@@ -29,13 +29,9 @@ def test_without_redis():
 
 
 def run_failing(pytester: pytest.Pytester, url: str, message: str, workers: int = 0) -> None:
-    """The suite's two Redis tests error with ``message`` alone; the third test passes.
-
-    Without workers the run needs no process of its own.
-    """
+    """The suite's two Redis tests error with ``message`` alone; the third test passes."""
     pytester.makepyfile(SUITE)
-    run = pytester.runpytest_subprocess if workers else pytester.runpytest
-    result = run("-n", str(workers), f"--worker-utils-redis-url={url}")
+    result = pytester.runpytest("-n", str(workers), f"--worker-utils-redis-url={url}")
     result.assert_outcomes(passed=1, errors=2)
     assert result.stdout.lines.count(message) == 2, result.stdout.str()
     assert "Traceback" not in result.stdout.str()

@@ -156,6 +156,6 @@ def test_the_server_setting_from_the_ini_file_starts_the_embedded_server_of_ever
         "def test_one(worker_redis):\n    worker_redis.set('k', 1)\n\n"
         "def test_two(worker_redis):\n    worker_redis.set('k', 2)\n"
     )
-    result = given.pytester.runpytest_subprocess("-n", "2", "-p", "no:randomly")
+    result = given.pytester.runpytest("-n", "2", "-p", "no:randomly")
     result.assert_outcomes(passed=2)
     assert used.read_text() == "yes\n"
