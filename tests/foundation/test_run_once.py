@@ -43,8 +43,7 @@ def test_uses_it(n, shared):
 """
 
 
-# Three workers prove for any number of them what two would; the runs without workers
-# need no process of their own.
+# Three workers prove for any number of them what two would.
 @pytest.mark.parametrize("args", [["-n", "0"], ["-n", "3"], ["-p", "no:xdist"]], ids=" ".join)
 def test_it_computes_once_and_tears_down_once_after_the_last_worker(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, args: list[str]
@@ -52,8 +51,7 @@ def test_it_computes_once_and_tears_down_once_after_the_last_worker(
     log = pytester.path / "once.log"
     monkeypatch.setenv("WU_TEST_ONCE_LOG", str(log))
     pytester.makepyfile(test_once=SUITE)
-    run = pytester.runpytest_subprocess if args == ["-n", "3"] else pytester.runpytest
-    run(*args).assert_outcomes(passed=6)
+    pytester.runpytest(*args).assert_outcomes(passed=6)
     lines = log.read_text().splitlines()
     computes = [line for line in lines if line.startswith("compute")]
     assert len(computes) == 1

@@ -69,7 +69,7 @@ def test_under_two_workers_each_finding_is_reported_once(
     pytester: pytest.Pytester, example: Callable[[str], Path], mode: str
 ) -> None:
     example("autouse")
-    result = pytester.runpytest_subprocess(f"--worker-utils-guard={mode}", "-n", "2")
+    result = pytester.runpytest(f"--worker-utils-guard={mode}", "-n", "2")
     if mode == "warn":
         result.assert_outcomes(passed=2, warnings=4)
         result.stdout.fnmatch_lines(["test_users.py:5", "  test_users.py:5: *"])

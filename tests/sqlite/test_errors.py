@@ -31,7 +31,7 @@ def test_a_setup_that_fails_in_sqlite_fails_each_test_on_one_line(
 ) -> None:
     monkeypatch.setenv("WU_TEST_BAD_SETUP", "1")
     example("errors")
-    result = pytester.runpytest_subprocess(*IN_ORDER)
+    result = pytester.runpytest(*IN_ORDER)
     result.assert_outcomes(errors=2)
     message = "worker_sqlite_setup: the setup failed on the template: no such table: nowhere"
     result.stdout.fnmatch_lines([message] * 2)
@@ -42,7 +42,7 @@ def test_a_connection_left_holding_a_write_lock_fails_the_test_that_left_it(
     pytester: pytest.Pytester, example: Callable[..., Path]
 ) -> None:
     example("errors", "worker_utils_sqlite_pragmas = journal_mode=WAL busy_timeout=50\n")
-    result = pytester.runpytest_subprocess(*IN_ORDER)
+    result = pytester.runpytest(*IN_ORDER)
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(
         [

@@ -17,7 +17,7 @@ def test_two_workers_never_share_a_file_and_the_setup_runs_once(
     pytester: pytest.Pytester, example: Callable[..., Path], read_records: Records
 ) -> None:
     example("workers")
-    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:randomly", "--dist", "load")
+    result = pytester.runpytest("-n", "2", "-p", "no:randomly", "--dist", "load")
     result.assert_outcomes(passed=8)
     records = read_records()
     assert len([r for r in records if "setup" in r]) == 1
