@@ -17,7 +17,7 @@ def service(pytester: pytest.Pytester) -> pytest.Pytester:
 
 
 def test_the_service_suite_passes_in_random_order_on_two_workers(service: pytest.Pytester) -> None:
-    result = service.runpytest_subprocess("-n", "2", "-p", "randomly")
+    result = service.runpytest("-n", "2", "-p", "randomly")
     result.assert_outcomes(passed=6)
     result.stdout.fnmatch_lines(["Using --randomly-seed=*"])
 
@@ -26,9 +26,7 @@ def test_without_the_registry_a_test_sees_the_singletons_of_the_one_before(
     service: pytest.Pytester,
 ) -> None:
     # Six tests on two workers: some worker runs a second test, whatever the order.
-    result = service.runpytest_subprocess(
-        "-n", "2", "-p", "randomly", "-p", "no:worker_utils.sandbox.plugin"
-    )
+    result = service.runpytest("-n", "2", "-p", "randomly", "-p", "no:worker_utils.sandbox.plugin")
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed", 0) >= 1, result.stdout.str()
     result.stdout.fnmatch_lines(["FAILED test_service.py::test_the_*"])

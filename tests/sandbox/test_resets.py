@@ -17,9 +17,10 @@ Records = Callable[[], list[dict[str, Any]]]
 IN_ORDER = ("-p", "no:randomly", "-p", "no:xdist")
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def registry() -> Iterator[None]:
-    """Keep the resets these tests register out of the rest of the suite."""
+    """Keep the resets these tests register, and their inner runs in this process, out of the
+    rest of the suite."""
     before = sandbox.registered_resets()
     yield
     for reset in sandbox.registered_resets():
@@ -31,7 +32,7 @@ def test_each_reset_runs_at_the_end_of_its_scope(
     pytester: pytest.Pytester, example: Callable[[str], Path], read_records: Records
 ) -> None:
     example("resets")
-    result = pytester.runpytest_subprocess(*IN_ORDER)
+    result = pytester.runpytest(*IN_ORDER)
     result.assert_outcomes(passed=5)
     calls = Counter(record["reset"] for record in read_records() if "reset" in record)
     # Five tests. As for class-scoped fixtures, tests outside a class share their
@@ -46,7 +47,7 @@ def test_a_cache_named_in_the_ini_option_is_cleared_after_every_test(
 ) -> None:
     example("resets")
     pytester.makeini("[pytest]\nworker_utils_reset = app.load_config\n")
-    result = pytester.runpytest_subprocess(*IN_ORDER)
+    result = pytester.runpytest(*IN_ORDER)
     result.assert_outcomes(passed=5)
     assert len([r for r in read_records() if "loaded" in r]) == 5
 
@@ -56,7 +57,7 @@ def test_a_reset_that_raises_fails_the_test_it_ran_after_on_one_line(
 ) -> None:
     example("resets")
     pytester.makeini("[pytest]\nworker_utils_reset = app:broken\n")
-    result = pytester.runpytest_subprocess("test_two.py", *IN_ORDER)
+    result = pytester.runpytest("test_two.py", *IN_ORDER)
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(
         [
@@ -78,7 +79,7 @@ def test_a_reset_that_cannot_be_found_stops_the_run_naming_the_setting(
 ) -> None:
     example("resets")
     pytester.makeini("[pytest]\nworker_utils_reset = app:missing\n")
-    result = pytester.runpytest_subprocess(*IN_ORDER)
+    result = pytester.runpytest(*IN_ORDER)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         [
@@ -129,13 +130,13 @@ def test_a_dotted_path_to_an_lru_cache_function_resolves_to_its_cache_clear() ->
     assert _cached() is not first
 
 
-def test_registering_the_same_function_again_is_allowed(registry: None) -> None:
+def test_registering_the_same_function_again_is_allowed() -> None:
     worker_utils.register_reset(_cached.cache_clear, name="cached")
     worker_utils.register_reset(_cached.cache_clear, name="cached")
     assert [r.name for r in sandbox.registered_resets()].count("cached") == 1
 
 
-def test_a_name_taken_by_another_function_is_an_error(registry: None) -> None:
+def test_a_name_taken_by_another_function_is_an_error() -> None:
     worker_utils.register_reset(_cached.cache_clear, name="cached")
     with pytest.raises(sandbox.ResetError) as excinfo:
         worker_utils.register_reset(print, name="cached")
