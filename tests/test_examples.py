@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import psutil
 import psycopg
 import pytest
 import redis
 
+from tests.conftest import BOTH_RUNS_STARTED
 from worker_utils.run import coordination
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
@@ -54,42 +57,77 @@ def _left_in_redis(uids: list[str]) -> list[str]:
     return left
 
 
+def _start(example: str, *args: str) -> subprocess.Popen[str]:
+    """Start a run of ``example`` in a process of its own."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pytest", *args],
+        cwd=EXAMPLES / example,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _assert_passed(run: subprocess.Popen[str]) -> None:
+    output = run.communicate(timeout=300)[0]
+    assert run.returncode == 0, output
+    assert " passed" in output.splitlines()[-1], output
+
+
+class _ControllerWaits:
+    """The barrier's half for a run in this process, whose workers take their ``sys.path``
+    from xdist's copy of this process's and cannot import it: the controller checks each
+    worker in as it comes up, and hands out no test before the other run's two have too."""
+
+    def __init__(self, started: Path) -> None:
+        self.started = started
+        self.ready = 0
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodeready(self, node: Any) -> None:
+        self.started.mkdir(exist_ok=True)
+        (self.started / f"in-process-{node.gateway.id}").touch()
+        self.ready += 1
+        deadline = time.monotonic() + 60
+        while self.ready == 2 and len(list(self.started.iterdir())) < 4:
+            assert time.monotonic() < deadline, "the other run's workers never started"
+            time.sleep(0.05)
+
+
 @pytest.mark.parametrize("example", APPS)
-def test_the_example_passes_at_n_2_twice_at_once_and_leaves_nothing(example: str) -> None:
+def test_the_example_passes_at_n_2_twice_at_once_and_leaves_nothing(
+    example: str, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     uids = [f"ex-{example.partition('_')[0]}-{uuid.uuid4().hex[:8]}" for _ in range(2)]
-    env = {
-        **os.environ,
-        "WORKER_UTILS_POSTGRES_URL": POSTGRES,
-        "WORKER_UTILS_REDIS_URL": REDIS,
-    }
+    monkeypatch.setenv("WORKER_UTILS_POSTGRES_URL", POSTGRES)
+    monkeypatch.setenv("WORKER_UTILS_REDIS_URL", REDIS)
     for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
-        env.pop(name, None)  # each is a run of its own, as in CI
-    runs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pytest",
-                "-n",
-                "2",
-                "-p",
-                "no:randomly",
-                "-p",
-                "no:cacheprovider",
-                f"--testrunuid={uid}",
-            ],
-            cwd=EXAMPLES / example,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for uid in uids
-    ]
-    outputs = [run.communicate(timeout=300)[0] for run in runs]
-    for run, output in zip(runs, outputs, strict=True):
-        assert run.returncode == 0, output
-        assert " passed" in output.splitlines()[-1], output
+        monkeypatch.delenv(name, raising=False)  # each is a run of its own, as in CI
+    # Every worker of both runs waits for the other three: the runs surely overlap.
+    started = tmp_path / "started"
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    (barrier / "both_runs_started.py").write_text(BOTH_RUNS_STARTED.format(str(started)))
+    paths = [str(barrier), *filter(None, [os.environ.get("PYTHONPATH")])]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
+    args = ["-n", "2", "-p", "no:randomly", "-p", "no:cacheprovider"]
+    # One run in a process of its own, the other meanwhile in this one; but Django's
+    # controller configures Django's settings, which stay configured in a process.
+    other = _start(example, *args, "-p", "both_runs_started", f"--testrunuid={uids[0]}")
+    try:
+        if example == "django_app":
+            _assert_passed(
+                _start(example, *args, "-p", "both_runs_started", f"--testrunuid={uids[1]}")
+            )
+        else:
+            monkeypatch.chdir(EXAMPLES / example)
+            result = pytester.runpytest(
+                *args, f"--testrunuid={uids[1]}", plugins=[_ControllerWaits(started)]
+            )
+            assert result.ret == 0, result.stdout.str()
+            assert result.parseoutcomes()["passed"] > 0
+    finally:
+        _assert_passed(other)
     tags = [uid.replace("-", "_") for uid in uids]
     assert _left_in_postgres(tags) == []
     assert _left_in_redis(uids) == []
