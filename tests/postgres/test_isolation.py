@@ -14,7 +14,7 @@ def test_teardown_ends_a_leaked_idle_transaction_instead_of_waiting_for_it(
 ) -> None:
     example.copy("leaks", ini="worker_utils_postgres_extensions = citext\n")
     started = time.monotonic()
-    result = example.pytester.runpytest_subprocess("-n", "2", "-p", "no:randomly")
+    result = example.pytester.runpytest("-n", "2", "-p", "no:randomly")
     result.assert_outcomes(passed=2)
     assert time.monotonic() - started < 30
     assert schemas(example.prefix) == []
@@ -38,8 +38,6 @@ def test_database_mode_creates_the_extensions_in_every_workers_database(
         "leaks",
         ini="worker_utils_postgres_mode = database\nworker_utils_postgres_extensions = citext\n",
     )
-    # Without workers, the run needs no process of its own.
-    run = example.pytester.runpytest if workers == "0" else example.pytester.runpytest_subprocess
-    result = run("-n", workers, "-p", "no:randomly", "-k", "extension")
+    result = example.pytester.runpytest("-n", workers, "-p", "no:randomly", "-k", "extension")
     result.assert_outcomes(passed=1)
     assert databases(example.prefix) == []
