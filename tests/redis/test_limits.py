@@ -98,6 +98,8 @@ def test_a_run_with_more_workers_than_databases_falls_back_to_key_prefixes_at_on
     example.copy("pollution")
     example.copy("tiny")
     example.pytester.makeconftest(STATE_AT_TEARDOWN)
+    # The workers write the fallback notice to their stderr, which only a run in a process
+    # of its own captures as the run's.
     result = example.pytester.runpytest_subprocess(
         "-n", "3", "--dist=each", "-p", "no:cacheprovider", "--worker-utils-summary=short",
         f"--worker-utils-redis-url={server.url}",
@@ -342,7 +344,7 @@ def test_strict_index_mode_fails_once_per_worker_with_a_clear_message(
     monkeypatch.delenv("WORKER_UTILS_REDIS_WAIT", raising=False)  # 60 s, never needed
     example.copy("tiny")
     try:
-        result = example.pytester.runpytest_subprocess(
+        result = example.pytester.runpytest(
             "-p", "no:cacheprovider", "-n", "2", "--worker-utils-redis-mode=index",
             f"--worker-utils-redis-url={server.url}",
         )  # fmt: skip
