@@ -13,6 +13,7 @@ import pwd
 import re
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,3 +249,33 @@ def test_a_pooler_that_refuses_the_second_client_is_one_line(
         f"the_url: cannot connect to {url} (no more connections allowed (max_client_conn)); "
         f"start the server or point the_url at one that accepts connections"
     )
+
+
+def test_clients_beyond_the_pool_wait_for_a_server_connection_instead_of_being_refused(
+    tmp_path: Path,
+) -> None:
+    # docs/scaling.md: in session pooling a client beyond the pool waits; it is not refused.
+    bouncer = start_pgbouncer(tmp_path / "small", [*documented_config(), "default_pool_size = 2"])
+    served: list[int] = []
+    failed: list[BaseException] = []
+
+    def client() -> None:
+        try:
+            with psycopg.connect(bouncer.url(), autocommit=True) as conn:
+                row = conn.execute("SELECT pg_backend_pid(), pg_sleep(0.3)").fetchone()
+                assert row is not None
+                served.append(row[0])
+        except BaseException as exc:  # reported below
+            failed.append(exc)
+
+    try:
+        clients = [threading.Thread(target=client) for _ in range(6)]
+        for thread in clients:
+            thread.start()
+        for thread in clients:
+            thread.join(timeout=60)
+    finally:
+        bouncer.stop()
+    assert failed == []
+    assert len(served) == 6
+    assert len(set(served)) <= 2  # the pool's two server connections served all six
