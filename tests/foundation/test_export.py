@@ -133,6 +133,46 @@ def test_import_time_settings_and_subprocesses_see_the_workers_own_resources(
     assert _schemas() == [], "the namespaces were dropped"
 
 
+APP_COMMITS = """
+import os
+
+import psycopg
+import pytest
+
+
+@pytest.fixture(scope="session")
+def worker_postgres_setup():
+    return lambda conn: conn.execute("CREATE TABLE item (id int PRIMARY KEY)")
+
+
+@pytest.mark.parametrize("n", range(2))
+def test_the_application_commits_the_same_row(n, worker_postgres):
+    assert worker_postgres.execute("SELECT count(*) FROM item").fetchone() == (0,)
+    with psycopg.connect(os.environ["DATABASE_URL"]) as app:  # its own connection
+        app.execute("INSERT INTO item VALUES (1)")
+"""
+
+
+def test_what_the_application_commits_through_the_exported_url_is_undone_after_each_test(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The test asks only for worker_postgres, which alone would be rolled back; the
+    # application's connection, from the exported variable, commits for real.
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("WORKER_UTILS_POSTGRES_URL", POSTGRES)
+    pytester.makeini(
+        f"""
+        [pytest]
+        worker_utils_postgres_prefix = {PREFIX}
+        worker_utils_postgres_env = DATABASE_URL
+        """
+    )
+    pytester.makepyfile(test_commits=APP_COMMITS)
+    result = pytester.runpytest("-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+    assert _schemas() == []
+
+
 def test_the_previous_values_come_back_when_the_run_ends(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

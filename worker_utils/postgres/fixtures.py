@@ -355,8 +355,11 @@ def _reset_mode(node: pytest.Item, names: Sequence[str], settings: _PostgresSett
     if mode in ("auto", "transaction"):
         # Connections the application opens from the URL or DSN commit for real:
         # only a test that keeps to the fixture's own connections can be rolled back.
+        # An exported URL (worker_utils_postgres_env) reaches the application in every test.
         own = "worker_postgres" in names or "worker_postgres_async" in names
-        apart = "worker_postgres_url" in names or "worker_postgres_dsn" in names
+        apart = settings.exported_url is not None or any(
+            name in names for name in ("worker_postgres_url", "worker_postgres_dsn")
+        )
         if not own or (mode == "auto" and apart):
             return "delete"
         return "transaction"
