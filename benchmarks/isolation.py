@@ -2,13 +2,15 @@
 
 The same trivial tests run in process, isolated by worker_utils (zygote, pool
 and spawn-per-test), under pytest-forked (``--forked``) and under
-pytest-isolate (``--isolate``); the rounds alternate so that load on the
-machine hits every way alike. Overhead per test is (time - in-process time) /
-tests, the median over the rounds, of wall time and of CPU time (the runs'
-processes and all their children): on a loaded machine the CPU figure is the
-steadier one. Each way runs without the other ways' plugins, and with
-bytecode caching on (``PYTHONDONTWRITEBYTECODE`` removed), as on a developer's
-machine.
+pytest-isolate (``--isolate``), and, with ``-n 0``, two lower bounds
+(benchmarks/isolation_bounds.py: a fork of a started pytest session that
+exits at once, and one that collects, runs and reports its one test); the
+rounds alternate so that load on the machine hits every way alike. Overhead
+per test is (time - in-process time) / tests, the median over the rounds, of
+wall time and of CPU time (the runs' processes and all their children): on a
+loaded machine the CPU figure is the steadier one. Each way runs without the
+other ways' plugins, and with bytecode caching on (``PYTHONDONTWRITEBYTECODE``
+removed), as on a developer's machine.
 
 pytest-forked and pytest-isolate may not run on the newest pytest; give them
 another interpreter that has them (and an older pytest) with ``--compare-python``.
@@ -45,7 +47,11 @@ WAYS: dict[str, list[str]] = {
     ],
     "pytest-forked": ["--forked"],
     "pytest-isolate": ["--isolate"],
+    # Lower bounds (benchmarks/isolation_bounds.py): forks of a started session.
+    "bound: fork and exit": ["-p", "isolation_bounds"],
+    "bound: child collects": ["-p", "isolation_bounds"],
 }
+_BOUNDS = {"bound: fork and exit": "exit", "bound: child collects": "collect"}
 _NEEDS = {"pytest-forked": "pytest_forked", "pytest-isolate": "pytest_isolate"}
 _COMPARED = {*_NEEDS, "in process (compare)"}
 
@@ -55,10 +61,15 @@ def write_tests(directory: Path, count: int) -> None:
     (directory / "test_trivial.py").write_text(body)
 
 
+def count_tests(directory: Path) -> int:
+    return (directory / "test_trivial.py").read_text().count("def test_")
+
+
 _OTHERS = {
     "in process (compare)": ["-p", "no:worker_utils", "-p", "no:isolate", "-p", "no:forked"],
     "pytest-forked": ["-p", "no:worker_utils", "-p", "no:isolate"],
     "pytest-isolate": ["-p", "no:worker_utils", "-p", "no:forked"],
+    **{name: ["-p", "no:worker_utils", "-p", "no:forked", "-p", "no:isolate"] for name in _BOUNDS},
 }
 
 
@@ -68,6 +79,11 @@ def run_once(directory: Path, python: str, name: str, workers: str) -> tuple[flo
     command += ["-n", workers, *_OTHERS.get(name, ["-p", "no:forked", "-p", "no:isolate"])]
     command += [*WAYS[name], "test_trivial.py"]
     env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    if name in _BOUNDS:
+        here = str(Path(__file__).resolve().parent)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))
+        env["WU_BENCH_BOUND"] = _BOUNDS[name]
+        env["WU_BENCH_TESTS"] = str(count_tests(directory))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     result = subprocess.run(command, cwd=directory, capture_output=True, text=True, env=env)
@@ -102,7 +118,9 @@ def main() -> None:
     ways = [
         name
         for name in WAYS
-        if name in chosen and (name not in _NEEDS or _has_module(pythons[name], _NEEDS[name]))
+        if name in chosen
+        and (name not in _NEEDS or _has_module(pythons[name], _NEEDS[name]))
+        and (name not in _BOUNDS or options.workers == "0")
     ]
     missing = sorted(chosen & set(WAYS) - set(ways))
     if missing:
