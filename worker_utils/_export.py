@@ -25,7 +25,14 @@ from worker_utils._settings import Setting
 if TYPE_CHECKING:
     from worker_utils._plugin import Run
 
-__all__ = ["Export", "accepted", "env_setting", "exports_parser", "pytest_worker_utils_export"]
+__all__ = [
+    "Export",
+    "accepted",
+    "env_setting",
+    "exports_parser",
+    "failed",
+    "pytest_worker_utils_export",
+]
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -82,6 +89,24 @@ def env_setting(
         metavar="NAME[:FORM]",
         multiple=True,
     )
+
+
+def failed(run: Run, placeholders: dict[str, str], message: str) -> None:
+    """The export could not get this worker its resource: never leave a variable as it was.
+
+    Each variable gets ``placeholders[name]``, a value of its form that names
+    nothing that exists, so that the application fails at once instead of
+    using what the shell had set (a real server's database). The process that
+    owns the run (a run without workers, or the xdist controller) then stops
+    with ``message`` as a usage error before any test; an xdist worker goes on,
+    and its plugin fails each test with ``message``.
+    """
+    for name, value in placeholders.items():
+        run.set_env(name, value)
+    if run.lock is not None:
+        from worker_utils._plugin import usage_error
+
+        usage_error(message)
 
 
 @pytest.hookspec

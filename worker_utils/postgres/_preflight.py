@@ -14,7 +14,7 @@ from worker_utils.postgres._dsn import connect, first_line, psycopg_module
 from worker_utils.postgres._errors import PostgresError
 from worker_utils.postgres._namespace import kind_of
 
-__all__ = ["APP_CONNECTIONS", "preflight"]
+__all__ = ["APP_CONNECTIONS", "parse_url", "preflight"]
 
 #: The default of ``worker_utils_postgres_app_connections``: the connections one
 #: worker's tests hold at once besides worker_utils' own (``worker_postgres``
@@ -56,16 +56,7 @@ def preflight(
             message names the setting to change.
     """
     psycopg = psycopg_module()
-    try:
-        params = psycopg.conninfo.conninfo_to_dict(url)
-        for given in str(params.get("port") or "5432").split(","):
-            if not (given.isdigit() and 0 < int(given) < 65536):
-                raise psycopg.ProgrammingError(f"port {given!r} is not a number from 1 to 65535")
-    except psycopg.ProgrammingError as exc:
-        raise PostgresError(
-            f"{setting}: {mask_password(url)!r} is not a PostgreSQL URL ({first_line(exc)}); "
-            f"use postgresql://USER@HOST:PORT/DBNAME"
-        ) from None
+    params = parse_url(url, setting=setting)
     for host, port in _tcp_addresses(params):
         problem = _not_postgres(host, port)
         if problem:
@@ -100,6 +91,27 @@ def preflight(
             raise PostgresError(namespace_kind.cannot_create(setting, user, database))
         use = read_server_use(conn, exclude_self=True)
     return budget_warning(use, workers, app_connections)
+
+
+def parse_url(url: str, *, setting: str) -> dict[str, str]:
+    """The connection parameters of ``url``.
+
+    Raises:
+        PostgresError: ``url`` is not a PostgreSQL URL or connection string;
+            the message names ``setting``.
+    """
+    psycopg = psycopg_module()
+    try:
+        params: dict[str, str] = psycopg.conninfo.conninfo_to_dict(url)
+        for given in str(params.get("port") or "5432").split(","):
+            if not (given.isdigit() and 0 < int(given) < 65536):
+                raise psycopg.ProgrammingError(f"port {given!r} is not a number from 1 to 65535")
+    except psycopg.ProgrammingError as exc:
+        raise PostgresError(
+            f"{setting}: {mask_password(url)!r} is not a PostgreSQL URL ({first_line(exc)}); "
+            f"use postgresql://USER@HOST:PORT/DBNAME"
+        ) from None
+    return params
 
 
 def _tcp_addresses(params: dict[str, str]) -> list[tuple[str, int]]:

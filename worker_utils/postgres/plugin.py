@@ -187,6 +187,11 @@ class _PostgresSettings:
         #: The URL the exports were made from, before conftest.py files were imported.
         self.exported_url: str | None = None
         self.failure: str | None = None  # the first setup error, repeated without traceback
+        bindir = _settings.resolve(config, BINDIR).value
+        if bindir is not None:  # where the embedded server looks, in this process and its workers
+            from worker_utils.servers import postgres as server
+
+            get_run(config).set_env(server.BINDIR_VAR, str(bindir))
 
     def worker_url(self, server_url: str, name: str) -> str:
         """This worker's own URL on ``server_url``, for the namespace ``name``."""
@@ -269,11 +274,16 @@ def started_server_url(config: pytest.Config, workers: int, app_connections: int
 def _render(url: str, form: str) -> str:
     if form == "sqlalchemy":
         return postgres.render_url(url, "sqlalchemy").url
-    if form == "dsn":
+    if form == "dsn":  # libpq's key=value form (make_conninfo keeps a URL a URL)
         from worker_utils.postgres._dsn import psycopg_module
 
-        return str(psycopg_module().conninfo.make_conninfo(url))
+        conninfo = psycopg_module().conninfo
+        return str(conninfo.make_conninfo("", **conninfo.conninfo_to_dict(url)))
     return url
+
+
+# What the exported variables hold when this worker has no namespace: no server listens on port 1.
+_NOWHERE = "postgresql://worker-utils@127.0.0.1:1/worker_utils_setup_failed"
 
 
 @pytest.hookimpl
@@ -284,9 +294,9 @@ def pytest_worker_utils_export(config: pytest.Config, run: Run, controller: bool
         return
     from worker_utils.servers import ServerStartError
 
+    server = settings.url
     try:
         workers = _early_worker_count(config) if controller else _worker.get_worker_count()
-        server = settings.url
         if not server:
             server = settings.embedded_url = started_server_url(
                 config, workers, settings.app_connections
@@ -297,13 +307,38 @@ def pytest_worker_utils_export(config: pytest.Config, run: Run, controller: bool
         else:
             url = settings.worker_url(server, name)
         values = {export.name: _render(url, export.form) for export in settings.exports}
-    except (ServerStartError, postgres.PostgresError) as exc:
-        settings.failure = str(exc)  # every test fails with it, without a traceback
+    except (ServerStartError, postgres.PostgresError, ValueError) as exc:
+        message = str(exc)
+        if isinstance(exc, ValueError) and server:  # a URL that does not parse
+            message = _bad_url(server, settings.url_setting, exc)
+        settings.failure = message  # every test fails with it (pytest_runtest_setup)
+        placeholders = {export.name: _render(_NOWHERE, export.form) for export in settings.exports}
+        _export.failed(run, placeholders, message)
         return
     for name, value in values.items():
         run.set_env(name, value)
     if not controller:
         settings.exported_url = url
+
+
+def _bad_url(url: str, setting: str, error: ValueError) -> str:
+    """The message of a run without the export for ``url``, which does not parse."""
+    from worker_utils.postgres._preflight import parse_url
+
+    try:
+        parse_url(url, setting=setting)
+    except postgres.PostgresError as exc:
+        return str(exc)
+    return f"{setting}: {mask_password(url)!r}: {error}"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # The application reads the exported variables whether a test asks for a fixture or not.
+    __tracebackhide__ = True
+    settings = item.config.stash.get(_pg_key, None)
+    if settings is not None and settings.exports and settings.failure is not None:
+        fail(settings.failure)
 
 
 def export_mismatch(settings: _PostgresSettings, url: str) -> str | None:
@@ -331,11 +366,6 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     settings = config.stash.get(_pg_early_key, None) or _PostgresSettings(config)
     config.stash[_pg_key] = settings
-    bindir = _settings.resolve(config, BINDIR).value
-    if bindir is not None:  # where the embedded server looks, in this process and its workers
-        from worker_utils.servers import postgres as server
-
-        get_run(config).set_env(server.BINDIR_VAR, str(bindir))
     if config.pluginmanager.hasplugin("django"):  # pytest-django: route its test databases
         from worker_utils.postgres import _django
 

@@ -259,22 +259,37 @@ def pytest_worker_utils_export(config: pytest.Config, run: Run, controller: bool
     settings = _redis_settings(config)
     if not settings.exports:
         return
+    # No lease: a database index no server has, so that any use fails at once.
+    server = settings.url.url if settings.url is not None else "redis://127.0.0.1:1"
+    placeholders = {
+        export.name: wu_redis.redis_url_with_db(server, _NO_DATABASE)
+        if export.form == "url"
+        else "wu:controller:"
+        for export in settings.exports
+    }
     if controller:
-        # No lease: a database index no server has, so that any use fails at once.
-        server = settings.url.url if settings.url is not None else "redis://127.0.0.1:1"
-        placeholder = wu_redis.redis_url_with_db(server, _NO_DATABASE)
-        for export in settings.exports:
-            run.set_env(export.name, placeholder if export.form == "url" else "wu:controller:")
+        for name, value in placeholders.items():
+            run.set_env(name, value)
         return
     from worker_utils.servers import ServerStartError
 
     try:
         lease = worker_lease(config)  # held from now on; the fixtures take it over
     except (ServerStartError, wu_redis.RedisSetupError, wu_redis.RedisUrlError) as exc:
-        settings.early_failure = str(exc)  # every test that needs Redis fails with it
+        settings.early_failure = str(exc)  # every test fails with it (pytest_runtest_setup)
+        _export.failed(run, placeholders, settings.early_failure)
         return
     for export in settings.exports:
         run.set_env(export.name, lease.url if export.form == "url" else lease.prefix)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # The application reads the exported variable whether a test asks for a fixture or not.
+    __tracebackhide__ = True
+    failure = _redis_settings(item.config).early_failure
+    if failure is not None:
+        fail(failure)
 
 
 @pytest.hookimpl(wrapper=True)

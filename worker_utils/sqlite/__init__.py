@@ -258,6 +258,13 @@ class WorkerDatabase:
             ) from None
         self.mark()
 
+    def rebase(self) -> None:
+        """Take the file's state now as the one :meth:`restore` puts back."""
+        if self.connection.in_transaction:
+            self.connection.rollback()
+        self.connection.backup(self._pristine)
+        self.mark()
+
     def close(self) -> None:
         """Close the fixture's connections; the file stays until the run directory goes."""
         self.connection.close()

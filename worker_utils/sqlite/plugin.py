@@ -52,6 +52,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 _reset_key = pytest.StashKey[str]()
 _exports_key = pytest.StashKey[bool]()
+#: Whether the last test's changes were undone (False after a test with reset none).
+_undone_key = pytest.StashKey[bool]()
 
 
 @pytest.hookimpl
@@ -168,9 +170,10 @@ def _reset_mode(config: pytest.Config, names: Sequence[str]) -> str:
     mode = config.stash[_reset_key]
     if mode == "auto":
         # Connections the application opens commit for real, and in WAL a
-        # transaction on the fixture's connection would not see their rows.
+        # transaction on the fixture's connection would not see their rows. An
+        # exported path (worker_utils_sqlite_env) reaches the application in every test.
         by_path = "worker_sqlite_path" in names or "worker_sqlite_url" in names
-        return "restore" if by_path else "transaction"
+        return "restore" if by_path or config.stash[_exports_key] else "transaction"
     return mode
 
 
@@ -190,7 +193,26 @@ def _worker_sqlite_reset(
         # Left by a test with reset none, or whose restore failed.
         _reset(worker_sqlite_database)
     yield mode
+    request.config.stash[_undone_key] = False
     _reset(worker_sqlite_database, restore=mode != "none")
+    request.config.stash[_undone_key] = mode != "none"
+
+
+@pytest.fixture(autouse=True)
+def _worker_sqlite_export_reset(request: pytest.FixtureRequest) -> None:
+    # The application opens the exported file in every test: undo each test,
+    # not only those that ask for a SQLite fixture.
+    config = request.config
+    if not config.stash[_exports_key]:
+        return
+    database: sqlite.WorkerDatabase = request.getfixturevalue("worker_sqlite_database")
+    if not database.borrowed and database.changed() and config.stash.get(_undone_key, True):
+        # Written since the last test was undone, before this test's function
+        # fixtures (an autouse fixture of a plugin's comes first): by session or
+        # module fixtures (create_all in a session fixture). What tests start from.
+        database.rebase()
+    if "_worker_sqlite_reset" not in request.fixturenames:
+        request.getfixturevalue("_worker_sqlite_reset")
 
 
 @pytest.hookimpl
@@ -212,7 +234,8 @@ def pytest_worker_utils_provide(
 def _isolated_mode(item: pytest.Item) -> str | None:
     """How the isolated test ``item`` is undone; None if it uses no SQLite fixture."""
     names = getattr(item, "fixturenames", ())
-    if "_worker_sqlite_reset" not in names or _database_key not in item.config.stash:
+    uses = "_worker_sqlite_reset" in names or item.config.stash[_exports_key]
+    if not uses or _database_key not in item.config.stash:
         return None
     return _reset_mode(item.config, names)
 
