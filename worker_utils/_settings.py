@@ -169,8 +169,10 @@ def _given(config: pytest.Config, setting: Setting[Any]) -> Iterator[tuple[str, 
 
 
 def _ini_origin(config: pytest.Config, key: str) -> str:
-    overrides = config.getoption("override_ini", None) or []
-    if any(item.partition("=")[0].strip() == key for item in overrides):
+    overrides = config.getoption("override_ini", None)
+    if overrides is None:  # before pytest fills config.option in: its early hooks
+        overrides = getattr(getattr(config, "known_args_namespace", None), "override_ini", None)
+    if any(item.partition("=")[0].strip() == key for item in overrides or ()):
         return "-o"
     return config.inipath.name if config.inipath is not None else "the ini file"
 

@@ -53,6 +53,23 @@ def test_an_ini_value_given_with_dash_o_is_named_as_such(given: Given) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        # Read before pytest parses its options (the export's early hook), in every process.
+        ("worker_utils_postgres_mode", "schema or database"),
+        ("worker_utils_redis_mode", "auto, index or prefix"),
+    ],
+)
+def test_an_early_setting_given_with_dash_o_is_named_as_such(
+    given: Given, key: str, expected: str
+) -> None:
+    given.pytester.makeini("[pytest]\n")  # an ini file that does not hold it
+    assert given.usage_error("-o", f"{key}=x") == [
+        f"ERROR: {key} (from -o): found 'x'; expected {expected}"
+    ]
+
+
 def test_an_empty_value_counts_as_not_given(given: Given) -> None:
     given(PORT_RANGE, "", "env")
     given(PORT_RANGE, "29006-29007", "ini")
