@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import sqlalchemy
 
 from worker_utils.postgres import render_url, worker_url
 
@@ -14,6 +15,13 @@ def test_schema_mode_keeps_the_database_and_sets_the_search_path_in_options() ->
         "postgresql://postgres@db.example/test"
         "?options=-csearch_path%3Dtest_worker_ab12_gw0%2Cpublic"
     )
+
+
+@pytest.mark.parametrize("kind", ["schema", "database"])
+def test_a_postgres_scheme_becomes_postgresql_which_sqlalchemy_knows(kind: str) -> None:
+    url = worker_url("postgres://postgres@db.example/test", "ns", kind)
+    assert url.startswith("postgresql://postgres@db.example/"), url
+    assert sqlalchemy.engine.make_url(url).get_backend_name() == "postgresql"
 
 
 def test_database_mode_names_the_workers_database() -> None:

@@ -50,7 +50,7 @@ def worker_url(
         raise ValueError(
             f"worker_utils_postgres_mode: found {kind!r}; use one of {', '.join(_KINDS)}"
         )
-    scheme, netloc, path, query = _split(server_url)
+    _, netloc, path, query = _split(server_url)
     options = [query.pop("options", "")]
     if kind == "database":
         path = "/" + urllib.parse.quote(namespace, safe="")
@@ -67,7 +67,8 @@ def worker_url(
     joined = " ".join(option for option in options if option)
     if joined:
         query["options"] = joined
-    return _join(scheme, netloc, path, query)
+    # postgres:// (which libpq also takes) is not a scheme SQLAlchemy knows.
+    return _join("postgresql", netloc, path, query)
 
 
 class DriverURL(NamedTuple):
