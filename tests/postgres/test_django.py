@@ -49,10 +49,17 @@ def test_django(n):
 """
 
 
-@pytest.mark.parametrize("mode", ["schema", "database"])
-@pytest.mark.parametrize("n", ["0", "2"])
+@pytest.mark.parametrize(
+    ("mode", "n", "flag"),
+    [
+        ("schema", "0", "--reuse-db"),
+        ("schema", "2", "--create-db"),
+        ("database", "0", "--create-db"),
+        ("database", "2", "--reuse-db"),
+    ],
+)
 def test_djangos_test_database_is_the_workers_namespace_with_its_record(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, n: str, mode: str
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, n: str, mode: str, flag: str
 ) -> None:
     monkeypatch.setenv("WORKER_UTILS_POSTGRES_URL", URL)
     monkeypatch.delenv("DATABASE_URL", raising=False)
@@ -68,7 +75,7 @@ def test_djangos_test_database_is_the_workers_namespace_with_its_record(
         """
     )
     pytester.makepyfile(dj_settings=SETTINGS, test_django=TEST)
-    result = pytester.runpytest_subprocess("-n", n, "-p", "no:randomly", "-s", "--reuse-db")
+    result = pytester.runpytest_subprocess("-n", n, "-p", "no:randomly", "-s", flag)
     result.assert_outcomes(passed=2)
     seen = [line.split()[1:] for line in result.stdout.lines if line.startswith("WORKER ")]
     for name, django_name, owner, run in seen:
@@ -77,4 +84,4 @@ def test_djangos_test_database_is_the_workers_namespace_with_its_record(
         assert run.replace("-", "_")[:10] in name, "its name carries the run id"
         assert django_name == (name if mode == "database" else URL.rpartition("/")[2])
     assert schemas(prefix) == []
-    assert databases(prefix) == [], "--reuse-db keeps nothing: no database per run is left"
+    assert databases(prefix) == [], f"{flag} keeps nothing: no database per run is left"

@@ -120,3 +120,14 @@ def django_db_keepdb(request: pytest.FixtureRequest, _worker_django_aliases: lis
     if _worker_django_aliases:
         return True
     return bool(request.config.getvalue("reuse_db"))
+
+
+@pytest.fixture(scope="session")
+def django_db_createdb(request: pytest.FixtureRequest, _worker_django_aliases: list[str]) -> bool:
+    """False for routed aliases: ``--create-db`` would make Django drop and make them again.
+
+    Their databases are this run's own, new and empty but for the template's migrations.
+    """
+    if _worker_django_aliases:
+        return False
+    return bool(request.config.getvalue("create_db"))
