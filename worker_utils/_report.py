@@ -107,7 +107,7 @@ def _notes(report: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
 
 
 def summary_lines(reports: Mapping[str, Mapping[str, Any]], *, table: bool) -> Iterator[str]:
-    """Yield the summary: with ``table``, a row per worker and every resource it gets.
+    """Yield the summary: with ``table``, a row per worker, a column per kind of resource used.
 
     Without ``table``, one line per worker lists what its tests used. Both end
     with one line per server. Nothing is yielded when no test used a resource.

@@ -18,8 +18,8 @@ SUMMARY_CHOICES = ("auto", "off", "short", "table")
 SUMMARY = _settings.Setting[str](
     name="summary",
     help="What the run prints at the end about each worker's resources and the servers "
-    "(auto: short with -v, nothing otherwise; table: a row per worker with every resource "
-    "it gets)",
+    "(auto: short with -v, nothing otherwise; table: a row per worker, a column per kind "
+    "of resource the run used)",
     accepted=_settings.one_of(SUMMARY_CHOICES),
     parse=_settings.choice(SUMMARY_CHOICES),
     default="auto",
