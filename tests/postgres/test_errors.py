@@ -235,15 +235,28 @@ def test_the_marker_takes_auto_and_a_positional_value(example: Example) -> None:
     example.pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=3)
 
 
+@pytest.mark.parametrize("extensions", ["", "worker_utils_postgres_extensions = citext"])
+def test_an_extension_schema_the_server_lacks_stops_the_run_before_any_test(
+    example: Example, extensions: str
+) -> None:
+    example.pytester.makeini(
+        f"[pytest]\nworker_utils_postgres_prefix = {example.prefix}\n{extensions}\n"
+        "worker_utils_postgres_extension_schema = wu_no_such_schema\n"
+    )
+    example.pytester.makepyfile(test_one=ONE_TEST)
+    result = example.pytester.runpytest("-p", "no:randomly")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    database = URL.rpartition("/")[2]
+    assert [line for line in result.stderr.lines if line] == [
+        "ERROR: worker_utils_postgres_extension_schema: schema 'wu_no_such_schema' does not "
+        f'exist in database "{database}"; create it (CREATE SCHEMA wu_no_such_schema) or '
+        "leave the setting at public"
+    ]
+
+
 @pytest.mark.parametrize(
     ("ini", "message"),
     [
-        (
-            "worker_utils_postgres_extensions = citext\n"
-            "worker_utils_postgres_extension_schema = wu_no_such_schema",
-            "worker_utils_postgres_extension_schema: schema 'wu_no_such_schema' does not "
-            "exist; create it (CREATE SCHEMA wu_no_such_schema) or leave the setting at public",
-        ),
         (
             "worker_utils_postgres_extensions = wu_no_such_extension",
             "worker_utils_postgres_extensions: cannot create extension 'wu_no_such_extension' "

@@ -37,6 +37,7 @@ def preflight(
     app_connections: int = APP_CONNECTIONS,
     application_name: str | None = None,
     slot_wait: float = 0.0,
+    extension_schema: str | None = None,
 ) -> str | None:
     """Check once, before any test, that the server can give every worker its namespace.
 
@@ -45,6 +46,8 @@ def preflight(
             and ``app_connections`` of its tests'.
         application_name: Of the connection the check opens.
         slot_wait: Seconds that connection waits for a free slot on a full server.
+        extension_schema: In schema mode, the schema kept on every worker's
+            search path, which must exist in the server's database.
 
     Returns:
         A one-line warning when the server has fewer free connection slots than
@@ -89,6 +92,16 @@ def preflight(
         user, database, may_create = row
         if not may_create:
             raise PostgresError(namespace_kind.cannot_create(setting, user, database))
+        if kind == "schema" and extension_schema:
+            found = conn.execute(
+                "SELECT 1 FROM pg_namespace WHERE nspname = %s", [extension_schema]
+            )
+            if found.fetchone() is None:
+                raise PostgresError(
+                    f"worker_utils_postgres_extension_schema: schema {extension_schema!r} does "
+                    f'not exist in database "{database}"; create it (CREATE SCHEMA '
+                    f"{extension_schema}) or leave the setting at public"
+                )
         use = read_server_use(conn, exclude_self=True)
     return budget_warning(use, workers, app_connections)
 

@@ -515,6 +515,7 @@ class _PostgresRunHooks:
                 app_connections=settings.app_connections,
                 application_name=self.application_name,
                 slot_wait=settings.slot_wait,
+                extension_schema=settings.extension_schema,
             )
             postgres.check_pooler(url, setting=setting, kind=self.settings.mode)
             self.usable = True
