@@ -169,3 +169,23 @@ def test_a_run_takes_sigterm_over_only_from_the_default_and_gives_it_back(
     signal.signal(signal.SIGTERM, before)
     pytester.runpytest_inprocess("-p", "no:xdist", "-p", "no:randomly").assert_outcomes(passed=1)
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_the_interrupt_names_the_line_it_stopped_as_without_the_plugin(
+    pytester: pytest.Pytester, signum: int
+) -> None:
+    pytester.makepyfile(
+        test_stop=f"""
+        import os
+        import time
+
+        def test_stopped():
+            os.kill(os.getpid(), {int(signum)})
+            time.sleep(5)
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-n", "0")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*test_stop.py:5: KeyboardInterrupt"])
+    result.stdout.no_fnmatch_line("*_signals.py*")

@@ -94,6 +94,7 @@ class SigtermAsInterrupt:
         self.installed = []
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        __tracebackhide__ = True  # pytest names the line the signal interrupted, as without us
         if self.received:
             if signum == signal.SIGINT and self.sigint == "repeat":
                 raise KeyboardInterrupt
