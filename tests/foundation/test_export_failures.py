@@ -53,6 +53,7 @@ def test_an_unreachable_redis_never_leaves_the_application_the_shells_url(
     given.pytester.makepyfile(
         """
         import conftest
+        import pytest
         import redis
 
         def test_uses_the_application_client():
@@ -60,6 +61,10 @@ def test_an_unreachable_redis_never_leaves_the_application_the_shells_url(
 
         def test_needs_nothing():
             pass
+
+        @pytest.mark.isolated
+        def test_isolated_uses_the_application_client():
+            redis.Redis.from_url(conftest.URL).ping()
         """
     )
     if n == "0":
@@ -69,8 +74,8 @@ def test_an_unreachable_redis_never_leaves_the_application_the_shells_url(
     else:
         # Each worker's tests fail with the one line, not with the client's ConnectionError.
         result = given.run("-n", n)
-        result.assert_outcomes(errors=2)
-        assert result.stdout.lines.count(REDIS_DOWN) == 2
+        result.assert_outcomes(errors=3)
+        assert result.stdout.lines.count(REDIS_DOWN) == 3
         assert "ConnectionError" not in result.stdout.str()
         placeholder = "redis://127.0.0.1:1/999999999"  # noqa: WU202,WU602 the index no server has
         assert _seen(given.pytester.path) == {placeholder}

@@ -447,6 +447,10 @@ def pytest_worker_utils_provide(
 
 @pytest.hookimpl
 def pytest_worker_utils_before_isolated(item: pytest.Item) -> str | None:
+    settings = item.config.stash.get(_pg_key, None)
+    if settings is not None and settings.exports and settings.failure is not None:
+        item.stash[_isolated_key] = None
+        return settings.failure  # the exported variables name nothing
     worker = _ready(item.config)
     if worker is None:
         item.stash[_isolated_key] = None

@@ -400,6 +400,10 @@ def pytest_worker_utils_provide(
 
 @pytest.hookimpl
 def pytest_worker_utils_before_isolated(item: pytest.Item) -> str | None:
+    # The exported variables name nothing: the isolated test fails as one run here would.
+    failure = _redis_settings(item.config).early_failure
+    if failure is not None:
+        return failure
     lease = item.config.stash.get(_lease_key, None)
     return _lost(lease) if lease is not None and lease.lost else None
 
