@@ -63,6 +63,28 @@ def test_it_computes_once_and_tears_down_once_after_the_last_worker(
     assert {line.split()[2] for line in uses} == {builder}
 
 
+@pytest.mark.parametrize("n", ["0", "2"])
+def test_the_teardown_is_the_one_of_the_conftest_that_registered_it(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, n: str
+) -> None:
+    # Two conftest.py files outside packages: sys.modules["conftest"] is the last
+    # one pytest imported (the xdist controller imports test_api/conftest.py too).
+    log = pytester.path / "once.log"
+    monkeypatch.setenv("WU_TEST_ONCE_LOG", str(log))
+    pytester.makeconftest(SUITE.partition("@pytest.mark.parametrize")[0])
+    (pytester.path / "test_api").mkdir()
+    (pytester.path / "test_api" / "conftest.py").write_text(
+        "import os\n\n\ndef drop(value):\n"
+        "    with open(os.environ['WU_TEST_ONCE_LOG'], 'a') as log:\n"
+        "        log.write('the other conftest\\n')\n"
+    )
+    (pytester.path / "test_api" / "test_it.py").write_text("def test_it(shared):\n    pass\n")
+    result = pytester.runpytest("-p", "no:randomly", "-n", n)
+    result.assert_outcomes(passed=1)
+    result.stdout.no_fnmatch_line("worker_utils: run_once*")
+    assert log.read_text().splitlines()[-1].startswith("teardown ")
+
+
 def test_a_value_that_is_not_json_fails_with_a_clear_message(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """

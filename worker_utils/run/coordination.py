@@ -26,6 +26,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from worker_utils._worker import get_testrun_uid, get_worker_id
@@ -233,13 +234,28 @@ def _qualified_name(key: str, function: Callable[..., object]) -> str:
 
 
 def _source_file(function: Callable[..., object]) -> str | None:
+    # The function's own file: sys.modules["conftest"] is whichever conftest.py
+    # (outside a package) pytest imported last.
+    code = getattr(function, "__code__", None)
+    if code is not None:
+        return str(code.co_filename)
     module = sys.modules.get(getattr(function, "__module__", ""))
     return getattr(module, "__file__", None)
+
+
+def _same_file(module: object, file: str) -> bool:
+    found = getattr(module, "__file__", None)
+    return found is not None and os.path.realpath(found) == os.path.realpath(file)
 
 
 def _resolve(name: str, file: str | None = None) -> Callable[[Any], object]:
     module_name, _, qualname = name.partition(":")
     module = sys.modules.get(module_name)
+    if module is not None and file is not None and not _same_file(module, file):
+        # Another module by that name (another conftest.py): the one imported from file.
+        module = next((m for m in list(sys.modules.values()) if _same_file(m, file)), None)
+        if module is None:
+            module = _load(module_name, file)
     if module is None:
         try:
             module = importlib.import_module(module_name)
@@ -247,17 +263,23 @@ def _resolve(name: str, file: str | None = None) -> Callable[[Any], object]:
             # A test module: the xdist controller never imports those.
             if file is None:
                 raise
-            spec = importlib.util.spec_from_file_location(f"_worker_utils_{module_name}", file)
-            if spec is None or spec.loader is None:
-                raise
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
+            module = _load(module_name, file)
     target: Any = module
     for part in qualname.split("."):
         target = getattr(target, part)
     if not callable(target):
         raise TypeError(f"{name} is not callable")
     return target  # type: ignore[no-any-return]
+
+
+def _load(module_name: str, file: str) -> ModuleType:
+    """Import ``file`` as a module of its own, apart from any module named ``module_name``."""
+    spec = importlib.util.spec_from_file_location(f"_worker_utils_{module_name}", file)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {module_name} from {file}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def teardown_records(run_dir: Path) -> list[TeardownRecord]:
