@@ -26,6 +26,7 @@ import pytest
 from worker_utils import _export, _handover, _settings, _worker
 from worker_utils._plugin import Run, run_key, summary_key, usage_error
 from worker_utils._report import WorkerReport, summary_lines
+from worker_utils.errors import WorkerUtilsError
 from worker_utils.run import _signals, coordination
 
 #: The resource plugins, in the order their options appear in ``pytest --help``.
@@ -100,7 +101,10 @@ def _start_run(config: pytest.Config, given_uid: str | None) -> Run:
         usage_error(f"--testrunuid: {exc}")
     coordination.reap_dead_runs()
     lock = coordination.RunLock(uid)
-    run = Run(uid, lock.acquire(), lock)
+    try:
+        run = Run(uid, lock.acquire(), lock)
+    except WorkerUtilsError as exc:
+        usage_error(exc)
     sigterm = _signals.SigtermAsInterrupt(
         lambda: _signals.signal_workers(run.directory, signal.SIGTERM), sigint="repeat"
     )

@@ -238,3 +238,20 @@ def test_a_killed_run_leaves_a_directory_that_the_next_pytest_run_removes(
     pytester.makepyfile("def test_hang(): pass")
     pytester.runpytest("-p", "no:xdist").assert_outcomes(passed=1)
     assert not run_dir.exists()
+
+
+def test_a_second_live_run_with_the_same_id_on_this_host_is_one_usage_error(
+    pytester: pytest.Pytester,
+) -> None:
+    lock = coordination.RunLock("wu-same-id")
+    lock.acquire()  # as a live run with that id would hold it
+    try:
+        pytester.makepyfile("def test_it(): pass")
+        result = pytester.runpytest_subprocess("-p", "no:randomly", "--testrunuid=wu-same-id")
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        assert [line for line in result.stderr.lines if line] == [
+            "ERROR: --testrunuid wu-same-id: a run with this id is live on this host; give "
+            "each concurrent run its own --testrunuid"
+        ]
+    finally:
+        lock.release()

@@ -84,9 +84,21 @@ class RunLock:
         self._lock = filelock.FileLock(f"{self.path}.lock")
 
     def acquire(self) -> Path:
-        """Take the lock, then create the run directory: a reaper never sees it unlocked."""
+        """Take the lock, then create the run directory: a reaper never sees it unlocked.
+
+        Raises:
+            WorkerUtilsError: Another live process of this host holds the lock.
+        """
+        import filelock
+
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._lock.acquire(timeout=0)
+        try:
+            self._lock.acquire(timeout=0)
+        except filelock.Timeout:
+            raise WorkerUtilsError(
+                f"--testrunuid {self.path.name.removeprefix(_RUN_PREFIX)}: a run with this id "
+                f"is live on this host; give each concurrent run its own --testrunuid"
+            ) from None
         self.path.mkdir(mode=0o700, exist_ok=True)
         return self.path
 
