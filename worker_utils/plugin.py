@@ -27,7 +27,7 @@ from worker_utils import _export, _handover, _settings, _worker
 from worker_utils._plugin import Run, run_key, summary_key, usage_error
 from worker_utils._report import WorkerReport, summary_lines
 from worker_utils.errors import WorkerUtilsError
-from worker_utils.run import _signals, coordination
+from worker_utils.run import _run_fixtures, _signals, coordination
 
 #: The resource plugins, in the order their options appear in ``pytest --help``.
 pytest_plugins = [
@@ -205,6 +205,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[run_key] = run
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(run), "worker_utils.xdist")
+    # Registered after every installed plugin: its fixture is the one tests get.
+    config.pluginmanager.register(_run_fixtures, "worker_utils.run_fixtures")
 
 
 @pytest.hookimpl(trylast=True)

@@ -21,7 +21,7 @@ import worker_utils as wu
 def test_record(n, request, worker_tmp_path, run_tmp_path):
     xdist = request.config.pluginmanager.hasplugin("xdist")
     xdist_id = request.getfixturevalue("worker_id") if xdist else None
-    xdist_uid = request.getfixturevalue("testrun_uid") if xdist else None
+    xdist_uid = request.getfixturevalue("testrun_uid")  # worker_utils' own without xdist
     record(
         id=wu.get_worker_id(), num=wu.get_worker_num(), count=wu.get_worker_count(),
         is_worker=wu.is_xdist_worker(), uid=wu.get_testrun_uid(),
@@ -117,9 +117,9 @@ def test_every_helper_agrees_with_xdist_in_every_mode(
         assert r["redis_db"] == r["num"] + 1
         if r["xdist_id"] is not None:
             assert r["id"] == r["xdist_id"]
+        # xdist's fixture would be a new random id of its own without workers.
+        assert r["uid"] == r["xdist_uid"]
         if workers:
-            # Without workers xdist's fixture makes a new random id of its own.
-            assert r["uid"] == r["xdist_uid"]
             assert r["is_worker"] is True
             assert r["id"] == f"gw{r['num']}"
             assert r["count"] == workers
