@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -263,3 +264,105 @@ def test_it_resolves_a_database_held_by_a_base_class_in_another_statement() -> N
         "test_x.py:6:24: WU601 hard-coded Redis database 9 passed to Redis() "
         "(use the worker_redis_url or worker_redis_db fixture)"
     ]
+
+
+@pytest.mark.parametrize("expression", ["-" * 200_000 + "1", "+".join(["1"] * 200_000)])
+def test_it_reports_a_file_too_deeply_nested_to_parse_and_checks_the_others(
+    tmp_path: Path, expression: str
+) -> None:
+    (tmp_path / "test_deep.py").write_text(f"x = {expression}\n")
+    (tmp_path / "test_bad.py").write_text("P = '/tmp/x'\n")  # noqa: WU401
+    findings = check_paths([tmp_path], Settings(root=tmp_path))
+    assert [(Path(finding.path).name, finding.code) for finding in findings] == [
+        ("test_bad.py", "WU401"),
+        ("test_deep.py", "WU000"),
+    ]
+    assert (findings[1].line, findings[1].col) == (1, 1)
+
+
+def test_it_reports_an_unknown_coding_cookie_at_column_one() -> None:
+    [finding] = check_source(b"# coding: nonexistent-codec\nimport os\n", "test_x.py")
+    assert (finding.code, finding.line, finding.col) == ("WU000", 1, 1)
+    assert finding.message == "syntax error: unknown encoding: nonexistent-codec"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import os\ns = 'ééééé'; os.environ['A'] = '1'\n".encode(),
+        "# -*- coding: latin-1 -*-\nimport os\ns = 'ééééé'; os.environ['A'] = '1'\n".encode(
+            "latin-1"
+        ),
+        "import os\ns = 'ééééé'; os.environ['A'] = '1'\n",
+    ],
+)
+def test_it_counts_columns_in_characters(source: str | bytes) -> None:
+    [finding] = check_source(source, "test_x.py")
+    assert (finding.code, finding.col) == ("WU101", 14)
+
+
+def test_it_skips_a_fifo_in_a_walked_directory(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "test_fifo.py")
+    (tmp_path / "test_bad.py").write_text("P = '/tmp/x'\n")  # noqa: WU401
+    findings = check_paths([tmp_path], Settings(root=tmp_path))
+    assert [(Path(finding.path).name, finding.code) for finding in findings] == [
+        ("test_bad.py", "WU401")
+    ]
+
+
+def test_it_reports_a_fifo_named_on_the_command_line_as_unreadable(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "test_fifo.py")
+    [finding] = check_paths([tmp_path / "test_fifo.py"], Settings(root=tmp_path))
+    assert finding.format() == (
+        f"{tmp_path}/test_fifo.py:1:1: WU001 cannot read the file: not a regular file: "
+        f"{tmp_path}/test_fifo.py (the file was not checked)"
+    )
+
+
+@pytest.mark.parametrize("newline", ["\r", "\r\n", "\n"])
+def test_it_checks_files_whatever_their_line_endings(newline: str) -> None:
+    source = newline.join(
+        ["import os", "def test_a():", "    x = 1", "    os.environ['A'] = '1'", ""]
+    )
+    assert [(finding.code, finding.line) for finding in check_source(source)] == [("WU101", 4)]
+
+
+@pytest.mark.parametrize("separator", ["\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"])
+def test_it_numbers_noqa_lines_as_ast_does(separator: str) -> None:
+    source = (
+        f"import os\nS = 'a{separator}b'  # {separator}\n"
+        "def test_a():\n"
+        "    os.environ['A'] = '1'  # noqa: WU101\n"
+        "    os.environ['B'] = '1'\n"
+    )
+    assert [(finding.code, finding.line) for finding in check_source(source)] == [("WU101", 5)]
+
+
+def test_it_reads_noqa_on_lines_ended_by_a_carriage_return() -> None:
+    source = "import os\rdef test_a():\r    os.environ['A'] = '1'  # noqa: WU101\r    x = 1\r"
+    assert check_source(source) == []
+
+
+def test_it_ignores_noqa_inside_a_string_literal() -> None:
+    source = "import os\nx = '# noqa'; os.environ['A'] = '1'\n"
+    assert [finding.code for finding in check_source(source)] == ["WU101"]
+
+
+@pytest.mark.parametrize(
+    ("comment", "silenced"),
+    [
+        ("# noqa", True),
+        ("# NOQA:WU101", True),
+        ("# noqa:WU101 because the test owns the process", True),
+        ("# noqa : WU101", True),
+        ("# type: ignore  # noqa: WU101", True),
+        ("# noqa: WU1", False),
+        ("# noqa: E501", False),
+        ("# noqa: WU-101", False),
+        ("# noqa: see below", False),
+        ("# noqa:", False),
+    ],
+)
+def test_a_noqa_comment_silences_only_the_codes_it_lists(comment: str, silenced: bool) -> None:
+    source = f"import os\nos.environ['A'] = '1'  {comment}\n"
+    assert [finding.code for finding in check_source(source)] == ([] if silenced else ["WU101"])

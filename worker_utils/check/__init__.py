@@ -18,6 +18,8 @@ import ast
 import gc
 import os
 import re
+import stat
+import tokenize
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -66,6 +68,9 @@ class _Plan:
         Plain substring search: a regular expression over every line costs more
         than the parse itself.
         """
+        if "\r" in text:
+            # ast ends a line at a lone \r too; counting only \n would put every marker on line 1.
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
         if any(marker in text for marker in self.file_markers):
             return None
         positions = []
@@ -128,7 +133,7 @@ def _check_paths(
     with _quiet_and_fast():
         for path in iter_files(paths, settings):
             try:
-                source = path.read_bytes()
+                source = _read(path)
             except OSError as error:
                 results.append(_unreadable(str(path), error))
                 continue
@@ -152,24 +157,40 @@ def _quiet_and_fast() -> Iterator[None]:
             gc.enable()
 
 
+def _read(path: Path) -> bytes:
+    """The bytes of ``path``; a FIFO or device would block or never end, so it is an error."""
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):
+        raise OSError(f"not a regular file: {path}")
+    return path.read_bytes()
+
+
 def _check_file(source: str | bytes, path: str, plan: _Plan) -> _FileResult:
     with _quiet_and_fast():
         try:
             tree = ast.parse(source, filename=path)
-        except (SyntaxError, ValueError) as error:
-            # Python 3.11 calls a NUL byte a SyntaxError, 3.12 a ValueError.
-            line = getattr(error, "lineno", None) or 1
-            col = getattr(error, "offset", None) or 1
-            message = SYNTAX_ERROR.message.format(error=getattr(error, "msg", str(error)))
+        except (SyntaxError, ValueError, MemoryError, RecursionError) as error:
+            # Python 3.11 calls a NUL byte a SyntaxError, 3.12 a ValueError; a deeply
+            # nested expression exhausts the parser's stack (MemoryError, RecursionError).
+            line = max(getattr(error, "lineno", None) or 1, 1)
+            col = max(getattr(error, "offset", None) or 1, 1)
+            detail = getattr(error, "msg", None) or str(error) or "too deeply nested to parse"
+            message = SYNTAX_ERROR.message.format(error=detail)
             return _FileResult(
                 path, [Finding(path, line, col, "WU000", message, SYNTAX_ERROR.hint)]
             )
-    text = source if isinstance(source, str) else source.decode("utf-8", errors="replace")
+    text = source if isinstance(source, str) else _decode(source)
     is_conftest = Path(path).name == "conftest.py"
     ctx = Context(path, text, tree, is_conftest, plan.lines(text))
     for check in plan.checks:
         check(ctx)
     return _FileResult(path, ctx.findings, ctx.autouse, _noqa_lines(text))
+
+
+def _decode(source: bytes) -> str:
+    """The text ast parsed: decoded by the file's coding cookie or BOM, UTF-8 by default."""
+    encoding, _ = tokenize.detect_encoding(iter(source.splitlines(keepends=True)).__next__)
+    return source.decode(encoding, errors="replace")
 
 
 def _definition_order(result: _FileResult) -> tuple[int, bool, str]:

@@ -51,7 +51,7 @@ def check(ctx: Context) -> None:
             if options is None:
                 continue
             name = options.get("name", node.name)
-            ctx.autouse.append((name, node.lineno, node.col_offset + 1))
+            ctx.autouse.append((name, node.lineno, ctx.column(node)))
             scope = options.get("scope", "function")
             if scope in _BROAD_SCOPES and not ctx.is_conftest:
                 ctx.report(IN_TEST_MODULE, node, scope=scope, name=name)
