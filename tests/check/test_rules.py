@@ -366,3 +366,55 @@ def test_it_ignores_noqa_inside_a_string_literal() -> None:
 def test_a_noqa_comment_silences_only_the_codes_it_lists(comment: str, silenced: bool) -> None:
     source = f"import os\nos.environ['A'] = '1'  {comment}\n"
     assert [finding.code for finding in check_source(source)] == ([] if silenced else ["WU101"])
+
+
+def codes_and_lines(source: str, path: str = "test_x.py") -> list[tuple[str, int]]:
+    return [(finding.code, finding.line) for finding in check_source(source, path)]
+
+
+def test_a_port_ends_at_a_non_word_character() -> None:
+    source = "LABEL = 'localhost:6379_a1b2c3d4'\nURL = 'http://localhost:8080/x'\n"  # noqa: WU202
+    assert codes_and_lines(source) == [("WU202", 2)]
+
+
+def test_it_finds_a_bare_ipv4_address_with_a_port_on_a_line_of_its_own() -> None:
+    source = "import os\nA = '10.0.0.5:6379'\nD = ['192.168.1.20:11211']\nV = '1.2.3'\n"  # noqa: WU202
+    assert codes_and_lines(source) == [("WU202", 2), ("WU202", 3)]
+
+
+def test_it_allows_tmp_as_a_parent_or_a_prefix() -> None:
+    source = (
+        "import tempfile\n"  # noqa: WU401
+        "d = tempfile.mkdtemp(dir='/tmp')\n"
+        "f = tempfile.NamedTemporaryFile(dir='/tmp')\n"
+        "ok = path.startswith('/tmp')\n"
+        "ok = path.startswith(('/tmp', '/var/tmp'))\n"
+        "p = os.path.join('/tmp', 'cache')\n"
+        "q = tempfile.mkdtemp(prefix='/tmp/x')\n"
+    )
+    assert codes_and_lines(source) == [("WU401", 6), ("WU401", 7)]
+
+
+def test_it_finds_environment_writes_through_merges_bytes_and_unpacking() -> None:
+    source = (
+        "import os\n"
+        "os.environ |= {'A': '1'}\n"
+        "os.environb[b'E'] = b'1'\n"
+        "a, os.environ['X'] = 1, '2'\n"
+        "[b, *os.environ['Y']] = 1, '2'\n"
+        "for os.environ['I'] in ['a']: pass\n"
+        "with open('x') as os.environ['J']: pass\n"
+        "env = os.environ | {'A': '1'}\n"
+    )
+    assert codes_and_lines(source) == [("WU101", line) for line in range(2, 8)]
+
+
+def test_a_worker_id_keeps_its_taint_through_or() -> None:
+    source = (
+        "import os\n"
+        "def test_x():\n"
+        "    wid = os.environ.get('PYTEST_XDIST_WORKER') or 'gw0'\n"
+        "    num = int(wid[2:])\n"
+        "    port = 8000 + num * 10\n"
+    )
+    assert codes_and_lines(source) == [("WU301", 3), ("WU302", 4), ("WU303", 5)]

@@ -46,6 +46,7 @@ class _Plan:
     checks: tuple[Callable[[Context], None], ...]
     line_markers: tuple[str, ...]
     file_markers: tuple[str, ...]
+    line_patterns: tuple[re.Pattern[str], ...] = ()
 
     @classmethod
     def of(cls, settings: Settings) -> _Plan:
@@ -60,6 +61,7 @@ class _Plan:
                 marker for family in families if not family.WHOLE_FILE for marker in family.MARKERS
             ),
             tuple(marker for family in families if family.WHOLE_FILE for marker in family.MARKERS),
+            tuple(family.LINE_PATTERN for family in families if hasattr(family, "LINE_PATTERN")),
         )
 
     def lines(self, text: str) -> list[int] | None:
@@ -79,6 +81,8 @@ class _Plan:
             while position != -1:
                 positions.append(position)
                 position = text.find(marker, position + 1)
+        for pattern in self.line_patterns:
+            positions += [match.start() for match in pattern.finditer(text)]
         positions.sort()
         lines: list[int] = []
         line, last = 1, 0

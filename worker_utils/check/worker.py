@@ -102,6 +102,11 @@ def _is_worker_id(ctx: Context, node: ast.AST, ids: set[str]) -> bool:
         key = node.slice
         if container_name == "workerinput" and isinstance(key, ast.Constant):
             return key.value == "workerid"
+    if isinstance(node, ast.BoolOp):
+        # os.environ.get("PYTEST_XDIST_WORKER") or "gw0"
+        return isinstance(node.op, ast.Or) and any(
+            _is_worker_id(ctx, value, ids) for value in node.values
+        )
     if isinstance(node, ast.Compare):
         return False
     return _env_read(ctx, node) == "PYTEST_XDIST_WORKER"
