@@ -243,7 +243,7 @@ def test_walking_only_marked_lines_finds_what_a_full_walk_finds(
 
 
 def test_it_reports_a_redis_database_only_in_a_file_that_names_redis() -> None:
-    source = "def test_it(store):\n    store.open(db=3)\n    store.select(2)\n"
+    source = "def test_it(client):\n    client.open(db=3)\n    client.select(2)\n"
     assert format_one(source) == []
     assert [finding.code for finding in check_source(f"import redis\n{source}")] == [
         "WU601",
@@ -418,3 +418,22 @@ def test_a_worker_id_keeps_its_taint_through_or() -> None:
         "    port = 8000 + num * 10\n"
     )
     assert codes_and_lines(source) == [("WU301", 3), ("WU302", 4), ("WU303", 5)]
+
+
+def test_it_reports_select_only_on_what_looks_like_a_redis_client() -> None:
+    source = (
+        "import redis\n"
+        "import sqlalchemy as sa\n"
+        "def test_it(redis_client, client, conn, selector, query):\n"
+        "    r = redis.Redis()\n"
+        "    r.select(3)\n"
+        "    redis_client.select(4)\n"
+        "    client.select(5)\n"
+        "    conn.select(6)\n"
+        "    redis.Redis().select(7)\n"
+        "    sa.select(1)\n"
+        "    selector.select(5)\n"
+        "    query.select(2)\n"
+        "    sa.select(1).select(2)\n"
+    )
+    assert codes_and_lines(source) == [("WU603", line) for line in range(5, 10)]
