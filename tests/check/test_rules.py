@@ -437,3 +437,20 @@ def test_it_reports_select_only_on_what_looks_like_a_redis_client() -> None:
         "    sa.select(1).select(2)\n"
     )
     assert codes_and_lines(source) == [("WU603", line) for line in range(5, 10)]
+
+
+def test_a_name_holds_a_worker_number_only_in_its_own_function() -> None:
+    source = (
+        "N = int(worker_id[2:])\n"
+        "def test_a(worker_id):\n"
+        "    n = int(worker_id[2:])\n"
+        "    assert n * 2\n"
+        "def test_b(items):\n"
+        "    n = len(items)\n"
+        "    assert n * 2 == 4\n"
+        "    total = n % 3\n"
+        "    port = N * 10\n"
+        "def test_c(N):\n"
+        "    port = N * 10\n"
+    )
+    assert codes_and_lines(source) == [("WU302", 1), ("WU302", 3), ("WU303", 4), ("WU303", 9)]
