@@ -151,7 +151,7 @@ def format_one(source: str, path: str = "test_x.py") -> list[str]:
             "@pytest.fixture(autouse=True)\ndef db(): pass\n"
             "class TestA:\n    @pytest.fixture(autouse=True)\n    def db(self): pass\n",
             "test_x.py:6:5: WU502 autouse fixture 'db' already defined at test_x.py:3 "
-            "(keep one definition in the conftest.py shared by both)",
+            "(rename the method, or keep one definition)",
         ),
         (
             "import redis\nredis.StrictRedis(host='cache', db=15)\n",
@@ -454,3 +454,49 @@ def test_a_name_holds_a_worker_number_only_in_its_own_function() -> None:
         "    port = N * 10\n"
     )
     assert codes_and_lines(source) == [("WU302", 1), ("WU302", 3), ("WU303", 4), ("WU303", 9)]
+
+
+AUTOUSE = "@pytest.fixture(autouse=True)\ndef setup(): ...\n"
+AUTOUSE_METHOD = "    @pytest.fixture(autouse=True)\n    def setup(self): ...\n"
+
+
+def test_autouse_methods_of_different_classes_never_meet() -> None:
+    source = f"import pytest\nclass TestA:\n{AUTOUSE_METHOD}class TestB:\n{AUTOUSE_METHOD}"
+    assert codes_and_lines(source) == []
+
+
+def test_an_autouse_method_twice_in_one_class_or_in_a_nested_class_is_reported() -> None:
+    source = (
+        "import pytest\n"
+        f"class TestA:\n{AUTOUSE_METHOD}{AUTOUSE_METHOD}"
+        f"class TestB:\n{AUTOUSE_METHOD}"
+        "    class TestInner:\n"
+        "        @pytest.fixture(autouse=True)\n"
+        "        def setup(self): ...\n"
+    )
+    assert codes_and_lines(source) == [("WU502", 6), ("WU502", 12)]
+
+
+def test_autouse_fixtures_of_sibling_modules_never_meet(tmp_path: Path) -> None:
+    for name in ("test_a.py", "test_b.py"):
+        (tmp_path / name).write_text(f"import pytest\n{AUTOUSE}")
+    assert check_paths([tmp_path], Settings(root=tmp_path)) == []
+
+
+def test_an_autouse_fixture_overriding_a_conftest_one_above_it_is_reported(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "sub" / "conftest.py").write_text(f"import pytest\n{AUTOUSE}")
+    (tmp_path / "sub" / "deeper" / "test_a.py").write_text(f"import pytest\n{AUTOUSE}")
+    (tmp_path / "sub" / "test_b.py").write_text(f"import pytest\nclass TestB:\n{AUTOUSE_METHOD}")
+    (tmp_path / "other" / "conftest.py").write_text(f"import pytest\n{AUTOUSE}")
+    findings = check_paths([tmp_path], Settings(root=tmp_path))
+    conftest = tmp_path / "sub" / "conftest.py"
+    assert [finding.format() for finding in findings] == [
+        f"{tmp_path}/sub/deeper/test_a.py:3:1: WU502 autouse fixture 'setup' already defined "
+        f"at {conftest}:3 (keep one definition in the conftest.py shared by both)",
+        f"{tmp_path}/sub/test_b.py:4:5: WU502 autouse fixture 'setup' already defined "
+        f"at {conftest}:3 (rename the method, or keep one definition)",
+    ]

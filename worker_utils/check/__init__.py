@@ -28,7 +28,15 @@ from pathlib import Path
 from types import ModuleType
 
 from worker_utils.check import autouse, env, ports, redis_db, tmp, worker
-from worker_utils.check._base import RULES, SYNTAX_ERROR, UNREADABLE, Context, Finding, Rule
+from worker_utils.check._base import (
+    RULES,
+    SYNTAX_ERROR,
+    UNREADABLE,
+    Autouse,
+    Context,
+    Finding,
+    Rule,
+)
 from worker_utils.check._base import noqa_lines as _noqa_lines
 from worker_utils.check._config import CheckError, Settings, iter_files
 
@@ -98,7 +106,7 @@ class _Plan:
 class _FileResult:
     path: str
     findings: list[Finding]
-    autouse: list[tuple[str, int, int]] = field(default_factory=list)
+    autouse: list[Autouse] = field(default_factory=list)
     noqa: dict[int, frozenset[str] | None] = field(default_factory=dict)
 
 
@@ -203,6 +211,26 @@ def _definition_order(result: _FileResult) -> tuple[int, bool, str]:
     return len(path.parts), path.name != "conftest.py", result.path
 
 
+def _overridden(outer: _FileResult, earlier: Autouse, inner: _FileResult, later: Autouse) -> bool:
+    """Whether ``later`` overrides or doubles ``earlier`` for some test.
+
+    In one file: a class's fixture overrides the one around the class, and a
+    second definition in the same scope replaces the first. Across files: any
+    definition overrides one in a conftest.py of its directory or above;
+    fixtures of sibling modules, or of different classes, never meet.
+    """
+    if outer.path == inner.path:
+        depth = len(earlier.classes)
+        return later.classes[:depth] == earlier.classes and (
+            depth < len(later.classes) or earlier.line < later.line
+        )
+    if Path(outer.path).name != "conftest.py":
+        return False
+    directory = Path(os.path.abspath(outer.path)).parent
+    inside = Path(os.path.abspath(inner.path)).parent
+    return inside == directory or directory in inside.parents
+
+
 def _unreadable(path: str, error: Exception) -> _FileResult:
     message = UNREADABLE.message.format(error=error)
     return _FileResult(path, [Finding(path, 1, 1, "WU001", message, UNREADABLE.hint)])
@@ -210,16 +238,26 @@ def _unreadable(path: str, error: Exception) -> _FileResult:
 
 def _finish(results: list[_FileResult], settings: Settings) -> list[Finding]:
     """Add the cross-file duplicate autouse findings, then apply selection and noqa."""
-    first_seen: dict[str, str] = {}
+    definitions: dict[str, list[tuple[_FileResult, Autouse]]] = {}
     for result in sorted(results, key=_definition_order):
-        for name, line, col in sorted(result.autouse, key=lambda found: found[1:]):
-            if name in first_seen:
-                message = autouse.DUPLICATE.message.format(name=name, first=first_seen[name])
+        for found in sorted(result.autouse, key=lambda found: found[1:]):
+            definitions.setdefault(found.name, []).append((result, found))
+    for same_name in definitions.values():
+        for result, later in same_name:
+            first = next(
+                (
+                    f"{outer.path}:{earlier.line}"
+                    for outer, earlier in same_name
+                    if _overridden(outer, earlier, result, later)
+                ),
+                None,
+            )
+            if first is not None:
+                message = autouse.DUPLICATE.message.format(name=later.name, first=first)
+                hint = autouse.METHOD_HINT if later.classes else autouse.DUPLICATE.hint
                 result.findings.append(
-                    Finding(result.path, line, col, "WU502", message, autouse.DUPLICATE.hint)
+                    Finding(result.path, later.line, later.col, "WU502", message, hint)
                 )
-            else:
-                first_seen[name] = f"{result.path}:{line}"
     kept = []
     for result in results:
         for finding in result.findings:

@@ -9,9 +9,19 @@ import tokenize
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
-__all__ = ["RULES", "Context", "Finding", "Rule", "is_port", "noqa_lines", "rule", "split_lines"]
+__all__ = [
+    "RULES",
+    "Autouse",
+    "Context",
+    "Finding",
+    "Rule",
+    "is_port",
+    "noqa_lines",
+    "rule",
+    "split_lines",
+]
 
 _Node = TypeVar("_Node", bound=ast.AST)
 
@@ -127,6 +137,15 @@ def is_port(node: ast.AST) -> bool:
     return isinstance(node, ast.Constant) and type(node.value) is int and 1 <= node.value <= 65535
 
 
+class Autouse(NamedTuple):
+    """An autouse fixture definition: its name, where it is, and the classes around it."""
+
+    name: str
+    line: int
+    col: int
+    classes: tuple[str, ...]
+
+
 @dataclass
 class Context:
     """One parsed file as the rule families see it; families add findings through :meth:`report`."""
@@ -137,7 +156,7 @@ class Context:
     is_conftest: bool
     lines: Sequence[int] | None = None
     findings: list[Finding] = field(default_factory=list)
-    autouse: list[tuple[str, int, int]] = field(default_factory=list)
+    autouse: list[Autouse] = field(default_factory=list)
     _index: dict[type[ast.AST], list[ast.AST]] | None = None
     _aliases: dict[str, str] | None = None
     _docstrings: set[int] | None = None
