@@ -107,7 +107,7 @@ class _FileResult:
     path: str
     findings: list[Finding]
     autouse: list[Autouse] = field(default_factory=list)
-    noqa: dict[int, frozenset[str] | None] = field(default_factory=dict)
+    text: str = ""
 
 
 def check_source(
@@ -196,7 +196,7 @@ def _check_file(source: str | bytes, path: str, plan: _Plan) -> _FileResult:
     ctx = Context(path, text, tree, is_conftest, plan.lines(text))
     for check in plan.checks:
         check(ctx)
-    return _FileResult(path, ctx.findings, ctx.autouse, _noqa_lines(text))
+    return _FileResult(path, ctx.findings, ctx.autouse, text)
 
 
 def _decode(source: bytes) -> str:
@@ -260,8 +260,10 @@ def _finish(results: list[_FileResult], settings: Settings) -> list[Finding]:
                 )
     kept = []
     for result in results:
+        # Tokenizing for comments costs as much as parsing: only where there is a finding.
+        noqa = _noqa_lines(result.text) if result.findings else {}
         for finding in result.findings:
-            codes = result.noqa.get(finding.line, frozenset())
+            codes = noqa.get(finding.line, frozenset())
             silenced = codes is None or finding.code in codes
             enabled = settings.enabled(finding.code, Path(finding.path))
             if enabled and not (silenced and finding.code != "WU000"):
