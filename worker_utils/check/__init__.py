@@ -18,6 +18,8 @@ import ast
 import gc
 import os
 import re
+import stat
+import tokenize
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -26,7 +28,15 @@ from pathlib import Path
 from types import ModuleType
 
 from worker_utils.check import autouse, env, ports, redis_db, tmp, worker
-from worker_utils.check._base import RULES, SYNTAX_ERROR, UNREADABLE, Context, Finding, Rule
+from worker_utils.check._base import (
+    RULES,
+    SYNTAX_ERROR,
+    UNREADABLE,
+    Autouse,
+    Context,
+    Finding,
+    Rule,
+)
 from worker_utils.check._base import noqa_lines as _noqa_lines
 from worker_utils.check._config import CheckError, Settings, iter_files
 
@@ -44,6 +54,7 @@ class _Plan:
     checks: tuple[Callable[[Context], None], ...]
     line_markers: tuple[str, ...]
     file_markers: tuple[str, ...]
+    line_patterns: tuple[re.Pattern[str], ...] = ()
 
     @classmethod
     def of(cls, settings: Settings) -> _Plan:
@@ -58,6 +69,7 @@ class _Plan:
                 marker for family in families if not family.WHOLE_FILE for marker in family.MARKERS
             ),
             tuple(marker for family in families if family.WHOLE_FILE for marker in family.MARKERS),
+            tuple(family.LINE_PATTERN for family in families if hasattr(family, "LINE_PATTERN")),
         )
 
     def lines(self, text: str) -> list[int] | None:
@@ -66,6 +78,9 @@ class _Plan:
         Plain substring search: a regular expression over every line costs more
         than the parse itself.
         """
+        if "\r" in text:
+            # ast ends a line at a lone \r too; counting only \n would put every marker on line 1.
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
         if any(marker in text for marker in self.file_markers):
             return None
         positions = []
@@ -74,6 +89,8 @@ class _Plan:
             while position != -1:
                 positions.append(position)
                 position = text.find(marker, position + 1)
+        for pattern in self.line_patterns:
+            positions += [match.start() for match in pattern.finditer(text)]
         positions.sort()
         lines: list[int] = []
         line, last = 1, 0
@@ -89,8 +106,8 @@ class _Plan:
 class _FileResult:
     path: str
     findings: list[Finding]
-    autouse: list[tuple[str, int, int]] = field(default_factory=list)
-    noqa: dict[int, frozenset[str] | None] = field(default_factory=dict)
+    autouse: list[Autouse] = field(default_factory=list)
+    text: str = ""
 
 
 def check_source(
@@ -128,7 +145,7 @@ def _check_paths(
     with _quiet_and_fast():
         for path in iter_files(paths, settings):
             try:
-                source = path.read_bytes()
+                source = _read(path)
             except OSError as error:
                 results.append(_unreadable(str(path), error))
                 continue
@@ -152,30 +169,66 @@ def _quiet_and_fast() -> Iterator[None]:
             gc.enable()
 
 
+def _read(path: Path) -> bytes:
+    """The bytes of ``path``; a FIFO or device would block or never end, so it is an error."""
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):
+        raise OSError(f"not a regular file: {path}")
+    return path.read_bytes()
+
+
 def _check_file(source: str | bytes, path: str, plan: _Plan) -> _FileResult:
     with _quiet_and_fast():
         try:
             tree = ast.parse(source, filename=path)
-        except (SyntaxError, ValueError) as error:
-            # Python 3.11 calls a NUL byte a SyntaxError, 3.12 a ValueError.
-            line = getattr(error, "lineno", None) or 1
-            col = getattr(error, "offset", None) or 1
-            message = SYNTAX_ERROR.message.format(error=getattr(error, "msg", str(error)))
+        except (SyntaxError, ValueError, MemoryError, RecursionError) as error:
+            # Python 3.11 calls a NUL byte a SyntaxError, 3.12 a ValueError; a deeply
+            # nested expression exhausts the parser's stack (MemoryError, RecursionError).
+            line = max(getattr(error, "lineno", None) or 1, 1)
+            col = max(getattr(error, "offset", None) or 1, 1)
+            detail = getattr(error, "msg", None) or str(error) or "too deeply nested to parse"
+            message = SYNTAX_ERROR.message.format(error=detail)
             return _FileResult(
                 path, [Finding(path, line, col, "WU000", message, SYNTAX_ERROR.hint)]
             )
-    text = source if isinstance(source, str) else source.decode("utf-8", errors="replace")
+    text = source if isinstance(source, str) else _decode(source)
     is_conftest = Path(path).name == "conftest.py"
     ctx = Context(path, text, tree, is_conftest, plan.lines(text))
     for check in plan.checks:
         check(ctx)
-    return _FileResult(path, ctx.findings, ctx.autouse, _noqa_lines(text))
+    return _FileResult(path, ctx.findings, ctx.autouse, text)
+
+
+def _decode(source: bytes) -> str:
+    """The text ast parsed: decoded by the file's coding cookie or BOM, UTF-8 by default."""
+    encoding, _ = tokenize.detect_encoding(iter(source.splitlines(keepends=True)).__next__)
+    return source.decode(encoding, errors="replace")
 
 
 def _definition_order(result: _FileResult) -> tuple[int, bool, str]:
     """Shallow files first and conftest.py first among its neighbours: the outer definition wins."""
     path = Path(result.path)
     return len(path.parts), path.name != "conftest.py", result.path
+
+
+def _overridden(outer: _FileResult, earlier: Autouse, inner: _FileResult, later: Autouse) -> bool:
+    """Whether ``later`` overrides or doubles ``earlier`` for some test.
+
+    In one file: a class's fixture overrides the one around the class, and a
+    second definition in the same scope replaces the first. Across files: any
+    definition overrides one in a conftest.py of its directory or above;
+    fixtures of sibling modules, or of different classes, never meet.
+    """
+    if outer.path == inner.path:
+        depth = len(earlier.classes)
+        return later.classes[:depth] == earlier.classes and (
+            depth < len(later.classes) or earlier.line < later.line
+        )
+    if Path(outer.path).name != "conftest.py":
+        return False
+    directory = Path(os.path.abspath(outer.path)).parent
+    inside = Path(os.path.abspath(inner.path)).parent
+    return inside == directory or directory in inside.parents
 
 
 def _unreadable(path: str, error: Exception) -> _FileResult:
@@ -185,20 +238,32 @@ def _unreadable(path: str, error: Exception) -> _FileResult:
 
 def _finish(results: list[_FileResult], settings: Settings) -> list[Finding]:
     """Add the cross-file duplicate autouse findings, then apply selection and noqa."""
-    first_seen: dict[str, str] = {}
+    definitions: dict[str, list[tuple[_FileResult, Autouse]]] = {}
     for result in sorted(results, key=_definition_order):
-        for name, line, col in sorted(result.autouse, key=lambda found: found[1:]):
-            if name in first_seen:
-                message = autouse.DUPLICATE.message.format(name=name, first=first_seen[name])
+        for found in sorted(result.autouse, key=lambda found: found[1:]):
+            definitions.setdefault(found.name, []).append((result, found))
+    for same_name in definitions.values():
+        for result, later in same_name:
+            first = next(
+                (
+                    f"{outer.path}:{earlier.line}"
+                    for outer, earlier in same_name
+                    if _overridden(outer, earlier, result, later)
+                ),
+                None,
+            )
+            if first is not None:
+                message = autouse.DUPLICATE.message.format(name=later.name, first=first)
+                hint = autouse.METHOD_HINT if later.classes else autouse.DUPLICATE.hint
                 result.findings.append(
-                    Finding(result.path, line, col, "WU502", message, autouse.DUPLICATE.hint)
+                    Finding(result.path, later.line, later.col, "WU502", message, hint)
                 )
-            else:
-                first_seen[name] = f"{result.path}:{line}"
     kept = []
     for result in results:
+        # Tokenizing for comments costs as much as parsing: only where there is a finding.
+        noqa = _noqa_lines(result.text) if result.findings else {}
         for finding in result.findings:
-            codes = result.noqa.get(finding.line, frozenset())
+            codes = noqa.get(finding.line, frozenset())
             silenced = codes is None or finding.code in codes
             enabled = settings.enabled(finding.code, Path(finding.path))
             if enabled and not (silenced and finding.code != "WU000"):

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import ast
+import io
 import re
+import tokenize
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
-__all__ = ["RULES", "Context", "Finding", "Rule", "is_port", "noqa_lines", "rule"]
+__all__ = [
+    "RULES",
+    "Autouse",
+    "Context",
+    "Finding",
+    "Rule",
+    "is_port",
+    "noqa_lines",
+    "rule",
+    "split_lines",
+]
 
 _Node = TypeVar("_Node", bound=ast.AST)
 
@@ -72,26 +84,66 @@ UNREADABLE = rule(
 )
 
 # The flake8 form: a bare noqa comment silences every code on the line, "noqa: A1, B2" only those.
-_NOQA = re.compile(r"#\s*noqa(?::\s*(?P<codes>[A-Z]+[0-9]+(?:[\s,]+[A-Z]+[0-9]+)*))?", re.I)
+# Unlike flake8, a colon followed by no valid code ("noqa: WU-101") silences nothing, and a space
+# before the colon ("noqa : WU101") still reads as a list: a typo never silences every code.
+_NOQA = re.compile(r"#\s*noqa\b(?P<colon>\s*:)?", re.I)
+_CODES = re.compile(r"\s*([A-Z]+[0-9]+(?:[\s,]+[A-Z]+[0-9]+)*)", re.I)
 _CODE = re.compile(r"[A-Z]+[0-9]+", re.I)
+# The line breaks of ast and tokenize; str.splitlines() also splits on \x0c, \x85, U+2028...
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def split_lines(text: str) -> list[str]:
+    """The lines of ``text`` as :mod:`ast` numbers them: only \\n, \\r\\n and \\r end a line."""
+    return _LINE_BREAK.split(text)
 
 
 def noqa_lines(source: str) -> dict[int, frozenset[str] | None]:
-    """Map each line number carrying a noqa comment to its codes (``None``: every code)."""
+    """Map each line number carrying a noqa comment to its codes (``None``: every code).
+
+    Only comments count: a noqa inside a string literal is text.
+    """
     if "noqa" not in source.lower():
         return {}
     found: dict[int, frozenset[str] | None] = {}
-    for number, line in enumerate(source.splitlines(), start=1):
-        match = _NOQA.search(line)
-        if match:
-            codes = match["codes"]
-            found[number] = None if codes is None else frozenset(_CODE.findall(codes.upper()))
+    # newline=None: readline ends a line at \n, \r\n or \r, as ast does.
+    readline = io.StringIO(source, newline=None).readline
+    try:
+        for token in tokenize.generate_tokens(readline):
+            if token.type == tokenize.COMMENT and "noqa" in token.string.lower():
+                codes = _noqa_codes(token.string)
+                if codes is not None:
+                    found[token.start[0]] = codes or None
+    except (tokenize.TokenError, SyntaxError):
+        pass  # the comments before the error still count
     return found
+
+
+def _noqa_codes(comment: str) -> frozenset[str] | None:
+    """The codes a noqa comment names (empty: every code), or None when it silences nothing."""
+    match = _NOQA.search(comment)
+    if match is None:
+        return None
+    if match["colon"] is None:
+        return frozenset()
+    codes = _CODES.match(comment, match.end())
+    if codes is None:
+        return None
+    return frozenset(_CODE.findall(codes[1].upper()))
 
 
 def is_port(node: ast.AST) -> bool:
     """Whether ``node`` is an integer literal that names a real TCP port (not 0)."""
     return isinstance(node, ast.Constant) and type(node.value) is int and 1 <= node.value <= 65535
+
+
+class Autouse(NamedTuple):
+    """An autouse fixture definition: its name, where it is, and the classes around it."""
+
+    name: str
+    line: int
+    col: int
+    classes: tuple[str, ...]
 
 
 @dataclass
@@ -104,10 +156,11 @@ class Context:
     is_conftest: bool
     lines: Sequence[int] | None = None
     findings: list[Finding] = field(default_factory=list)
-    autouse: list[tuple[str, int, int]] = field(default_factory=list)
+    autouse: list[Autouse] = field(default_factory=list)
     _index: dict[type[ast.AST], list[ast.AST]] | None = None
     _aliases: dict[str, str] | None = None
     _docstrings: set[int] | None = None
+    _lines: list[str] | None = None
 
     def of(self, kind: type[_Node]) -> list[_Node]:
         """The nodes of the given types, from one walk of the tree shared by all families.
@@ -163,8 +216,18 @@ class Context:
         return ".".join(reversed(parts))
 
     def is_environ(self, node: ast.AST) -> bool:
-        """Whether ``node`` is ``os.environ`` (also imported as ``environ`` or through an alias)."""
-        return self.qualname(node) == "os.environ"
+        """Whether ``node`` is ``os.environ`` or ``os.environb`` (also imported or aliased)."""
+        return self.qualname(node) in ("os.environ", "os.environb")
+
+    def column(self, node: ast.AST) -> int:
+        """The 1-based column of ``node`` in characters (``col_offset`` counts UTF-8 bytes)."""
+        offset = getattr(node, "col_offset", 0)
+        if offset == 0 or self.source.isascii():
+            return offset + 1
+        if self._lines is None:
+            self._lines = split_lines(self.source)
+        line = self._lines[getattr(node, "lineno", 1) - 1]
+        return len(line.encode(errors="surrogatepass")[:offset].decode(errors="ignore")) + 1
 
     def report(
         self, found: Rule, node: ast.AST, *, hint: str | None = None, **details: object
@@ -177,7 +240,7 @@ class Context:
             Finding(
                 self.path,
                 getattr(node, "lineno", 1),
-                getattr(node, "col_offset", 0) + 1,
+                self.column(node),
                 found.code,
                 found.message.format(**details),
                 hint or found.hint,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import stat
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -193,7 +194,8 @@ def iter_files(paths: Iterable[str | os.PathLike[str]], settings: Settings) -> I
         path = Path(given)
         if path.is_dir():
             found: Iterable[Path] = () if settings.is_excluded(path) else _walk(path, settings)
-        elif path.is_file():
+        elif path.exists():
+            # A FIFO or device named here is reported as unreadable, not read.
             found = [path] if settings.is_test_file(path) and not settings.is_excluded(path) else []
         else:
             raise CheckError(f"{path}: no such file or directory; check the path")
@@ -221,8 +223,17 @@ def _walk(top: Path, settings: Settings) -> Iterator[Path]:
                 name.endswith(".py")
                 and settings.is_test_file(path)
                 and not settings.is_excluded(path)
+                and not _is_special(path)
             ):
                 yield path
+
+
+def _is_special(path: Path) -> bool:
+    """Whether ``path`` is a FIFO, socket or device: reading one blocks or never ends."""
+    try:
+        return not stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return False  # a broken link: reported as unreadable
 
 
 def _relative(path: Path, root: Path) -> str:

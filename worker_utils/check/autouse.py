@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ast
 
-from worker_utils.check._base import Context, rule
+from worker_utils.check._base import Autouse, Context, rule
 
 __all__ = ["MARKERS", "RULES", "WHOLE_FILE", "check"]
 
@@ -27,6 +27,8 @@ DUPLICATE = rule(
     name="duplicate-autouse-fixture",
     summary="An autouse fixture defined twice: one overrides or doubles the other.",
 )
+# A class's fixture overrides the outer one for the class's tests only.
+METHOD_HINT = "rename the method, or keep one definition"
 RULES = (IN_TEST_MODULE, DUPLICATE)
 MARKERS = ("autouse",)
 WHOLE_FILE = False
@@ -45,16 +47,33 @@ def check(ctx: Context) -> None:
         return
     functions: list[ast.FunctionDef | ast.AsyncFunctionDef] = [*ctx.of(ast.FunctionDef)]
     functions += ctx.of(ast.AsyncFunctionDef)
+    classes = _enclosing_classes(ctx.tree)
     for node in functions:
         for decorator in node.decorator_list:
             options = _autouse_options(ctx, decorator)
             if options is None:
                 continue
             name = options.get("name", node.name)
-            ctx.autouse.append((name, node.lineno, node.col_offset + 1))
+            # A fixture defined inside a function is never collected: it doubles nothing.
+            if id(node) in classes:
+                ctx.autouse.append(Autouse(name, node.lineno, ctx.column(node), classes[id(node)]))
             scope = options.get("scope", "function")
             if scope in _BROAD_SCOPES and not ctx.is_conftest:
                 ctx.report(IN_TEST_MODULE, node, scope=scope, name=name)
+
+
+def _enclosing_classes(tree: ast.Module) -> dict[int, tuple[str, ...]]:
+    """Map the id of each function at module or class level to the names of its classes."""
+    found: dict[int, tuple[str, ...]] = {}
+    stack: list[tuple[list[ast.stmt], tuple[str, ...]]] = [(tree.body, ())]
+    while stack:
+        body, classes = stack.pop()
+        for statement in body:
+            if isinstance(statement, ast.ClassDef):
+                stack.append((statement.body, (*classes, statement.name)))
+            elif isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef):
+                found[id(statement)] = classes
+    return found
 
 
 def _autouse_options(ctx: Context, decorator: ast.expr) -> dict[str, str] | None:

@@ -65,10 +65,22 @@ def check(ctx: Context) -> None:
     if not any(marker in ctx.source for marker in MARKERS):
         return
     assigned = [target for node in ctx.of(ast.Assign) for target in node.targets]
-    assigned += [node.target for node in ctx.of(ast.AugAssign)]
     assigned += [node.target for node in ctx.of(ast.AnnAssign)]
-    for target in assigned:
-        if isinstance(target, ast.Subscript) and ctx.is_environ(target.value):
+    assigned += [node.target for node in ctx.of(ast.For)]
+    assigned += [node.target for node in ctx.of(ast.AsyncFor)]
+    assigned += [item.optional_vars for item in ctx.of(ast.withitem) if item.optional_vars]
+    for augmented in ctx.of(ast.AugAssign):
+        assigned.append(augmented.target)
+        # os.environ |= {...} sets items too.
+        if isinstance(augmented.op, ast.BitOr) and ctx.is_environ(augmented.target):
+            ctx.report(ITEM_SET, augmented.target)
+    while assigned:
+        target = assigned.pop()
+        if isinstance(target, ast.Tuple | ast.List):
+            assigned += target.elts
+        elif isinstance(target, ast.Starred):
+            assigned.append(target.value)
+        elif isinstance(target, ast.Subscript) and ctx.is_environ(target.value):
             ctx.report(ITEM_SET, target)
     for node in ctx.of(ast.Delete):
         for target in node.targets:

@@ -11,7 +11,7 @@ import re
 
 from worker_utils.check._base import Context, is_port, rule
 
-__all__ = ["MARKERS", "RULES", "WHOLE_FILE", "check"]
+__all__ = ["LINE_PATTERN", "MARKERS", "RULES", "WHOLE_FILE", "check"]
 
 _HINT = "use the worker_port fixture or worker_utils.lease_port()"
 # A server's well-known port: the fix is the fixture for that server, not a port.
@@ -60,10 +60,12 @@ _HOST = re.compile(r"|localhost|::1?|\d{1,3}(?:\.\d{1,3}){3}")
 _ADDRESS = re.compile(
     r"(?:\b[a-z][a-z0-9+.-]*://(?:[^/@\s]*@)?(?:\[[0-9a-f:.]+\]|[^\s/:@?#\[\]]+)"
     r"|\blocalhost|\b\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-f:]+\])"
-    r":(?P<port>\d{1,5})(?![\d.:])",
+    r":(?P<port>\d{1,5})(?![\w.:])",
     re.I,
 )
 _TEXT_MARKERS = ("://", "localhost", "127.", "0.0.0.0", "[::")
+# A bare IPv4 address with a port ("10.0.0.5:6379") has no fixed substring to search for.
+LINE_PATTERN = re.compile(r"\d\.\d{1,3}:\d")
 # Where a port may hide: socket calls, port= keywords, URLs, ("host", port) tuples.
 MARKERS = (*_FUNCTIONS, "port=", "port =", *_TEXT_MARKERS, '("", ', "('', ", '("::', "('::")
 WHOLE_FILE = False
@@ -71,7 +73,9 @@ WHOLE_FILE = False
 
 def check(ctx: Context) -> None:
     """Report port literals passed to socket calls, ``port=`` keywords and ports in URLs."""
-    scan_text = any(marker in ctx.source for marker in _TEXT_MARKERS)
+    scan_text = any(marker in ctx.source for marker in _TEXT_MARKERS) or bool(
+        LINE_PATTERN.search(ctx.source)
+    )
     for call in ctx.of(ast.Call):
         _check_call(ctx, call)
     if not scan_text:

@@ -47,6 +47,7 @@ _KEYWORDS = frozenset({"db", "redis_db"})
 # Redis(host, port, db, ...): the client classes whose third positional argument is the index.
 _CLIENTS = frozenset({"Redis", "StrictRedis"})
 _COMMANDS = frozenset({"execute_command", "send_command"})
+_CLIENT_SUFFIXES = ("client", "conn", "connection")
 _SCHEMES = r"\b(?:rediss?|valkeys?|unix)://"
 _URLS = (
     # redis://[user:password@]host[:port]/15: the path is the index.
@@ -61,8 +62,9 @@ def check(ctx: Context) -> None:
     if not _MENTIONS.search(ctx.source):
         return
     constants = _Constants(ctx)
+    clients = _client_names(ctx)
     for call in ctx.of(ast.Call):
-        _check_call(ctx, call, constants)
+        _check_call(ctx, call, constants, clients)
     # An f-string's parts are read as one text, with {} for each placeholder.
     skipped = ctx.docstrings | {id(part) for node in ctx.of(ast.JoinedStr) for part in node.values}
     for node in ctx.of(ast.Constant):
@@ -75,7 +77,7 @@ def check(ctx: Context) -> None:
         _check_text(ctx, joined, text)
 
 
-def _check_call(ctx: Context, node: ast.Call, constants: _Constants) -> None:
+def _check_call(ctx: Context, node: ast.Call, constants: _Constants, clients: set[str]) -> None:
     func = node.func
     name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "call")
     for keyword in node.keywords:
@@ -95,10 +97,51 @@ def _check_call(ctx: Context, node: ast.Call, constants: _Constants) -> None:
             db = constants.index(node.args[1])
             if db is not None:
                 ctx.report(SELECT, node, db=db)
-    elif func.attr == "select" and len(node.args) == 1 and not node.keywords:
+    elif (
+        func.attr == "select"
+        and len(node.args) == 1
+        and not node.keywords
+        and _is_client(func.value, clients)
+    ):
         db = constants.index(node.args[0])
         if db is not None:
             ctx.report(SELECT, node, db=db)
+
+
+def _name(node: ast.AST) -> str | None:
+    """The last identifier of ``node``: ``c`` for ``c``, ``self.c`` or ``make().c``."""
+    if isinstance(node, ast.Call):
+        node = node.func
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _client_names(ctx: Context) -> set[str]:
+    """Names bound to the result of a Redis constructor, as ``r = redis.Redis()``."""
+    names: set[str] = set()
+    for node in ctx.of(ast.Assign):
+        if isinstance(node.value, ast.Call) and _MENTIONS.search(
+            ctx.qualname(node.value.func) or ""
+        ):
+            names |= {name for target in node.targets if (name := _name(target))}
+    return names
+
+
+def _is_client(receiver: ast.expr, clients: set[str]) -> bool:
+    """Whether the receiver of ``.select()`` looks like a Redis client, not a query or selector.
+
+    Its name mentions Redis or Valkey, ends in ``client`` or ``conn``/``connection``,
+    or was bound from a Redis constructor in the file.
+    """
+    name = _name(receiver)
+    if name is None:
+        return False
+    if isinstance(receiver, ast.Call):
+        return bool(_MENTIONS.search(name))
+    return (
+        name in clients or bool(_MENTIONS.search(name)) or name.lower().endswith(_CLIENT_SUFFIXES)
+    )
 
 
 def _check_text(ctx: Context, node: ast.AST, text: str) -> None:

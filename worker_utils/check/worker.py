@@ -63,11 +63,14 @@ def check(ctx: Context) -> None:
         name = _env_read(ctx, node)
         if name is not None:
             ctx.report(ENV_READ, node, name=name)
-    ids, numbers = _tainted_names(ctx)
+    scopes = _scopes(ctx.tree)
+    tainted = _tainted_names(ctx, scopes)
     for node in candidates:
+        ids, _ = tainted.get(id(scopes[id(node)]), tainted[id(ctx.tree)])
         if _is_parse(ctx, node, ids):
             ctx.report(ID_PARSED, node)
     for binary in ctx.of(ast.BinOp):
+        ids, numbers = tainted.get(id(scopes[id(binary)]), tainted[id(ctx.tree)])
         if _is_arithmetic(ctx, binary, ids, numbers):
             ctx.report(NUMBER_ARITHMETIC, binary)
 
@@ -102,6 +105,11 @@ def _is_worker_id(ctx: Context, node: ast.AST, ids: set[str]) -> bool:
         key = node.slice
         if container_name == "workerinput" and isinstance(key, ast.Constant):
             return key.value == "workerid"
+    if isinstance(node, ast.BoolOp):
+        # os.environ.get("PYTEST_XDIST_WORKER") or "gw0"
+        return isinstance(node.op, ast.Or) and any(
+            _is_worker_id(ctx, value, ids) for value in node.values
+        )
     if isinstance(node, ast.Compare):
         return False
     return _env_read(ctx, node) == "PYTEST_XDIST_WORKER"
@@ -150,15 +158,54 @@ def _is_arithmetic(ctx: Context, node: ast.BinOp, ids: set[str], numbers: set[st
     return False
 
 
-def _tainted_names(ctx: Context) -> tuple[set[str], set[str]]:
-    """Names assigned a worker id, and names assigned a worker number, anywhere in the file."""
-    assignments = [
-        (node.targets[0].id, node.value)
-        for node in ctx.of(ast.Assign)
-        if len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
-    ]
-    ids: set[str] = set()
-    numbers: set[str] = set()
+_Function = ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda
+
+
+def _scopes(tree: ast.Module) -> dict[int, ast.AST]:
+    """Map the id of every node to the function (or the module) whose local names it sees."""
+    scopes: dict[int, ast.AST] = {}
+    stack: list[tuple[ast.AST, ast.AST]] = [(tree, tree)]
+    while stack:
+        node, scope = stack.pop()
+        scopes[id(node)] = scope
+        inner = node if isinstance(node, _Function) else scope
+        stack += [(child, inner) for child in ast.iter_child_nodes(node)]
+    return scopes
+
+
+def _tainted_names(
+    ctx: Context, scopes: dict[int, ast.AST]
+) -> dict[int, tuple[set[str], set[str]]]:
+    """Per scope (by id): the names holding a worker id, and those holding a worker number.
+
+    A function sees the module's names unless it binds its own: the ``n`` of
+    one test is not the ``n`` of another.
+    """
+    assignments: dict[int, list[tuple[str, ast.expr]]] = {id(ctx.tree): []}
+    for node in ctx.of(ast.Assign):
+        if len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            key = id(scopes[id(node)])
+            assignments.setdefault(key, []).append((node.targets[0].id, node.value))
+    module = _taint(ctx, assignments[id(ctx.tree)], set(), set())
+    tainted = {id(ctx.tree): module}
+    functions: list[_Function] = [*ctx.of(ast.FunctionDef), *ctx.of(ast.AsyncFunctionDef)]
+    functions += ctx.of(ast.Lambda)
+    for function in functions:
+        local = assignments.get(id(function), [])
+        arguments = function.args
+        bound = {name for name, _ in local} | {
+            arg.arg for arg in (*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs)
+        }
+        ids, numbers = module
+        tainted[id(function)] = _taint(ctx, local, ids - bound, numbers - bound)
+    return tainted
+
+
+def _taint(
+    ctx: Context, assignments: list[tuple[str, ast.expr]], ids: set[str], numbers: set[str]
+) -> tuple[set[str], set[str]]:
+    """Add to ``ids`` and ``numbers`` the names ``assignments`` give a worker id or number."""
+    ids, numbers = set(ids), set(numbers)
     changed = True
     # A few rounds settle chains like `wid = worker_id; num = int(wid[2:])`.
     while changed:
