@@ -45,6 +45,9 @@ pytest_plugins = [
 _RUN_DIR_INPUT = "worker_utils_run_dir"
 _REPORT_OUTPUT = "worker_utils_report"
 _sigterm_key = pytest.StashKey[_signals.SigtermAsInterrupt]()
+_session_key = pytest.StashKey[pytest.Session]()
+#: A teardown of the run failed: the run fails, as with a failing fixture teardown.
+_teardown_failed_key = pytest.StashKey[bool]()
 
 
 def resource_plugins() -> list[ModuleType]:
@@ -212,6 +215,11 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config: pytest.Config) -> None:
     _end_run(config)
+    session = config.stash.get(_session_key, None)
+    failed = config.stash.get(_teardown_failed_key, False)
+    if failed and session is not None and session.exitstatus == pytest.ExitCode.OK:
+        # As a failing fixture teardown does: pytest returns the status after this hook.
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def _end_run(config: pytest.Config) -> None:
@@ -222,6 +230,7 @@ def _end_run(config: pytest.Config) -> None:
     if run.lock is not None:
         for failure in coordination.run_teardowns(run.directory):
             sys.stderr.write(f"worker_utils: {failure}\n")
+            config.stash[_teardown_failed_key] = True
         run.lock.release()
     sigterm = config.stash.get(_sigterm_key, None)
     if sigterm is not None:
@@ -249,6 +258,10 @@ class _XdistHooks:
 
 
 @pytest.hookimpl(trylast=True)  # after the resource plugins planned what this worker gets
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_session_key] = session
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     run = session.config.stash.get(run_key, None)
     workeroutput = getattr(session.config, "workeroutput", None)

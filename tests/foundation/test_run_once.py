@@ -255,3 +255,31 @@ def test_a_second_live_run_with_the_same_id_on_this_host_is_one_usage_error(
         ]
     finally:
         lock.release()
+
+
+@pytest.mark.parametrize("n", ["0", "2"])
+def test_a_failing_teardown_fails_the_run_with_its_line(pytester: pytest.Pytester, n: str) -> None:
+    pytester.makepyfile(
+        test_once="""
+        import pytest
+
+        def build():
+            return 1
+
+        def drop(value):
+            raise RuntimeError("the index server is gone")
+
+        @pytest.fixture(scope="session")
+        def shared(run_once):
+            return run_once("teardown-fails", build, teardown=drop)
+
+        def test_it(shared):
+            assert shared == 1
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-n", n)
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stderr.fnmatch_lines(
+        ["worker_utils: run_once('teardown-fails') teardown *drop*the index server is gone*"]
+    )
