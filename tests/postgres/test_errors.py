@@ -115,7 +115,7 @@ def test_a_database_that_does_not_exist_is_named_with_how_to_create_it(
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         [
-            'ERROR: WORKER_UTILS_POSTGRES_URL: database "wu_no_such_db" does not exist on the '
+            'ERROR: WORKER_UTILS_POSTGRES_URL: database "wu_no_such_db" does not exist on the '  # noqa: WU203
             "server; create it (createdb -h 127.0.0.1 -p 5432 -U postgres wu_no_such_db) or "  # noqa: WU202
             "name another database in WORKER_UTILS_POSTGRES_URL"
         ]

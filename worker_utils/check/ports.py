@@ -42,7 +42,14 @@ PORT_IN_URL = rule(
     name="port-in-url",
     summary="A port in a URL or address: every worker and concurrent run uses it.",
 )
-RULES = (PORT_ARGUMENT, PORT_IN_URL)
+PORT_IN_COMMAND = rule(
+    "WU203",
+    "hard-coded port {port} on the command line {command!r}",
+    "lease one with worker_utils.lease_port() or the worker_port fixture and pass it",
+    name="port-in-command",
+    summary="A server started with a fixed port: every worker and concurrent run starts it there.",
+)
+RULES = (PORT_ARGUMENT, PORT_IN_URL, PORT_IN_COMMAND)
 
 _FUNCTIONS = frozenset(
     {
@@ -66,8 +73,24 @@ _ADDRESS = re.compile(
 _TEXT_MARKERS = ("://", "localhost", "127.", "0.0.0.0", "[::")
 # A bare IPv4 address with a port ("10.0.0.5:6379") has no fixed substring to search for.
 LINE_PATTERN = re.compile(r"\d\.\d{1,3}:\d")
-# Where a port may hide: socket calls, port= keywords, URLs, ("host", port) tuples.
-MARKERS = (*_FUNCTIONS, "port=", "port =", *_TEXT_MARKERS, '("", ', "('', ", '("::', "('::")
+# A port option of a server's command line: --port N, --port=N, -p N.
+_PORT_OPTIONS = frozenset({"--port", "-p"})
+_PORT_IN_COMMAND = re.compile(r"(?:^|\s)(?:--port[=\s]+|-p\s+)(?P<port>\d{1,5})(?!\S)")
+# Below 1024 "-p N" is more likely a count than a port (ports there need root).
+_LOWEST_SHORT = 1024
+# Where a port may hide: socket calls, port= keywords, URLs, ("host", port) tuples, commands.
+MARKERS = (
+    *_FUNCTIONS,
+    "port=",
+    "port =",
+    *_TEXT_MARKERS,
+    '("", ',
+    "('', ",
+    '("::',
+    "('::",
+    "--port",
+    "-p",
+)
 WHOLE_FILE = False
 
 
@@ -78,6 +101,13 @@ def check(ctx: Context) -> None:
     )
     for call in ctx.of(ast.Call):
         _check_call(ctx, call)
+    for argv in ctx.of(ast.List):
+        _check_command(ctx, argv)
+    for argv_tuple in ctx.of(ast.Tuple):
+        _check_command(ctx, argv_tuple)
+    if "--port" in ctx.source or "-p " in ctx.source:
+        for node in ctx.of(ast.Constant):
+            _check_command_text(ctx, node)
     if not scan_text:
         return
     docstrings = ctx.docstrings
@@ -118,3 +148,44 @@ def _check_call(ctx: Context, node: ast.Call) -> None:
 
 def _value(node: ast.expr) -> object:
     return node.value if isinstance(node, ast.Constant) else None
+
+
+def _port_text(node: ast.expr) -> int | None:
+    """The port a command-line argument names: an integer or a string of digits, not 0."""
+    value = node.value if isinstance(node, ast.Constant) else None
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    return value if type(value) is int and 1 <= value <= 65535 else None
+
+
+def _check_command(ctx: Context, node: ast.List | ast.Tuple) -> None:
+    """``["redis-server", "--port", "6360"]``: the argv of a server on a fixed port."""
+    items = node.elts
+    texts = [item.value if isinstance(item, ast.Constant) else None for item in items]
+    if not any(isinstance(text, str) and text.startswith("-") for text in texts):
+        return
+    command = " ".join(str(text) if text is not None else "..." for text in texts)
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            continue
+        port: int | None = None
+        where: ast.expr = items[index]
+        if text in _PORT_OPTIONS and index + 1 < len(items):
+            port, where = _port_text(items[index + 1]), items[index + 1]
+            if text == "-p" and (port or 0) < _LOWEST_SHORT:
+                port = None
+        # "--port=8000" or "--port 8000" as one argument: _check_command_text reports it.
+        if port is not None:
+            ctx.report(PORT_IN_COMMAND, where, hint=_hint(port), port=port, command=command)
+
+
+def _check_command_text(ctx: Context, node: ast.Constant) -> None:
+    """``"redis-server --port 6360"``: a shell command line, or one argument of an argv."""
+    text = node.value
+    if not isinstance(text, str) or "-p" not in text:
+        return
+    for match in _PORT_IN_COMMAND.finditer(text):
+        port = int(match["port"])
+        lowest = 1 if "--port" in match[0] else _LOWEST_SHORT
+        if lowest <= port <= 65535:
+            ctx.report(PORT_IN_COMMAND, node, hint=_hint(port), port=port, command=text)

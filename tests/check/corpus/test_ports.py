@@ -1,4 +1,4 @@
-# Hard-coded ports: WU201, WU202.
+# Hard-coded ports: WU201, WU202, WU203.
 import asyncio
 import http.server
 import socket
@@ -64,3 +64,19 @@ def test_near_misses(sock, worker_port, free_port):
     retry(times=3, delay=8080)
     pair = ("localhost", 8080)
     sock.settimeout(30)
+
+
+def test_servers_started_on_a_fixed_port(worker_port):
+    import subprocess
+
+    subprocess.Popen(["redis-server", "--port", "6360"])  # expect: WU203
+    subprocess.Popen(["memcached", "-vv", "-p", 11212])  # expect: WU203
+    subprocess.Popen(["uvicorn", "app:app", "--port=8000"])  # expect: WU203
+    subprocess.Popen(["redis-server", "--port 6361"])  # expect: WU203
+    subprocess.Popen("redis-server --port 6362 --save ''", shell=True)  # expect: WU203
+    port = worker_port()
+    subprocess.Popen(["redis-server", "--port", str(port)])
+    subprocess.Popen(["uvicorn", "app:app", f"--port={port}"])
+    subprocess.run(["pytest", "-p", "no:randomly", "-n", "2"])
+    subprocess.run(["tool", "-p", "4"])  # "-p" below 1024: a count, not a port
+    subprocess.run(["server", "--port", "0"])  # the kernel chooses
