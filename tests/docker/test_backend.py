@@ -270,3 +270,50 @@ def test_a_container_that_exits_during_start_is_one_line_with_its_log_tail(
         f"with 3 during start; log: starting | no memory for you"
     ) in output.splitlines()
     assert our_containers(docker_engine, "e0170000000000000000000000000000") == []
+
+
+def test_a_run_ends_quietly_on_its_own_containers_and_the_summary_says_where_they_are(
+    inner: Inner,
+) -> None:
+    # The containers go before the run's last teardowns: a worker that freed its
+    # lease itself leaves them nothing to reach.
+    inner.pytester.makepyfile(
+        test_one="def test_one(worker_redis, worker_postgres): worker_redis.set('k', 1)"
+    )
+    code, output = inner.run("-n", "0", "-v")
+    assert code == 0, output
+    assert "run_once(" not in output
+    assert re.search(r"^worker_utils: redis server redis://\S+ \(docker container\)$", output, re.M)
+    assert re.search(r"^worker_utils: postgres server \S+ \(docker container\)$", output, re.M)
+
+
+def test_after_reap_the_next_run_frees_a_killed_runs_leases_without_errors(
+    inner: Inner, docker_engine: Any
+) -> None:
+    inner.pytester.makepyfile(
+        test_sleeps=RECORD_SNIPPET + "import time, worker_utils\n\n"
+        "def test_sleeps(worker_redis):\n"
+        "    record(run=worker_utils.get_testrun_uid())\n"
+        "    time.sleep(120)\n"
+    )
+    process = inner.popen("-n", "2")
+    inner.wait_for_records(1, process)
+    run = json.loads(next(inner.record_dir.glob("*.json")).read_text())["run"]
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate()
+    reaped = subprocess.run(
+        [sys.executable, "-m", "worker_utils", "reap", "--docker"],
+        env=inner.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert reaped.returncode == 0, reaped.stderr
+    assert our_containers(docker_engine, run) == []
+    (inner.pytester.path / "test_sleeps.py").unlink()
+    inner.pytester.makepyfile(test_next="def test_next(worker_redis): pass")
+    code, output = inner.run("-n", "2")
+    assert code == 0, output
+    # The dead run's leases were on its own container, gone with it: nothing to free.
+    assert "ConnectionError" not in output
+    assert "reaping" not in output

@@ -154,3 +154,22 @@ def test_without_an_engine_the_docker_tests_skip_with_one_notice_under_xdist_too
         "to run them, start one with `sudo tests/docker/engine.sh start` (or set DOCKER_HOST to "
         "an engine that has the images it builds)"
     ], run.stdout
+
+
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        ("/var/run/docker.sock", "Invalid bind address format: /var/run/docker.sock"),
+        ("bogus", "Invalid bind address format: port is required: bogus"),
+    ],
+)
+def test_a_docker_host_the_sdk_cannot_use_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], address: str, reason: str
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", address)
+    assert cli.main(["reap", "--docker"]) == 2
+    assert capsys.readouterr().err == (
+        f"worker-utils reap: docker backend: {address!r} (DOCKER_HOST) is not an address the "
+        f"Docker SDK can use: {reason}; set DOCKER_HOST to unix:///path/to/docker.sock or "
+        f"tcp://HOST:PORT\n"
+    )

@@ -185,7 +185,7 @@ def _create(
         worker.setup_needed = True
         run.report.note("postgres setup", f"per worker: {template['reason']}")
     run.report.note("postgres", namespace.name)
-    run.report.note_server("postgres", server_url, _origin(settings, server_url))
+    run.report.note_server("postgres", server_url, _origin(config, settings, server_url))
     return worker
 
 
@@ -261,11 +261,13 @@ def worker_postgres_url(worker_postgres_namespace: postgres.WorkerNamespace) -> 
     return worker_postgres_namespace.worker_url
 
 
-def _origin(settings: _PostgresSettings, url: str) -> str:
+def _origin(config: pytest.Config, settings: _PostgresSettings, url: str) -> str:
     if url == settings.url:
         return f"given by {settings.url_setting}"
     if url == settings.embedded_url:
-        return "embedded"
+        from worker_utils.servers import plugin as servers
+
+        return servers.origin(config, "postgres")
     return "given by the worker_postgres_server_url fixture"  # overridden by the project
 
 

@@ -1025,9 +1025,20 @@ def release_abandoned(value: dict[str, Any]) -> None:
     for a crashed run. The index is emptied and given back only if its lease
     still holds the dead worker's token, checked in the same step on the
     server: a worker that took the lease over since keeps its data. A lease
-    released cleanly no longer matches: no-op.
+    released cleanly no longer matches: no-op. A server that does not answer
+    is an error, unless ``value["own_server"]`` says it was the run's own
+    (embedded, or a container), which went with the run.
     """
     redis_mod = _import_redis()
+    try:
+        _release_abandoned(redis_mod, value)
+    except redis_mod.ConnectionError:
+        if value.get("own_server"):
+            return  # the run's own server (embedded, or a container) is gone, and all with it
+        raise
+
+
+def _release_abandoned(redis_mod: Any, value: dict[str, Any]) -> None:
     url, index = value["url"], int(value["db"])
     token = _token(value["lease"].encode()) if value.get("lease") else None
     bookkeeping = parse_redis_url(url).db

@@ -240,16 +240,22 @@ def worker_lease(config: pytest.Config, server_url: str | None = None) -> wu_red
     run = get_run(config)
     if not lease.cluster:
         # If this worker dies, the controller frees what it held at run end.
+        own = server_url == settings.embedded_url  # an embedded server or a container
         coordination.run_once(
-            f"worker-utils-redis-lease-{_worker.get_worker_id()}",
-            lease.abandon_record,
+            _abandoned_key(),
+            lambda: {**lease.abandon_record(), "own_server": own},
             teardown=wu_redis.release_abandoned,
             run_dir=run.directory,
         )
     run.report.note("redis", lease.describe())
     if lease.waited:
         run.report.note_wait("redis", lease.waited, "a free database")
-    origin = "embedded" if server_url == settings.embedded_url else f"given by {setting}"
+    if server_url == settings.embedded_url:
+        from worker_utils.servers import plugin as servers
+
+        origin = servers.origin(config, "redis")
+    else:
+        origin = f"given by {setting}"
     run.report.note_server("redis", server_url, origin)
     return lease
 
@@ -308,6 +314,15 @@ def pytest_sessionfinish(session: pytest.Session) -> Iterator[None]:
         if lease is not None:
             del session.config.stash[_lease_key]
             lease.release()
+            if not lease.borrowed and not lease.cluster:
+                # Freed: the run's end need not reach the server (an embedded
+                # server or container may be gone by then).
+                coordination.discard(_abandoned_key(), run_dir=get_run(session.config).directory)
+
+
+def _abandoned_key() -> str:
+    """The run_once key of what frees this worker's lease if the worker dies."""
+    return f"worker-utils-redis-lease-{_worker.get_worker_id()}"
 
 
 @pytest.fixture(scope="session")

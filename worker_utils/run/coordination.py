@@ -229,6 +229,19 @@ def run_once(
         ) from None
 
 
+def discard(key: str, *, run_dir: Path | None = None) -> None:
+    """Forget the value of ``key`` and its teardown: its maker undid it already.
+
+    For a teardown that frees what a worker leaves if it dies: the worker that
+    ends cleanly frees it itself, and the run's end then has nothing to do.
+    """
+    import filelock
+
+    directory = (run_dir or current_run_dir()) / _ONCE
+    with filelock.FileLock(directory / f"{key}.lock"), contextlib.suppress(FileNotFoundError):
+        os.unlink(directory / f"{key}.json")
+
+
 def _name(function: Callable[..., object]) -> str:
     return getattr(function, "__qualname__", repr(function))
 

@@ -183,6 +183,7 @@ def engine(env: Mapping[str, str] | None = None) -> DockerClient:
     try:
         import docker
         import docker.constants
+        import docker.errors
     except ImportError:
         raise DockerError(
             "docker backend: the Docker SDK is not installed; "
@@ -193,9 +194,19 @@ def engine(env: Mapping[str, str] | None = None) -> DockerClient:
     tls = _tls_config(mapping) if mapping.get("DOCKER_TLS_VERIFY") else False
     # The oldest API version first: constructing a client with version "auto" asks
     # the engine, and leaks the connection when that fails.
-    probe = docker.DockerClient(
-        base_url=address, tls=tls, timeout=30, version=docker.constants.MINIMUM_DOCKER_API_VERSION
-    )
+    try:
+        probe = docker.DockerClient(
+            base_url=address,
+            tls=tls,
+            timeout=30,
+            version=docker.constants.MINIMUM_DOCKER_API_VERSION,
+        )
+    except docker.errors.DockerException as exc:  # an address the SDK cannot use
+        raise DockerError(
+            f"docker backend: {address!r} ({where}) is not an address the Docker SDK can use: "
+            f"{_reason(exc)}; set DOCKER_HOST to unix:///path/to/docker.sock or "
+            f"tcp://HOST:PORT"
+        ) from None
     try:
         _connect_unix(address)
         server = probe.version(api_version=False)["ApiVersion"]

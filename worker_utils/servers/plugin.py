@@ -115,6 +115,11 @@ def backend(config: pytest.Config, kind: str) -> str:
     return "embedded" if settings is None else settings.backends[kind]
 
 
+def origin(config: pytest.Config, kind: str) -> str:
+    """How the run summary says where the run's own server of ``kind`` runs."""
+    return "docker container" if backend(config, kind) == "docker" else "embedded"
+
+
 def docker_url(config: pytest.Config, kind: str, *, max_connections: int = 100) -> str:
     """Start the run's ``kind`` container once (or join it); return its URL.
 
