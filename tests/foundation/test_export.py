@@ -278,3 +278,85 @@ def test_a_usage_error_before_pytest_configure_leaves_the_environment_as_it_was(
     result = pytester.runpytest_inprocess("-p", "no:randomly", "--worker-utils-sqlite-env=1BAD")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert dict(os.environ) == before, "the run started early was ended, its variables restored"
+
+
+SCOPED_FIXTURES = """
+import os
+
+import psycopg
+import pytest
+
+
+def count():
+    with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
+        return conn.execute("SELECT count(*) FROM item").fetchone()[0]
+
+
+def insert(n):
+    with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
+        conn.execute("INSERT INTO item SELECT generate_series(1, %s)", [n])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def seeded():
+    # As pytest-django's django_db_setup override, or create_all and its seed rows.
+    with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
+        conn.execute("CREATE TABLE item (id int)")
+        conn.execute("INSERT INTO item VALUES (0)")
+"""
+SCOPED_A = """
+import pytest
+from conftest import count, insert
+
+
+@pytest.fixture(scope="module", autouse=True)
+def module_rows():
+    insert(10)
+    yield
+    with __import__("psycopg").connect(__import__("os").environ["DATABASE_URL"]) as conn:
+        conn.execute("DELETE FROM item WHERE id > 0")
+
+
+@pytest.mark.parametrize("n", range(2))
+def test_session_and_module_rows_stay_and_the_tests_go(n):
+    assert count() == 11
+    insert(5)
+"""
+SCOPED_B = """
+import pytest
+from conftest import count, insert
+
+
+@pytest.mark.worker_postgres(reset="none")
+def test_1_keeps_its_rows():
+    assert count() == 1  # the module's rows went with its teardown
+    insert(3)
+
+
+def test_2_sees_them_and_is_undone():
+    assert count() == 4
+    insert(2)
+
+
+def test_3_starts_from_the_session_row():
+    assert count() == 1
+"""
+
+
+def test_what_session_and_module_fixtures_store_stays_for_their_tests_only(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("WORKER_UTILS_POSTGRES_URL", POSTGRES)
+    pytester.makeini(
+        f"""
+        [pytest]
+        worker_utils_postgres_prefix = {PREFIX}
+        worker_utils_postgres_env = DATABASE_URL
+        """
+    )
+    pytester.makeconftest(SCOPED_FIXTURES)
+    pytester.makepyfile(test_a=SCOPED_A, test_b=SCOPED_B)
+    result = pytester.runpytest("-p", "no:randomly", "-n", "0")
+    result.assert_outcomes(passed=5)
+    assert _schemas() == []

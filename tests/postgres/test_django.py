@@ -85,3 +85,47 @@ def test_djangos_test_database_is_the_workers_namespace_with_its_record(
         assert django_name == (name if mode == "database" else URL.rpartition("/")[2])
     assert schemas(prefix) == []
     assert databases(prefix) == [], f"{flag} keeps nothing: no database per run is left"
+
+
+SESSION_ROWS = """
+import pytest
+from django.contrib.auth.models import Group
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    # pytest-django's "populate the test database" pattern.
+    with django_db_blocker.unblock():
+        Group.objects.create(name="staff")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("n", range(3))
+def test_the_session_rows_stay_and_the_tests_go(n):
+    assert list(Group.objects.values_list("name", flat=True)) == ["staff"]
+    Group.objects.create(name=f"test {n}")
+"""
+
+
+@pytest.mark.parametrize("mode", ["schema", "database"])
+def test_rows_a_django_db_setup_override_stores_stay_for_every_test(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    monkeypatch.setenv("WORKER_UTILS_POSTGRES_URL", URL)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    prefix = f"{PREFIX}s{mode[0]}"
+    pytester.makeini(
+        f"""
+        [pytest]
+        DJANGO_SETTINGS_MODULE = dj_settings
+        pythonpath = .
+        worker_utils_postgres_env = DATABASE_URL
+        worker_utils_postgres_mode = {mode}
+        worker_utils_postgres_prefix = {prefix}
+        """
+    )
+    pytester.makepyfile(dj_settings=SETTINGS, test_session_rows=SESSION_ROWS)
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:randomly")
+    result.assert_outcomes(passed=3)
+    assert schemas(prefix) == []
+    assert databases(prefix) == []

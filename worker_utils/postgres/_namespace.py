@@ -719,6 +719,19 @@ class WorkerNamespace:
         self.sequences_advanced = False
         return ended
 
+    def wal_position(self) -> str | None:
+        """Where the server's write-ahead log is: it moves when anything on the server writes.
+
+        None where the server does not say (a standby, or a role without the right).
+        """
+        import psycopg
+
+        try:
+            row = self._require_admin().execute("SELECT pg_current_wal_lsn()::text").fetchone()
+        except psycopg.Error:
+            return None
+        return None if row is None else str(row[0])
+
     def prepare(self) -> None:
         """Read the reset plan now: extensions found later are reported as the tests'."""
         self._reset_state().prepare(self._require_admin())

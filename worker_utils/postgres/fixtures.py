@@ -388,9 +388,65 @@ def _worker_postgres_reset(request: pytest.FixtureRequest) -> Iterator[_Postgres
         yield state
         worker.leaked = state.leaked
         return
+    _rebase(worker)
     _before_test(worker.namespace, state)
     yield state
+    worker.undone = False
     _after_test(worker, state, nodeid)
+    worker.undone = state.mode != "none"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> Any:
+    # What a session, module or class fixture stores (pytest-django's django_db_setup
+    # override, create_all and its seed rows) stays for the tests that follow, as
+    # it would without worker_utils: the baseline resets return to takes it in.
+    worker = _ready(request.config) if fixturedef.scope != "function" else None
+    if worker is None or worker.namespace.borrowed or not worker.undone or worker.in_call:
+        return (yield)  # (during a test's call, what it stored would become the baseline)
+    namespace = worker.namespace
+    if namespace.sequences_advanced:  # rolled-back tests moved sequences on: not a baseline
+        namespace.reset("delete")
+    before = namespace.wal_position()
+    try:
+        return (yield)
+    finally:
+        if before is None or namespace.wal_position() != before:
+            namespace.snapshot()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    worker = _ready(item.config)
+    if worker is None:
+        return (yield)
+    worker.in_call = True
+    try:
+        return (yield)
+    finally:
+        worker.in_call = False
+
+
+def pytest_fixture_post_finalizer(
+    fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+) -> None:
+    worker = _ready(request.config) if fixturedef.scope != "function" else None
+    if worker is not None:
+        # What its teardown removed, the next test starts without (see _rebase).
+        worker.rebase = True
+
+
+def _rebase(worker: _PostgresWorker) -> None:
+    """Take what a finished module or class fixture left as the baseline, before a test.
+
+    The last test was undone before that fixture's teardown ran: what differs
+    from the baseline now is the teardown's doing.
+    """
+    if worker.rebase and worker.undone:
+        if worker.namespace.sequences_advanced:
+            worker.namespace.reset("delete")  # what rolled-back tests moved on is no baseline
+        worker.namespace.snapshot()
+    worker.rebase = False
 
 
 def _ready(config: pytest.Config) -> _PostgresWorker | None:

@@ -233,6 +233,12 @@ class _PostgresWorker:
         self.leaked = False
         self.shared: postgres.SharedConnection | None = None
         self.reported: set[str] = set()  # extensions already reported
+        #: The last test was undone (not a reset none): what differs now is not its.
+        self.undone = True
+        #: A fixture above function scope finished: the next test's baseline is what it left.
+        self.rebase = False
+        #: A test's call is under way (not its setup).
+        self.in_call = False
         # When each recent test began (local clock) and its id: who opened a leaked connection.
         self._starts: list[float] = []
         self._tests: list[str] = []
