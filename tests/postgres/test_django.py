@@ -129,3 +129,70 @@ def test_rows_a_django_db_setup_override_stores_stay_for_every_test(
     result.assert_outcomes(passed=3)
     assert schemas(prefix) == []
     assert databases(prefix) == []
+
+
+SHOP_MODELS = """
+from django.db import models
+
+
+class Item(models.Model):
+    name = models.CharField(max_length=20)
+"""
+SHOP_MIGRATION = """
+from django.db import migrations, models
+
+
+def refuse(apps, schema_editor):
+    raise RuntimeError("this migration must not run under --nomigrations")
+
+
+class Migration(migrations.Migration):
+    initial = True
+    dependencies = []
+    operations = [
+        migrations.CreateModel(
+            "Item",
+            [("id", models.AutoField(primary_key=True)), ("name", models.CharField(max_length=20))],
+        ),
+        migrations.RunPython(refuse),
+    ]
+"""
+NO_MIGRATIONS_TEST = """
+import pytest
+from shop.models import Item
+
+
+@pytest.mark.django_db
+def test_the_tables_come_from_the_models():
+    Item.objects.create(name="no migrations")
+    assert Item.objects.count() == 1
+"""
+
+
+def test_nomigrations_makes_the_template_from_the_models_without_running_migrations(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORKER_UTILS_POSTGRES_URL", URL)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    prefix = f"{PREFIX}nm"
+    pytester.makeini(
+        f"""
+        [pytest]
+        DJANGO_SETTINGS_MODULE = dj_settings
+        pythonpath = .
+        worker_utils_postgres_env = DATABASE_URL
+        worker_utils_postgres_prefix = {prefix}
+        """
+    )
+    settings = SETTINGS.replace('"django.contrib.auth"]', '"django.contrib.auth", "shop"]')
+    pytester.makepyfile(dj_settings=settings, test_shop=NO_MIGRATIONS_TEST)
+    shop = pytester.mkpydir("shop")
+    (shop / "models.py").write_text(SHOP_MODELS)
+    (shop / "migrations").mkdir()
+    (shop / "migrations" / "__init__.py").write_text("")
+    (shop / "migrations" / "0001_initial.py").write_text(SHOP_MIGRATION)
+    with_migrations = pytester.runpytest_subprocess("-n", "0", "-p", "no:randomly")
+    with_migrations.assert_outcomes(errors=1)  # the migration ran, and refused
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:randomly", "--nomigrations")
+    result.assert_outcomes(passed=1)
+    assert schemas(prefix) == []

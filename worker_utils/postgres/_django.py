@@ -51,17 +51,20 @@ def _worker_django_aliases(request: pytest.FixtureRequest) -> list[str]:
 
 @pytest.fixture(scope="session")
 def worker_postgres_setup(
-    _worker_django_aliases: list[str], django_db_blocker: Any
+    _worker_django_aliases: list[str], django_db_blocker: Any, django_db_use_migrations: bool
 ) -> Callable[[Any], object] | None:
     """Django's migrations, run once per run in the template every worker's namespace copies.
 
     Only for the aliases that take this worker's exported URL; override it to
-    build the template yourself.
+    build the template yourself. With ``--nomigrations`` the tables are made
+    from the models, as pytest-django makes them, and no migration runs.
     """
     if not _worker_django_aliases:
         return None
 
     def migrate(conn: Any) -> None:
+        if not django_db_use_migrations:
+            _without_migrations()
         shown = conn.execute("SHOW search_path").fetchone()[0]  # '"$user", public'
         search_path = ",".join(part.strip() for part in shown.split(","))
         with django_db_blocker.unblock():
@@ -69,6 +72,20 @@ def worker_postgres_setup(
                 _migrate(alias, conn.info.dbname, search_path)
 
     return migrate
+
+
+def _without_migrations() -> None:
+    """What pytest-django's ``--nomigrations`` does, before its own setup would do it."""
+    from django.conf import settings
+
+    class DisableMigrations:
+        def __contains__(self, item: str) -> bool:
+            return True
+
+        def __getitem__(self, item: str) -> None:
+            return None
+
+    settings.MIGRATION_MODULES = DisableMigrations()
 
 
 def _migrate(alias: str, dbname: str, search_path: str) -> None:
