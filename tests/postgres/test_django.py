@@ -196,3 +196,61 @@ def test_nomigrations_makes_the_template_from_the_models_without_running_migrati
     result = pytester.runpytest_subprocess("-n", "2", "-p", "no:randomly", "--nomigrations")
     result.assert_outcomes(passed=1)
     assert schemas(prefix) == []
+
+
+OWN_TEST_NAME = """
+import pytest
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    # A project's own test database name, as pytest-django's docs show for tox.
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    db["TEST"]["NAME"] = f"test_{db['NAME']}_own"
+"""
+
+
+OWN_NAME_TEST = """
+import pytest
+from django.contrib.auth.models import User
+from django.db import connection
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("n", range(2))
+def test_django(n):
+    User.objects.create_user(f"user{n}")
+    assert User.objects.count() == 1
+    assert connection.settings_dict["NAME"].endswith("_own")  # the conftest's, not the worker's
+"""
+
+
+def test_a_conftest_that_takes_over_the_test_database_name_is_warned_and_leaves_nothing(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORKER_UTILS_POSTGRES_URL", URL)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    prefix = f"{PREFIX}ow"
+    pytester.makeini(
+        f"""
+        [pytest]
+        DJANGO_SETTINGS_MODULE = dj_settings
+        pythonpath = .
+        worker_utils_postgres_env = DATABASE_URL
+        worker_utils_postgres_mode = database
+        worker_utils_postgres_prefix = {prefix}
+        """
+    )
+    pytester.makeconftest(OWN_TEST_NAME)
+    pytester.makepyfile(dj_settings=SETTINGS, test_django=OWN_NAME_TEST)
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:randomly")
+    result.assert_outcomes(passed=2, warnings=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*WorkerUtilsPostgresWarning: worker_utils: the Django test database of default is "
+            "not this worker's: a conftest.py overrides django_db_modify_db_settings without *"
+        ]
+    )
+    assert databases(prefix) == [], "pytest-django dropped its own test databases"

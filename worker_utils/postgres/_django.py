@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 import urllib.parse
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,12 @@ import pytest
 
 from worker_utils import postgres
 from worker_utils._plugin import get_run
-from worker_utils.postgres.plugin import _pg_key, _PostgresSettings
+from worker_utils.postgres.plugin import (
+    WorkerUtilsPostgresWarning,
+    _pg_key,
+    _PostgresSettings,
+    _worker_key,
+)
 
 
 def _routed(settings: _PostgresSettings, run_uid: str) -> list[str]:
@@ -127,24 +133,67 @@ def django_db_modify_db_settings(
             db["TEST"] = {**db.get("TEST", {}), "NAME": namespace.database}
 
 
+def _not_applied(config: pytest.Config, aliases: list[str]) -> list[str]:
+    """The routed aliases whose test database is not this worker's namespace after all.
+
+    A conftest's own ``django_db_modify_db_settings`` that does not request
+    worker_utils' leaves pytest-django's names in place.
+    """
+    from django.conf import settings as django_settings
+
+    worker = config.stash.get(_worker_key, None)
+    name = None if worker is None else worker.namespace.database
+    return [
+        alias
+        for alias in aliases
+        if (django_settings.DATABASES[alias].get("TEST") or {}).get("NAME") != name
+    ]
+
+
+def _routed_now(request: pytest.FixtureRequest, aliases: list[str]) -> bool:
+    """Whether every routed alias's test database is this worker's namespace; warn if not."""
+    if not aliases:
+        return False
+    missing = _not_applied(request.config, aliases)
+    if missing:
+        warnings.warn(
+            WorkerUtilsPostgresWarning(
+                f"worker_utils: the Django test database of {', '.join(missing)} is not this "
+                f"worker's: a conftest.py overrides django_db_modify_db_settings without "
+                f"requesting it (def django_db_modify_db_settings(django_db_modify_db_settings)); "
+                f"pytest-django makes and drops it, with no isolation across runs"
+            ),
+            stacklevel=1,
+        )
+    return not missing
+
+
 @pytest.fixture(scope="session")
-def django_db_keepdb(request: pytest.FixtureRequest, _worker_django_aliases: list[str]) -> bool:
+def django_db_keepdb(
+    request: pytest.FixtureRequest,
+    _worker_django_aliases: list[str],
+    django_db_modify_db_settings: None,
+) -> bool:
     """True for routed aliases: worker_utils makes and drops their databases, not Django.
 
     ``--reuse-db`` and ``--create-db`` change nothing for them: every run gets
     new namespaces named with its run id, dropped when it ends.
     """
-    if _worker_django_aliases:
+    if _routed_now(request, _worker_django_aliases):
         return True
     return bool(request.config.getvalue("reuse_db"))
 
 
 @pytest.fixture(scope="session")
-def django_db_createdb(request: pytest.FixtureRequest, _worker_django_aliases: list[str]) -> bool:
+def django_db_createdb(
+    request: pytest.FixtureRequest,
+    _worker_django_aliases: list[str],
+    django_db_modify_db_settings: None,
+) -> bool:
     """False for routed aliases: ``--create-db`` would make Django drop and make them again.
 
     Their databases are this run's own, new and empty but for the template's migrations.
     """
-    if _worker_django_aliases:
+    if _worker_django_aliases and not _not_applied(request.config, _worker_django_aliases):
         return False
     return bool(request.config.getvalue("create_db"))
