@@ -24,6 +24,9 @@ REDIS = os.environ.get("WU_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")  # noqa:
 PREFIX = "wu_xa"
 #: For the test of an overridden server, which runs beside the others.
 OTHER_PREFIX = "wu_xb"
+#: For the tests of what is undone, which run beside the others and count schemas.
+SCOPED_PREFIX = "wu_xc"
+COMMITS_PREFIX = "wu_xd"
 
 # Read once, at import time, as Django settings or a module-level engine would.
 SETTINGS = """
@@ -153,24 +156,31 @@ def test_the_application_commits_the_same_row(n, worker_postgres):
 """
 
 
-def test_what_the_application_commits_through_the_exported_url_is_undone_after_each_test(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+def _exported_database_url(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, prefix: str = PREFIX
 ) -> None:
-    # The test asks only for worker_postgres, which alone would be rolled back; the
-    # application's connection, from the exported variable, commits for real.
+    """An inner run whose DATABASE_URL is the worker's, on the machine's server."""
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.setenv("WORKER_UTILS_POSTGRES_URL", POSTGRES)
     pytester.makeini(
         f"""
         [pytest]
-        worker_utils_postgres_prefix = {PREFIX}
+        worker_utils_postgres_prefix = {prefix}
         worker_utils_postgres_env = DATABASE_URL
         """
     )
+
+
+def test_what_the_application_commits_through_the_exported_url_is_undone_after_each_test(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The test asks only for worker_postgres, which alone would be rolled back; the
+    # application's connection, from the exported variable, commits for real.
+    _exported_database_url(pytester, monkeypatch, COMMITS_PREFIX)
     pytester.makepyfile(test_commits=APP_COMMITS)
     result = pytester.runpytest("-p", "no:randomly")
     result.assert_outcomes(passed=2)
-    assert _schemas() == []
+    assert _schemas(COMMITS_PREFIX) == []
 
 
 def test_the_previous_values_come_back_when_the_run_ends(
@@ -346,17 +356,9 @@ def test_3_starts_from_the_session_row():
 def test_what_session_and_module_fixtures_store_stays_for_their_tests_only(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("DATABASE_URL", raising=False)
-    monkeypatch.setenv("WORKER_UTILS_POSTGRES_URL", POSTGRES)
-    pytester.makeini(
-        f"""
-        [pytest]
-        worker_utils_postgres_prefix = {PREFIX}
-        worker_utils_postgres_env = DATABASE_URL
-        """
-    )
+    _exported_database_url(pytester, monkeypatch, SCOPED_PREFIX)
     pytester.makeconftest(SCOPED_FIXTURES)
     pytester.makepyfile(test_a=SCOPED_A, test_b=SCOPED_B)
     result = pytester.runpytest("-p", "no:randomly", "-n", "0")
     result.assert_outcomes(passed=5)
-    assert _schemas() == []
+    assert _schemas(SCOPED_PREFIX) == []

@@ -49,6 +49,31 @@ def test_django(n):
 """
 
 
+def django_project(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    prefix: str,
+    *,
+    mode: str = "schema",
+    settings: str = SETTINGS,
+    **files: str,
+) -> None:
+    """A pytest-django project whose settings read DATABASE_URL, exported by worker_utils."""
+    monkeypatch.setenv("WORKER_UTILS_POSTGRES_URL", URL)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    pytester.makeini(
+        f"""
+        [pytest]
+        DJANGO_SETTINGS_MODULE = dj_settings
+        pythonpath = .
+        worker_utils_postgres_env = DATABASE_URL
+        worker_utils_postgres_mode = {mode}
+        worker_utils_postgres_prefix = {prefix}
+        """
+    )
+    pytester.makepyfile(dj_settings=settings, **files)
+
+
 @pytest.mark.parametrize(
     ("mode", "n", "flag"),
     [
@@ -61,20 +86,8 @@ def test_django(n):
 def test_djangos_test_database_is_the_workers_namespace_with_its_record(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, n: str, mode: str, flag: str
 ) -> None:
-    monkeypatch.setenv("WORKER_UTILS_POSTGRES_URL", URL)
-    monkeypatch.delenv("DATABASE_URL", raising=False)
     prefix = f"{PREFIX}{mode[0]}{n}"
-    pytester.makeini(
-        f"""
-        [pytest]
-        DJANGO_SETTINGS_MODULE = dj_settings
-        pythonpath = .
-        worker_utils_postgres_env = DATABASE_URL
-        worker_utils_postgres_mode = {mode}
-        worker_utils_postgres_prefix = {prefix}
-        """
-    )
-    pytester.makepyfile(dj_settings=SETTINGS, test_django=TEST)
+    django_project(pytester, monkeypatch, prefix, mode=mode, test_django=TEST)
     result = pytester.runpytest_subprocess("-n", n, "-p", "no:randomly", "-s", flag)
     result.assert_outcomes(passed=2)
     seen = [line.split()[1:] for line in result.stdout.lines if line.startswith("WORKER ")]
@@ -111,20 +124,8 @@ def test_the_session_rows_stay_and_the_tests_go(n):
 def test_rows_a_django_db_setup_override_stores_stay_for_every_test(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
-    monkeypatch.setenv("WORKER_UTILS_POSTGRES_URL", URL)
-    monkeypatch.delenv("DATABASE_URL", raising=False)
     prefix = f"{PREFIX}s{mode[0]}"
-    pytester.makeini(
-        f"""
-        [pytest]
-        DJANGO_SETTINGS_MODULE = dj_settings
-        pythonpath = .
-        worker_utils_postgres_env = DATABASE_URL
-        worker_utils_postgres_mode = {mode}
-        worker_utils_postgres_prefix = {prefix}
-        """
-    )
-    pytester.makepyfile(dj_settings=SETTINGS, test_session_rows=SESSION_ROWS)
+    django_project(pytester, monkeypatch, prefix, mode=mode, test_session_rows=SESSION_ROWS)
     result = pytester.runpytest_subprocess("-n", "2", "-p", "no:randomly")
     result.assert_outcomes(passed=3)
     assert schemas(prefix) == []
@@ -172,20 +173,9 @@ def test_the_tables_come_from_the_models():
 def test_nomigrations_makes_the_template_from_the_models_without_running_migrations(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("WORKER_UTILS_POSTGRES_URL", URL)
-    monkeypatch.delenv("DATABASE_URL", raising=False)
     prefix = f"{PREFIX}nm"
-    pytester.makeini(
-        f"""
-        [pytest]
-        DJANGO_SETTINGS_MODULE = dj_settings
-        pythonpath = .
-        worker_utils_postgres_env = DATABASE_URL
-        worker_utils_postgres_prefix = {prefix}
-        """
-    )
     settings = SETTINGS.replace('"django.contrib.auth"]', '"django.contrib.auth", "shop"]')
-    pytester.makepyfile(dj_settings=settings, test_shop=NO_MIGRATIONS_TEST)
+    django_project(pytester, monkeypatch, prefix, settings=settings, test_shop=NO_MIGRATIONS_TEST)
     shop = pytester.mkpydir("shop")
     (shop / "models.py").write_text(SHOP_MODELS)
     (shop / "migrations").mkdir()
@@ -230,21 +220,9 @@ def test_django(n):
 def test_a_conftest_that_takes_over_the_test_database_name_is_warned_and_leaves_nothing(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("WORKER_UTILS_POSTGRES_URL", URL)
-    monkeypatch.delenv("DATABASE_URL", raising=False)
     prefix = f"{PREFIX}ow"
-    pytester.makeini(
-        f"""
-        [pytest]
-        DJANGO_SETTINGS_MODULE = dj_settings
-        pythonpath = .
-        worker_utils_postgres_env = DATABASE_URL
-        worker_utils_postgres_mode = database
-        worker_utils_postgres_prefix = {prefix}
-        """
-    )
+    django_project(pytester, monkeypatch, prefix, mode="database", test_django=OWN_NAME_TEST)
     pytester.makeconftest(OWN_TEST_NAME)
-    pytester.makepyfile(dj_settings=SETTINGS, test_django=OWN_NAME_TEST)
     result = pytester.runpytest_subprocess("-n", "2", "-p", "no:randomly")
     result.assert_outcomes(passed=2, warnings=2)
     result.stdout.fnmatch_lines(
