@@ -727,7 +727,9 @@ class WorkerNamespace:
         import psycopg
 
         try:
-            row = self._require_admin().execute("SELECT pg_current_wal_lsn()::text").fetchone()
+            row = (
+                self._require_admin().execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
+            )
         except psycopg.Error:
             return None
         return None if row is None else str(row[0])

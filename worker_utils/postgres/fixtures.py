@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -396,14 +397,35 @@ def _worker_postgres_reset(request: pytest.FixtureRequest) -> Iterator[_Postgres
     worker.undone = state.mode != "none"
 
 
+def _projects(fixturedef: pytest.FixtureDef[Any]) -> bool:
+    """Whether the fixture is the project's (a conftest's or a test module's), not a plugin's."""
+    code = getattr(fixturedef.func, "__code__", None)
+    if code is None:
+        return False
+    path = Path(code.co_filename)
+    installed = {"site-packages", "dist-packages"} & set(path.parts)
+    return not installed and not path.is_relative_to(_PACKAGE)
+
+
+_PACKAGE = Path(__file__).resolve().parents[1]
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> Any:
     # What a session, module or class fixture stores (pytest-django's django_db_setup
     # override, create_all and its seed rows) stays for the tests that follow, as
     # it would without worker_utils: the baseline resets return to takes it in.
-    worker = _ready(request.config) if fixturedef.scope != "function" else None
-    if worker is None or worker.namespace.borrowed or not worker.undone or worker.in_call:
-        return (yield)  # (during a test's call, what it stored would become the baseline)
+    worker = _ready(request.config)
+    if worker is None or worker.namespace.borrowed:
+        return (yield)
+    if fixturedef.scope == "function":
+        try:
+            return (yield)
+        finally:
+            # What it stored is the test's: a baseline taken now would keep it.
+            worker.test_stored |= _projects(fixturedef)
+    if not worker.undone or worker.in_call or worker.test_stored:
+        return (yield)
     namespace = worker.namespace
     if namespace.sequences_advanced:  # rolled-back tests moved sequences on: not a baseline
         namespace.reset("delete")
@@ -413,6 +435,13 @@ def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.Fix
     finally:
         if before is None or namespace.wal_position() != before:
             namespace.snapshot()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    worker = _ready(item.config)
+    if worker is not None:
+        worker.test_stored = False  # before any fixture of this test is set up
 
 
 @pytest.hookimpl(wrapper=True)
@@ -430,8 +459,8 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
 def pytest_fixture_post_finalizer(
     fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
 ) -> None:
-    worker = _ready(request.config) if fixturedef.scope != "function" else None
-    if worker is not None:
+    worker = _ready(request.config)
+    if worker is not None and fixturedef.scope != "function" and _projects(fixturedef):
         # What its teardown removed, the next test starts without (see _rebase).
         worker.rebase = True
 

@@ -239,6 +239,8 @@ class _PostgresWorker:
         self.rebase = False
         #: A test's call is under way (not its setup).
         self.in_call = False
+        #: A fixture of the project's, of function scope, was set up for the current test.
+        self.test_stored = False
         # When each recent test began (local clock) and its id: who opened a leaked connection.
         self._starts: list[float] = []
         self._tests: list[str] = []
