@@ -307,6 +307,17 @@ def insert(n):
         conn.execute("INSERT INTO item SELECT generate_series(1, %s)", [n])
 
 
+@pytest.fixture(scope="session")
+def late_session():
+    insert(100)
+
+
+@pytest.fixture
+def row_then_session(request):
+    insert(7)  # the test's, as any function fixture's: never kept
+    request.getfixturevalue("late_session")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def seeded():
     # As pytest-django's django_db_setup override, or create_all and its seed rows.
@@ -350,6 +361,14 @@ def test_2_sees_them_and_is_undone():
 
 def test_3_starts_from_the_session_row():
     assert count() == 1
+
+
+def test_4_a_function_fixture_pulls_in_a_session_fixture(row_then_session):
+    assert count() == 108
+
+
+def test_5_keeps_none_of_the_tests_rows():
+    assert count() == 1
 """
 
 
@@ -360,5 +379,5 @@ def test_what_session_and_module_fixtures_store_stays_for_their_tests_only(
     pytester.makeconftest(SCOPED_FIXTURES)
     pytester.makepyfile(test_a=SCOPED_A, test_b=SCOPED_B)
     result = pytester.runpytest("-p", "no:randomly", "-n", "0")
-    result.assert_outcomes(passed=5)
+    result.assert_outcomes(passed=7)
     assert _schemas(SCOPED_PREFIX) == []

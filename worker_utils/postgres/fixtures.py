@@ -419,11 +419,10 @@ def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.Fix
     if worker is None or worker.namespace.borrowed:
         return (yield)
     if fixturedef.scope == "function":
-        try:
-            return (yield)
-        finally:
-            # What it stored is the test's: a baseline taken now would keep it.
-            worker.test_stored |= _projects(fixturedef)
+        # What it stores, even before it requests a session fixture, is the test's:
+        # a baseline taken from now on would keep it.
+        worker.test_stored |= _projects(fixturedef)
+        return (yield)
     if not worker.undone or worker.in_call or worker.test_stored:
         return (yield)
     namespace = worker.namespace
