@@ -165,3 +165,20 @@ def test_reap_on_an_unreachable_redis_is_one_line(
         f"127.0.0.1:{lease.port}. Connection refused); start Redis there, or set --redis-url "
         f"to a running server\n"
     )
+
+
+def test_a_redis_it_cannot_reach_does_not_stop_reap_on_postgres(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    postgres_url = "postgresql://postgres@127.0.0.1:5432/test"  # noqa: WU202 the machine's server
+    monkeypatch.setenv("WORKER_UTILS_POSTGRES_URL", postgres_url)
+    lease = ports.lease_port()  # a port nothing listens on, for as long as we hold it
+    try:
+        url = f"redis://127.0.0.1:{lease.port}/0"
+        assert cli.main(["reap", "--dry-run", "--redis-url", url]) == 2
+    finally:
+        lease.release()
+    out, err = capsys.readouterr()
+    assert err.startswith(f"worker-utils reap: worker_redis: cannot connect to {url} ")
+    # PostgreSQL was reaped (dry run) all the same.
+    assert out.splitlines()[-1].startswith("would drop ")

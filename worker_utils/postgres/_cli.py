@@ -21,8 +21,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "and whose owners are dead; on Redis, empty and free the databases leased by dead "
             "workers, and remove their prefixed keys and Redis users; with --docker, remove the "
             "containers of the docker backend whose run on this host is dead. Anything without "
-            "a worker_utils ownership record, lease or label is never touched. Exit status: "
-            "0 done, 2 usage or connection errors."
+            "a worker_utils ownership record, lease or label is never touched. Each server is "
+            "reaped even if another cannot be. Exit status: 0 done, 2 usage or connection "
+            "errors (with any server)."
         ),
     )
     parser.add_argument(
@@ -60,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    # Each server is reaped even when another cannot be: what one leaves is no reason to keep
+    # another's; the exit status is 2 if any could not.
+    status = 0
     verb = "would remove" if args.dry_run else "removed"
     if args.docker:
         from worker_utils.servers import docker
@@ -68,8 +72,9 @@ def run(args: argparse.Namespace) -> int:
             names = docker.reap(dry_run=args.dry_run, log=print)
         except docker.DockerError as exc:
             print(f"worker-utils reap: {exc}", file=sys.stderr)
-            return 2
-        print(f"{verb} {len(names)} container(s)")
+            status = 2
+        else:
+            print(f"{verb} {len(names)} container(s)")
     if redis_url:
         from worker_utils import redis
 
@@ -83,21 +88,23 @@ def run(args: argparse.Namespace) -> int:
             )
         except (redis.RedisUrlError, redis.RedisSetupError) as exc:
             print(f"worker-utils reap: {exc}", file=sys.stderr)
-            return 2
-        verb = "would free" if args.dry_run else "freed"
-        print(
-            f"{verb} {len(freed.freed)} Redis lease(s) and {len(freed.users)} user(s), "
-            f"kept {len(freed.kept)}"
-        )
+            status = 2
+        else:
+            verb = "would free" if args.dry_run else "freed"
+            print(
+                f"{verb} {len(freed.freed)} Redis lease(s) and {len(freed.users)} user(s), "
+                f"kept {len(freed.kept)}"
+            )
     if not url:
-        return 0
+        return status
+    setting = "--postgres-url" if args.postgres_url else postgres.URL_VAR
     try:
-        postgres.preflight(url, setting="--postgres-url")
-        postgres.check_pooler(url, setting="--postgres-url", kind=None)
+        postgres.preflight(url, setting=setting)
+        postgres.check_pooler(url, setting=setting, kind=None)
         result = postgres.reap(url, dry_run=args.dry_run, log=print)
     except postgres.PostgresError as exc:
         print(f"worker-utils reap: {exc}", file=sys.stderr)
         return 2
     verb = "would drop" if args.dry_run else "dropped"
     print(f"{verb} {len(result.dropped)}, kept {len(result.kept)}")
-    return 0
+    return status
