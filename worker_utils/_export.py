@@ -31,6 +31,7 @@ __all__ = [
     "env_setting",
     "exports_parser",
     "failed",
+    "failures",
     "pytest_worker_utils_export",
 ]
 
@@ -91,15 +92,18 @@ def env_setting(
     )
 
 
-def failed(run: Run, placeholders: dict[str, str], message: str) -> None:
+_failures_key = pytest.StashKey[list[str]]()
+
+
+def failed(config: pytest.Config, run: Run, placeholders: dict[str, str], message: str) -> None:
     """The export could not get this worker its resource: never leave a variable as it was.
 
     Each variable gets ``placeholders[name]``, a value of its form that names
     nothing that exists, so that the application fails at once instead of
     using what the shell had set (a real server's database). The process that
     owns the run (a run without workers, or the xdist controller) then stops
-    with ``message`` as a usage error before any test; an xdist worker goes on,
-    and its plugin fails each test with ``message``.
+    with ``message`` as a usage error before any test; in an xdist worker each
+    test fails with it (:func:`failures`), isolated ones included.
     """
     for name, value in placeholders.items():
         run.set_env(name, value)
@@ -107,6 +111,13 @@ def failed(run: Run, placeholders: dict[str, str], message: str) -> None:
         from worker_utils._plugin import usage_error
 
         usage_error(message)
+    config.stash.setdefault(_failures_key, []).append(message)
+
+
+def failures(config: pytest.Config) -> str | None:
+    """What the exports of this process could not set up, one line each; None if nothing."""
+    found: list[str] = config.stash.get(_failures_key, [])
+    return "\n".join(found) or None
 
 
 @pytest.hookspec

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from worker_utils import _export, _handover, _settings, _worker
-from worker_utils._plugin import Run, run_key, summary_key, usage_error
+from worker_utils._plugin import Run, fail, run_key, summary_key, usage_error
 from worker_utils._report import WorkerReport, summary_lines
 from worker_utils.errors import WorkerUtilsError
 from worker_utils.run import _run_fixtures, _signals, coordination
@@ -258,6 +258,21 @@ class _XdistHooks:
 
 
 @pytest.hookimpl(trylast=True)  # after the resource plugins planned what this worker gets
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # The application reads the exported variables whether a test asks for a fixture or not.
+    __tracebackhide__ = True
+    failure = _export.failures(item.config)
+    if failure is not None:
+        fail(failure)
+
+
+@pytest.hookimpl
+def pytest_worker_utils_before_isolated(item: pytest.Item) -> str | None:
+    # The exported variables name nothing: the isolated test fails as one here would.
+    return _export.failures(item.config)
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     session.config.stash[_session_key] = session
 

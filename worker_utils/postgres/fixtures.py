@@ -397,6 +397,9 @@ def _worker_postgres_reset(request: pytest.FixtureRequest) -> Iterator[_Postgres
     worker.undone = state.mode != "none"
 
 
+_PACKAGE = Path(__file__).resolve().parents[1]  # worker_utils, however it is installed
+
+
 def _projects(fixturedef: pytest.FixtureDef[Any]) -> bool:
     """Whether the fixture is the project's (a conftest's or a test module's), not a plugin's."""
     code = getattr(fixturedef.func, "__code__", None)
@@ -405,9 +408,6 @@ def _projects(fixturedef: pytest.FixtureDef[Any]) -> bool:
     path = Path(code.co_filename)
     installed = {"site-packages", "dist-packages"} & set(path.parts)
     return not installed and not path.is_relative_to(_PACKAGE)
-
-
-_PACKAGE = Path(__file__).resolve().parents[1]
 
 
 @pytest.hookimpl(wrapper=True)
@@ -533,10 +533,6 @@ def pytest_worker_utils_provide(
 
 @pytest.hookimpl
 def pytest_worker_utils_before_isolated(item: pytest.Item) -> str | None:
-    settings = item.config.stash.get(_pg_key, None)
-    if settings is not None and settings.exports and settings.failure is not None:
-        item.stash[_isolated_key] = None
-        return settings.failure  # the exported variables name nothing
     worker = _ready(item.config)
     if worker is None:
         item.stash[_isolated_key] = None

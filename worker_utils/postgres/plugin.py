@@ -319,9 +319,9 @@ def pytest_worker_utils_export(config: pytest.Config, run: Run, controller: bool
         message = str(exc)
         if isinstance(exc, ValueError) and server:  # a URL that does not parse
             message = _bad_url(server, settings.url_setting, exc)
-        settings.failure = message  # every test fails with it (pytest_runtest_setup)
+        settings.failure = message  # every test fails with it (_export.failures)
         placeholders = {export.name: _render(_NOWHERE, export.form) for export in settings.exports}
-        _export.failed(run, placeholders, message)
+        _export.failed(config, run, placeholders, message)
         return
     for name, value in values.items():
         run.set_env(name, value)
@@ -338,15 +338,6 @@ def _bad_url(url: str, setting: str, error: ValueError) -> str:
     except postgres.PostgresError as exc:
         return str(exc)
     return f"{setting}: {mask_password(url)!r}: {error}"
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    # The application reads the exported variables whether a test asks for a fixture or not.
-    __tracebackhide__ = True
-    settings = item.config.stash.get(_pg_key, None)
-    if settings is not None and settings.exports and settings.failure is not None:
-        fail(settings.failure)
 
 
 def export_mismatch(settings: _PostgresSettings, url: str) -> str | None:

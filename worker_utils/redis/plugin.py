@@ -282,20 +282,11 @@ def pytest_worker_utils_export(config: pytest.Config, run: Run, controller: bool
     try:
         lease = worker_lease(config)  # held from now on; the fixtures take it over
     except (ServerStartError, wu_redis.RedisSetupError, wu_redis.RedisUrlError) as exc:
-        settings.early_failure = str(exc)  # every test fails with it (pytest_runtest_setup)
-        _export.failed(run, placeholders, settings.early_failure)
+        settings.early_failure = str(exc)  # every test fails with it (_export.failures)
+        _export.failed(config, run, placeholders, settings.early_failure)
         return
     for export in settings.exports:
         run.set_env(export.name, lease.url if export.form == "url" else lease.prefix)
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    # The application reads the exported variable whether a test asks for a fixture or not.
-    __tracebackhide__ = True
-    failure = _redis_settings(item.config).early_failure
-    if failure is not None:
-        fail(failure)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -415,10 +406,6 @@ def pytest_worker_utils_provide(
 
 @pytest.hookimpl
 def pytest_worker_utils_before_isolated(item: pytest.Item) -> str | None:
-    # The exported variables name nothing: the isolated test fails as one run here would.
-    failure = _redis_settings(item.config).early_failure
-    if failure is not None:
-        return failure
     lease = item.config.stash.get(_lease_key, None)
     return _lost(lease) if lease is not None and lease.lost else None
 

@@ -178,11 +178,10 @@ class WorkerDatabase:
         # The template's pages, kept in memory: the restore writes them back
         # through the SQLite backup API, so open connections see them at once.
         self._pristine = sqlite3.connect(":memory:", check_same_thread=False)
-        self.connection.backup(self._pristine)
         # PRAGMA data_version moves when another connection commits: this one
         # tells whether anything, the fixture's connection included, committed.
         self._watch = connect(path, check_same_thread=False)
-        self._version = self._data_version()
+        self.rebase()
 
     #: Made and reset by another process of this worker (see :meth:`borrow`).
     borrowed = False
