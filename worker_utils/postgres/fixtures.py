@@ -403,9 +403,12 @@ _PACKAGE = Path(__file__).resolve().parents[1]  # worker_utils, however it is in
 def _projects(fixturedef: pytest.FixtureDef[Any]) -> bool:
     """Whether the fixture is the project's (a conftest's or a test module's), not a plugin's."""
     code = getattr(fixturedef.func, "__code__", None)
-    if code is None:
-        return False
-    path = Path(code.co_filename)
+    return code is not None and _project_file(code.co_filename)
+
+
+@functools.cache  # asked for every fixture of every test
+def _project_file(filename: str) -> bool:
+    path = Path(filename)
     installed = {"site-packages", "dist-packages"} & set(path.parts)
     return not installed and not path.is_relative_to(_PACKAGE)
 
