@@ -22,7 +22,11 @@ from pathlib import Path
 
 def record(**data):
     directory = Path(os.environ["WU_TEST_RECORD_DIR"])
-    (directory / f"{uuid.uuid4().hex}.json").write_text(json.dumps(data))
+    # Written, then renamed: a test that reads records while the run goes on never
+    # reads one half written.
+    name = uuid.uuid4().hex
+    (directory / f".{name}").write_text(json.dumps(data))
+    (directory / f".{name}").rename(directory / f"{name}.json")
 """
 
 # A conftest for each of two concurrent inner runs of two workers each: every worker

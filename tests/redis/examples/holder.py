@@ -10,7 +10,10 @@ SIGNALS = Path(os.environ["WU_TEST_SIGNALS"])
 def test_holds_its_database_until_told(worker_redis, worker_redis_db):
     worker = os.environ["PYTEST_XDIST_WORKER"]
     worker_redis.set("mine", worker)
-    (SIGNALS / f"holder-ready-{worker}").write_text(str(worker_redis_db))
+    # Written, then renamed: the test never reads the signal half written.
+    ready = SIGNALS / f".holder-ready-{worker}"
+    ready.write_text(str(worker_redis_db))
+    ready.rename(SIGNALS / f"holder-ready-{worker}")
     deadline = time.monotonic() + 120
     while not (SIGNALS / "go").exists():
         assert time.monotonic() < deadline
